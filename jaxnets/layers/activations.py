@@ -1,0 +1,92 @@
+"""Activation functions by Keras name.
+
+Each function matches Keras' default arguments, which sometimes differ from
+`jax.nn`: Keras ``gelu`` is the exact erf form (``jax.nn.gelu`` defaults to
+the tanh approximation) and ``leaky_relu`` has negative slope 0.2.
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> from jaxnets.layers import activations
+  >>> activations.get("relu")(jnp.array([-1.0, 2.0])).tolist()
+  [0.0, 2.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxnets.errors import lookup
+
+
+def linear(x):
+    return x
+
+
+def gelu(x):
+    return jax.nn.gelu(x, approximate=False)
+
+
+def leaky_relu(x):
+    return jax.nn.leaky_relu(x, negative_slope=0.2)
+
+
+def softmax(x):
+    return jax.nn.softmax(x, axis=-1)
+
+
+def log_softmax(x):
+    return jax.nn.log_softmax(x, axis=-1)
+
+
+def hard_sigmoid(x):
+    # Keras 3 definition: relu6(x + 3) / 6.
+    return jax.nn.relu6(x + 3.0) / 6.0
+
+
+def mish(x):
+    return x * jnp.tanh(jax.nn.softplus(x))
+
+
+ACTIVATIONS: dict[str, Callable] = {
+    "linear": linear,
+    "relu": jax.nn.relu,
+    "relu6": jax.nn.relu6,
+    "sigmoid": jax.nn.sigmoid,
+    "hard_sigmoid": hard_sigmoid,
+    "tanh": jnp.tanh,
+    "softmax": softmax,
+    "log_softmax": log_softmax,
+    "softplus": jax.nn.softplus,
+    "softsign": jax.nn.soft_sign,
+    "gelu": gelu,
+    "elu": jax.nn.elu,
+    "selu": jax.nn.selu,
+    "leaky_relu": leaky_relu,
+    "swish": jax.nn.silu,
+    "silu": jax.nn.silu,
+    "mish": mish,
+    "exponential": jnp.exp,
+}
+
+
+def get(activation: str | Callable | None) -> Callable:
+    """Returns the activation named ``activation``.
+
+    Args:
+      activation: a Keras name (case-insensitive), a callable (returned as is),
+        or None (the identity, as Keras' ``activation=None``).
+
+    Returns:
+      A function from an array to an array of the same shape.
+
+    Raises:
+      UnknownNameError: for an unknown name; the message lists valid names.
+    """
+    if activation is None:
+        return linear
+    if callable(activation):
+        return activation
+    return lookup(activation, ACTIVATIONS, kind="activation")

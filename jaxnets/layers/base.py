@@ -1,0 +1,55 @@
+"""The base class every jaxnets layer derives from.
+
+`Layer` adds the Keras-only ``input_shape`` field. It is keyword-only, so
+each subclass keeps its Keras positional order (``Dense(64, "relu")``) and
+can still be written ``Dense(64, input_shape=(784,))`` as a Keras model's
+first layer is. The math ignores it; the ``Sequential`` facade reads it to
+know the shape to initialise with. ``name=`` is Flax's own field.
+
+Example:
+  >>> from jaxnets.layers import Dense
+  >>> Dense(4, input_shape=(3,), name="fc").input_shape
+  (3,)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+
+
+class Layer(nn.Module):
+    """A Flax Linen module with the keyword-only Keras ``input_shape`` field."""
+
+    input_shape: tuple[int, ...] | None = dataclasses.field(default=None, kw_only=True)
+
+
+def resolve_impl(impl: str) -> str:
+    """Maps ``impl`` ('auto', 'im2col', 'xla') to the implementation to run.
+
+    'auto' picks the im2col / reshape kernels on CPU, where XLA's convolutions
+    and max-pool gradients are slow, and XLA's own ops on GPU and TPU, where
+    they are fast. It is resolved at trace time, so one module definition runs
+    well on either backend.
+    """
+    from jaxnets.errors import lookup
+
+    lookup(impl, {"auto": 0, "im2col": 1, "xla": 2}, kind="impl")
+    impl = impl.lower()
+    if impl == "auto":
+        return "im2col" if jax.default_backend() == "cpu" else "xla"
+    return impl
+
+
+def as_tuple(value, n: int, what: str) -> tuple[int, ...]:
+    """Expands an int to an ``n``-tuple, as Keras does for kernel sizes and strides."""
+    from jaxnets.errors import ConfigError
+
+    if isinstance(value, int):
+        return (value,) * n
+    value = tuple(int(v) for v in value)
+    if len(value) != n:
+        raise ConfigError(f"{what} must be an int or a {n}-tuple, got {value!r}.")
+    return value

@@ -1,0 +1,142 @@
+"""Convolution kernels: im2col / col2im for CPU, XLA's convolution elsewhere.
+
+XLA's CPU convolution is slow, and slower still inside `lax.scan`. On CPU an
+N-d convolution is cheaper written as the matrix product it is: gather each
+kernel tap's shifted, strided slice of the input, concatenate them on the
+channel axis (im2col), and do one ``(B*out, taps*C) @ (taps*C, F)`` product,
+which XLA hands to its fast GEMM. Its gradient is slices and pads, also fast.
+The transposed convolution runs the product first and then scatters each
+tap's result into the output with an interior-padded `lax.pad` (col2im), so
+no multiplications are spent on the zeros a dilated input would hold.
+
+Every function takes NHWC-style inputs ``(B, *spatial, C)`` and HWIO-style
+kernels ``(*kernel_size, C, F)``, for any number of spatial dimensions, so the
+two implementations share parameters exactly.
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> x, k = jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1))
+  >>> conv_im2col(x, k, strides=(1, 1), padding="valid").shape
+  (1, 2, 2, 1)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import jax.numpy as jnp
+from jax import lax
+
+_DIMS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
+
+
+def conv_padding(spatial, kernel_size, strides, dilation, padding: str) -> list[tuple[int, int]]:
+    """Explicit ``(low, high)`` pads for Keras' 'valid', 'same' or 'causal'.
+
+    'same' pads as TensorFlow does (the extra pixel goes at the end), so
+    outputs match Keras; 'causal' (1-D) pads only on the left.
+    """
+    eff = [(k - 1) * d + 1 for k, d in zip(kernel_size, dilation, strict=True)]
+    if padding == "valid":
+        return [(0, 0)] * len(spatial)
+    if padding == "causal":
+        return [(e - 1, 0) for e in eff]
+    return lax.padtype_to_pads(spatial, eff, strides, "SAME")
+
+
+def conv_xla(x, kernel, *, strides, padding: str, dilation=None):
+    """`lax.conv_general_dilated` with Keras padding names."""
+    nd = x.ndim - 2
+    dilation = dilation or (1,) * nd
+    pads = conv_padding(x.shape[1:-1], kernel.shape[:nd], strides, dilation, padding)
+    return lax.conv_general_dilated(
+        x, kernel, strides, pads, rhs_dilation=dilation, dimension_numbers=_DIMS[nd]
+    )
+
+
+def conv_im2col(x, kernel, *, strides, padding: str, dilation=None):
+    """The same convolution as `conv_xla`, as one matrix product (im2col)."""
+    nd = x.ndim - 2
+    ksize, (cin, cout) = kernel.shape[:nd], kernel.shape[nd:]
+    dilation = dilation or (1,) * nd
+    pads = conv_padding(x.shape[1:-1], ksize, strides, dilation, padding)
+    if any(p != (0, 0) for p in pads):
+        x = jnp.pad(x, [(0, 0), *pads, (0, 0)])
+    spatial = x.shape[1:-1]
+    out = [
+        (n - (k - 1) * d - 1) // s + 1
+        for n, k, d, s in zip(spatial, ksize, dilation, strides, strict=True)
+    ]
+    cols = []
+    # Tap order (row-major over the kernel window, then channels) matches the
+    # HWIO kernel's reshape to (taps * C, F).
+    for tap in itertools.product(*(range(k) for k in ksize)):
+        start = [0] + [t * d for t, d in zip(tap, dilation, strict=True)] + [0]
+        limit = (
+            [x.shape[0]]
+            + [st + (o - 1) * s + 1 for st, o, s in zip(start[1:-1], out, strides, strict=True)]
+            + [cin]
+        )
+        cols.append(lax.slice(x, start, limit, (1, *strides, 1)))
+    patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+    y = jnp.dot(patches.reshape(-1, patches.shape[-1]), kernel.reshape(-1, cout))
+    return y.reshape(x.shape[0], *out, cout)
+
+
+def conv_transpose_padding(k: int, s: int, padding: str) -> tuple[int, int, int]:
+    """``(pad_low, pad_high, unused)`` of `lax.conv_transpose` for one dimension.
+
+    Mirrors `lax.conv_transpose`; its output length is ``n * s`` for 'same'
+    and ``n * s + max(k - s, 0)`` for 'valid', Keras' lengths.
+    """
+    if padding == "same":
+        pad_len = k + s - 2
+        pad_a = k - 1 if s > k - 1 else math.ceil(pad_len / 2)
+    else:
+        pad_len = k + s - 2 + max(k - s, 0)
+        pad_a = k - 1
+    return pad_a, pad_len - pad_a, 0
+
+
+def conv_transpose_xla(x, kernel, *, strides, padding: str):
+    """`lax.conv_transpose` (kernel not flipped, HWIO), as `flax.linen.ConvTranspose`."""
+    nd = x.ndim - 2
+    pads = [
+        conv_transpose_padding(k, s, padding)[:2]
+        for k, s in zip(kernel.shape[:nd], strides, strict=True)
+    ]
+    return lax.conv_transpose(x, kernel, strides, pads, dimension_numbers=_DIMS[nd])
+
+
+def conv_transpose_col2im(x, kernel, *, strides, padding: str):
+    """The same transposed convolution as `conv_transpose_xla`, matmul first.
+
+    Input position ``h`` and (unflipped) tap ``t`` land on output position
+    ``s*h + pad_low - t``; each tap's product is placed there by one
+    `lax.pad` (interior ``s - 1``, negative edges crop) and the taps summed.
+    """
+    nd = x.ndim - 2
+    ksize, (cin, cout) = kernel.shape[:nd], kernel.shape[nd:]
+    spatial = x.shape[1:-1]
+    pad_low = [
+        conv_transpose_padding(k, s, padding)[0] for k, s in zip(ksize, strides, strict=True)
+    ]
+    out = [
+        n * s + (0 if padding == "same" else max(k - s, 0))
+        for n, k, s in zip(spatial, ksize, strides, strict=True)
+    ]
+    taps = math.prod(ksize)
+    # (C, taps * F): one product yields every tap's contribution at once.
+    w = jnp.moveaxis(kernel.reshape(taps, cin, cout), 0, 1).reshape(cin, taps * cout)
+    y = jnp.dot(x.reshape(-1, cin), w).reshape(*x.shape[:-1], taps, cout)
+    total = None
+    for i, tap in enumerate(itertools.product(*(range(k) for k in ksize))):
+        config = [(0, 0, 0)]
+        for n, s, p, t, o in zip(spatial, strides, pad_low, tap, out, strict=True):
+            low = p - t
+            config.append((low, o - low - (n - 1) * s - 1, s - 1))
+        config.append((0, 0, 0))
+        part = lax.pad(y[..., i, :], jnp.zeros((), y.dtype), config)
+        total = part if total is None else total + part
+    return total

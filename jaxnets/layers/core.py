@@ -1,0 +1,195 @@
+"""Core layers: Dense, Activation, Dropout, Embedding, Flatten, Reshape, merges.
+
+Argument names follow Keras so a Keras model ports line for line; parameter
+names follow Flax (``kernel``, ``bias``, ``embedding``).
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> from jaxnets.layers import Dense
+  >>> layer = Dense(2, kernel_initializer="ones")
+  >>> variables = layer.init(jax.random.key(0), jnp.ones((1, 3)))
+  >>> layer.apply(variables, jnp.ones((1, 3))).tolist()
+  [[3.0, 3.0]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxnets.errors import ConfigError, ShapeError
+from jaxnets.layers import activations, initializers
+from jaxnets.layers.base import Layer
+
+
+class Dense(Layer):
+    """``activation(x @ kernel + bias)`` on the last axis (Keras ``Dense``).
+
+    Attributes:
+      units: output features.
+      activation: name or callable applied to the output; None is linear.
+      use_bias: add a learned bias.
+      kernel_initializer, bias_initializer: Keras names or JAX initializers.
+    """
+
+    units: int
+    activation: str | Callable | None = None
+    use_bias: bool = True
+    kernel_initializer: str | Callable = "glorot_uniform"
+    bias_initializer: str | Callable = "zeros"
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        kernel = self.param(
+            "kernel", initializers.get(self.kernel_initializer), (x.shape[-1], self.units)
+        )
+        y = jnp.dot(x, kernel.astype(x.dtype))
+        if self.use_bias:
+            bias = self.param("bias", initializers.get(self.bias_initializer), (self.units,))
+            y = y + bias.astype(x.dtype)
+        return activations.get(self.activation)(y)
+
+
+class Activation(Layer):
+    """Applies an activation by Keras name (``Activation("relu")``) or callable."""
+
+    activation: str | Callable | None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return activations.get(self.activation)(x)
+
+
+class Dropout(Layer):
+    """Zeroes a ``rate`` fraction of inputs in train mode and rescales the rest.
+
+    Draws from the ``'dropout'`` RNG; eval mode is the identity.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> y = Dropout(0.5).apply({}, jnp.ones((1000,)), train=True,
+      ...                        rngs={"dropout": jax.random.key(0)})
+      >>> sorted(set(y.tolist()))
+      [0.0, 2.0]
+    """
+
+    rate: float
+    noise_shape: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        if not 0.0 <= float(self.rate) < 1.0:
+            raise ConfigError(
+                f"Dropout rate must be in [0, 1), got {self.rate!r}; "
+                "it is the fraction of inputs set to zero."
+            )
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        if not train or self.rate == 0.0:
+            return x
+        shape = x.shape if self.noise_shape is None else self.noise_shape
+        keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.rate, shape)
+        return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
+
+
+class Embedding(Layer):
+    """Looks integer tokens up in an ``(input_dim, output_dim)`` table.
+
+    ``mask_zero=True`` reserves token 0 for padding: `compute_mask` then gives
+    the ``(B, T)`` mask to pass to recurrent and attention layers.
+    """
+
+    input_dim: int
+    output_dim: int
+    embeddings_initializer: str | Callable = "random_uniform"
+    mask_zero: bool = False
+
+    @nn.compact
+    def __call__(self, tokens, train: bool = False):
+        table = self.param(
+            "embedding",
+            initializers.get(self.embeddings_initializer),
+            (self.input_dim, self.output_dim),
+        )
+        return jnp.take(table, tokens.astype(jnp.int32), axis=0)
+
+    def compute_mask(self, tokens):
+        """``(B, T)`` bool, True at valid steps; None unless ``mask_zero``."""
+        return (tokens != 0) if self.mask_zero else None
+
+
+class Flatten(Layer):
+    """Flattens every axis but the batch axis."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return x.reshape((x.shape[0], -1))
+
+
+class Reshape(Layer):
+    """Reshapes to ``(batch,) + target_shape``; one entry may be -1."""
+
+    target_shape: tuple[int, ...]
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        try:
+            return x.reshape((x.shape[0], *self.target_shape))
+        except TypeError as e:
+            raise ShapeError(
+                f"cannot reshape input of shape {x.shape} to (batch, *{self.target_shape}): "
+                "the target must hold the same number of elements per example."
+            ) from e
+
+
+def _check_list(inputs, what: str) -> list:
+    if not isinstance(inputs, list | tuple) or len(inputs) < 2:
+        raise ShapeError(f"{what} takes a list of at least 2 arrays, got {type(inputs).__name__}.")
+    return list(inputs)
+
+
+class Concatenate(Layer):
+    """Concatenates a list of arrays along ``axis`` (default the last)."""
+
+    axis: int = -1
+
+    @nn.compact
+    def __call__(self, inputs: Sequence, train: bool = False):
+        return jnp.concatenate(_check_list(inputs, "Concatenate"), axis=self.axis)
+
+
+class Add(Layer):
+    """Sums a list of same-shape arrays (residual connections)."""
+
+    @nn.compact
+    def __call__(self, inputs: Sequence, train: bool = False):
+        inputs = _check_list(inputs, "Add")
+        out = inputs[0]
+        for x in inputs[1:]:
+            out = out + x
+        return out
+
+
+class Multiply(Layer):
+    """Multiplies a list of same-shape arrays elementwise."""
+
+    @nn.compact
+    def __call__(self, inputs: Sequence, train: bool = False):
+        inputs = _check_list(inputs, "Multiply")
+        out = inputs[0]
+        for x in inputs[1:]:
+            out = out * x
+        return out
+
+
+class Average(Layer):
+    """Averages a list of same-shape arrays elementwise."""
+
+    @nn.compact
+    def __call__(self, inputs: Sequence, train: bool = False):
+        inputs = _check_list(inputs, "Average")
+        return sum(inputs[1:], inputs[0]) / len(inputs)

@@ -1,0 +1,210 @@
+"""Max and average pooling (Keras names), reshape-and-reduce on CPU.
+
+XLA's CPU `reduce_window` and, above all, the `select_and_scatter` gradient
+of max pooling are slow. When the pool size equals the stride (the usual
+``MaxPooling2D(2)``) the windows tile the input, so pooling is a reshape to
+``(B, Ho, p, Wo, p, C)`` and one reduction, whose gradient is elementwise.
+Other strides take the max/sum of the window's shifted strided slices, also
+elementwise. ``impl='xla'`` (the default off CPU) uses `lax.reduce_window`.
+
+'same' padding follows Keras: pads are placed as TensorFlow places them, max
+pooling ignores them, and average pooling divides by the number of real
+inputs in each window (``count_include_pad=False``).
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> from jaxnets.layers import MaxPooling2D
+  >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+  >>> MaxPooling2D(2).apply({}, x)[0, :, :, 0].tolist()
+  [[5.0, 7.0], [13.0, 15.0]]
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import ClassVar
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxnets.errors import ShapeError, lookup
+from jaxnets.layers.base import Layer, as_tuple, resolve_impl
+
+
+def _pads(spatial, pool, strides, padding):
+    if padding == "valid":
+        return [(0, 0)] * len(spatial)
+    return lax.padtype_to_pads(spatial, pool, strides, "SAME")
+
+
+def _pool_fast(x, pool, strides, pads, reduce: str):
+    """Pooling by reshape (pool == stride) or shifted slices, padded with ``fill``."""
+    fill = -jnp.inf if reduce == "max" else 0.0
+    if any(p != (0, 0) for p in pads):
+        x = jnp.pad(x, [(0, 0), *pads, (0, 0)], constant_values=fill)
+    spatial = x.shape[1:-1]
+    out = [(n - p) // s + 1 for n, p, s in zip(spatial, pool, strides, strict=True)]
+    if tuple(pool) == tuple(strides):
+        # Windows tile the input: crop the remainder 'valid' drops, then reduce.
+        x = x[(slice(None), *(slice(0, o * p) for o, p in zip(out, pool, strict=True)))]
+        shape = [x.shape[0]]
+        for o, p in zip(out, pool, strict=True):
+            shape += [o, p]
+        x = x.reshape(*shape, x.shape[-1])
+        axes = tuple(range(2, 2 * len(pool) + 1, 2))
+        return x.max(axis=axes) if reduce == "max" else x.sum(axis=axes)
+    result = None
+    for tap in itertools.product(*(range(p) for p in pool)):
+        start = [0, *tap, 0]
+        limit = [
+            x.shape[0],
+            *(t + (o - 1) * s + 1 for t, o, s in zip(tap, out, strides)),
+            x.shape[-1],
+        ]  # noqa: E501
+        part = lax.slice(x, start, limit, (1, *strides, 1))
+        if result is None:
+            result = part
+        else:
+            result = jnp.maximum(result, part) if reduce == "max" else result + part
+    return result
+
+
+def _window_counts(spatial, pool, strides, pads) -> np.ndarray:
+    """Real (unpadded) inputs per window, shape ``(1, *out, 1)``; a trace-time constant."""
+    ones = np.pad(np.ones(spatial, np.float32), pads)
+    counts = np.asarray(
+        _pool_fast(ones[None, ..., None], pool, strides, [(0, 0)] * len(pool), "sum")
+    )
+    return counts
+
+
+def pool(x, pool_size, strides, padding: str, reduce: str, impl: str = "auto"):
+    """Max (``reduce='max'``) or average (``'avg'``) pooling of ``(B, *spatial, C)``."""
+    pads = _pads(x.shape[1:-1], pool_size, strides, padding)
+    if resolve_impl(impl) == "xla":
+        cfg = ((1, *pool_size, 1), (1, *strides, 1), [(0, 0), *pads, (0, 0)])
+        if reduce == "max":
+            return lax.reduce_window(x, -jnp.inf, lax.max, *cfg)
+        total = lax.reduce_window(x, 0.0, lax.add, *cfg)
+    else:
+        total = _pool_fast(x, pool_size, strides, pads, reduce)
+        if reduce == "max":
+            return total
+    return total / _window_counts(x.shape[1:-1], pool_size, strides, pads).astype(x.dtype)
+
+
+class _Pooling(Layer):
+    rank: ClassVar[int] = 2
+    reduce: ClassVar[str] = "max"
+
+    pool_size: int | tuple[int, ...] = 2
+    strides: int | tuple[int, ...] | None = None
+    padding: str = "valid"
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        if x.ndim != self.rank + 2:
+            raise ShapeError(
+                f"{type(self).__name__} expects inputs of rank {self.rank + 2} "
+                f"(batch, {self.rank} spatial dims, channels), got shape {x.shape}."
+            )
+        lookup(self.padding, {"valid": 0, "same": 1}, kind="padding")
+        size = as_tuple(self.pool_size, self.rank, "pool_size")
+        # Keras: strides=None means strides equal to pool_size.
+        strides = size if self.strides is None else as_tuple(self.strides, self.rank, "strides")
+        return pool(x, size, strides, self.padding.lower(), self.reduce, self.impl)
+
+
+class MaxPooling1D(_Pooling):
+    """Max over windows of ``(B, T, C)`` (Keras ``MaxPooling1D``).
+
+    Attributes:
+      pool_size: window size (int or tuple); default 2.
+      strides: step; None (default) means ``pool_size``.
+      padding: 'valid' or 'same'.
+      impl: 'auto', 'im2col' (reshape / slices) or 'xla'.
+    """
+
+    rank: ClassVar[int] = 1
+
+
+class MaxPooling2D(_Pooling):
+    """Max over windows of NHWC images (Keras ``MaxPooling2D``); see `MaxPooling1D`."""
+
+
+class AveragePooling1D(_Pooling):
+    """Mean over windows of ``(B, T, C)`` (Keras ``AveragePooling1D``); see `MaxPooling1D`."""
+
+    rank: ClassVar[int] = 1
+    reduce: ClassVar[str] = "avg"
+
+
+class AveragePooling2D(_Pooling):
+    """Mean over windows of NHWC images (Keras ``AveragePooling2D``); see `MaxPooling1D`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> AveragePooling2D(2).apply({}, jnp.ones((1, 4, 4, 3))).shape
+      (1, 2, 2, 3)
+    """
+
+    reduce: ClassVar[str] = "avg"
+
+
+class _GlobalPooling(Layer):
+    rank: ClassVar[int] = 2
+    reduce: ClassVar[str] = "avg"
+
+    keepdims: bool = False
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, mask=None):
+        if x.ndim != self.rank + 2:
+            raise ShapeError(
+                f"{type(self).__name__} expects inputs of rank {self.rank + 2}, got {x.shape}."
+            )
+        axes = tuple(range(1, self.rank + 1))
+        if mask is None:
+            if self.reduce == "max":
+                return x.max(axis=axes, keepdims=self.keepdims)
+            return x.mean(axis=axes, keepdims=self.keepdims)
+        # (B, T) mask, True at valid steps (1-D only): padded steps are ignored.
+        m = mask.astype(bool)[..., None]
+        if self.reduce == "max":
+            return jnp.where(m, x, -jnp.inf).max(axis=axes, keepdims=self.keepdims)
+        total = jnp.where(m, x, 0).sum(axis=axes, keepdims=self.keepdims)
+        count = m.sum(axis=axes, keepdims=self.keepdims).astype(x.dtype)
+        return total / jnp.maximum(count, 1.0)
+
+
+class GlobalAveragePooling1D(_GlobalPooling):
+    """Mean over time of ``(B, T, C)`` -> ``(B, C)``; ``mask`` (B, T) skips padded steps.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> x = jnp.array([[[1.0], [3.0], [100.0]]])
+      >>> GlobalAveragePooling1D().apply({}, x, mask=jnp.array([[1, 1, 0]])).tolist()
+      [[2.0]]
+    """
+
+    rank: ClassVar[int] = 1
+
+
+class GlobalMaxPooling1D(_GlobalPooling):
+    """Max over time of ``(B, T, C)`` -> ``(B, C)``; ``mask`` (B, T) skips padded steps."""
+
+    rank: ClassVar[int] = 1
+    reduce: ClassVar[str] = "max"
+
+
+class GlobalAveragePooling2D(_GlobalPooling):
+    """Mean over height and width of NHWC images -> ``(B, C)``."""
+
+
+class GlobalMaxPooling2D(_GlobalPooling):
+    """Max over height and width of NHWC images -> ``(B, C)``."""
+
+    reduce: ClassVar[str] = "max"
