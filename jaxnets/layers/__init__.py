@@ -33,6 +33,7 @@ from jaxnets.layers.core import (
     Multiply,
     Reshape,
 )
+from jaxnets.layers.normalization import BatchNormalization, LayerNormalization
 from jaxnets.layers.pooling import (
     AveragePooling1D,
     AveragePooling2D,
@@ -50,6 +51,7 @@ __all__ = [
     "Average",
     "AveragePooling1D",
     "AveragePooling2D",
+    "BatchNormalization",
     "Concatenate",
     "Conv1D",
     "Conv2D",
@@ -63,6 +65,7 @@ __all__ = [
     "GlobalMaxPooling1D",
     "GlobalMaxPooling2D",
     "Layer",
+    "LayerNormalization",
     "MaxPooling1D",
     "MaxPooling2D",
     "Multiply",

@@ -1,0 +1,147 @@
+"""BatchNormalization and LayerNormalization with Keras defaults.
+
+Keras' defaults differ from Flax's: ``momentum=0.99`` and ``epsilon=1e-3``
+(Flax: 0.99 and 1e-5). Parameters use Flax names: ``scale`` (Keras gamma)
+and ``bias`` (beta); running statistics ``mean`` and ``var`` live in the
+``'batch_stats'`` collection.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> from jaxnets.layers import BatchNormalization
+  >>> bn = BatchNormalization()
+  >>> x = jnp.arange(8.0).reshape(4, 2)
+  >>> variables = bn.init(jax.random.key(0), x)
+  >>> y, updates = bn.apply(variables, x, train=True, mutable=["batch_stats"])
+  >>> updates["batch_stats"]["mean"].round(3).tolist()  # 0.99 * 0 + 0.01 * [3, 4]
+  [0.03, 0.04]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jax import lax
+
+from jaxnets.layers import initializers
+from jaxnets.layers.base import Layer
+
+
+def _feature_axes(axis, ndim: int) -> tuple[int, ...]:
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    return tuple(sorted(a % ndim for a in axes))
+
+
+class BatchNormalization(Layer):
+    """Normalizes with batch statistics in train mode, running ones in eval.
+
+    Train mode (``train=True``, with ``mutable=['batch_stats']``) normalizes
+    by the batch mean and (biased) variance and updates
+    ``running = momentum * running + (1 - momentum) * batch``; eval mode uses
+    the running statistics and changes nothing.
+
+    Attributes:
+      axis: the feature axis (or axes) kept; statistics reduce over the rest.
+      momentum: running-statistics decay (Keras 0.99).
+      epsilon: added to the variance (Keras 1e-3).
+      center, scale: learn ``bias`` / ``scale``.
+      axis_name: a `pmap`/`shard_map` axis name; batch statistics are then
+        averaged over it, so data-parallel replicas normalize identically.
+    """
+
+    axis: int | tuple[int, ...] = -1
+    momentum: float = 0.99
+    epsilon: float = 1e-3
+    center: bool = True
+    scale: bool = True
+    beta_initializer: str | Callable = "zeros"
+    gamma_initializer: str | Callable = "ones"
+    moving_mean_initializer: str | Callable = "zeros"
+    moving_variance_initializer: str | Callable = "ones"
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        feat = _feature_axes(self.axis, x.ndim)
+        reduce = tuple(a for a in range(x.ndim) if a not in feat)
+        shape = tuple(x.shape[a] for a in feat)
+        # Shape that broadcasts a per-feature vector against x.
+        bshape = tuple(x.shape[a] if a in feat else 1 for a in range(x.ndim))
+        ra_mean = self.variable(
+            "batch_stats",
+            "mean",
+            lambda: initializers.get(self.moving_mean_initializer)(None, shape),
+        )
+        ra_var = self.variable(
+            "batch_stats",
+            "var",
+            lambda: initializers.get(self.moving_variance_initializer)(None, shape),
+        )
+        if train:
+            # Statistics in float32 even for half-precision inputs.
+            xf = x.astype(jnp.float32)
+            mean = xf.mean(axis=reduce)
+            if self.axis_name is not None:
+                mean = lax.pmean(mean, self.axis_name)
+            # Two passes (not E[x^2] - E[x]^2): no cancellation for large means.
+            var = jnp.square(xf - mean.reshape(bshape)).mean(axis=reduce)
+            if self.axis_name is not None:
+                var = lax.pmean(var, self.axis_name)
+            if not self.is_initializing():
+                m = self.momentum
+                ra_mean.value = m * ra_mean.value + (1.0 - m) * mean
+                ra_var.value = m * ra_var.value + (1.0 - m) * var
+        else:
+            mean, var = ra_mean.value, ra_var.value
+        mul = lax.rsqrt(var + self.epsilon)
+        if self.scale:
+            mul = mul * self.param("scale", initializers.get(self.gamma_initializer), shape)
+        y = (x - mean.reshape(bshape).astype(x.dtype)) * mul.reshape(bshape).astype(x.dtype)
+        if self.center:
+            bias = self.param("bias", initializers.get(self.beta_initializer), shape)
+            y = y + bias.reshape(bshape).astype(x.dtype)
+        return y
+
+
+class LayerNormalization(Layer):
+    """Normalizes each example over ``axis`` (default the last) (Keras ``LayerNormalization``).
+
+    Attributes:
+      axis: axis or axes normalized over; ``scale``/``bias`` have their shape.
+      epsilon: added to the variance (Keras 1e-3).
+      center, scale: learn ``bias`` / ``scale``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> ln = LayerNormalization()
+      >>> x = jnp.array([[1.0, 3.0]])
+      >>> ln.apply(ln.init(jax.random.key(0), x), x).round(3).tolist()
+      [[-0.999, 0.999]]
+    """
+
+    axis: int | tuple[int, ...] = -1
+    epsilon: float = 1e-3
+    center: bool = True
+    scale: bool = True
+    beta_initializer: str | Callable = "zeros"
+    gamma_initializer: str | Callable = "ones"
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        feat = _feature_axes(self.axis, x.ndim)
+        shape = tuple(x.shape[a] for a in feat)
+        bshape = tuple(x.shape[a] if a in feat else 1 for a in range(x.ndim))
+        xf = x.astype(jnp.float32)
+        mean = xf.mean(axis=feat, keepdims=True)
+        var = jnp.square(xf - mean).mean(axis=feat, keepdims=True)
+        y = (xf - mean) * lax.rsqrt(var + self.epsilon)
+        if self.scale:
+            y = y * self.param("scale", initializers.get(self.gamma_initializer), shape).reshape(
+                bshape
+            )
+        if self.center:
+            y = y + self.param("bias", initializers.get(self.beta_initializer), shape).reshape(
+                bshape
+            )
+        return y.astype(x.dtype)
