@@ -1,0 +1,151 @@
+"""Jit-compiled, keyed augmentation of NHWC image batches.
+
+Each example draws from its own key ``jax.random.fold_in(key, index)`` where
+``index`` is the example's global position (``indices=``; ``arange(B)`` by
+default). An example is therefore augmented the same way whether the batch is
+processed whole, split into chunks, or sharded across devices, as long as
+``indices`` travel with the rows.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> from jaxnets.data.augment import random_crop, random_flip
+  >>> images = jnp.arange(2 * 4 * 4 * 1, dtype=jnp.float32).reshape(2, 4, 4, 1)
+  >>> key = jax.random.key(0)
+  >>> bool((random_flip(key, random_flip(key, images)) == images).all())
+  True
+  >>> random_crop(key, images, padding=1).shape
+  (2, 4, 4, 1)
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from jaxnets.errors import ConfigError, ShapeError
+
+_MODES = ("constant", "edge", "reflect", "symmetric", "wrap")
+
+
+def _indices(images, indices):
+    if images.ndim != 4:
+        raise ShapeError(f"images must be NHWC (4-D), got shape {images.shape}.")
+    if indices is None:
+        return jnp.arange(images.shape[0], dtype=jnp.uint32)
+    indices = jnp.asarray(indices)
+    if indices.shape != images.shape[:1]:
+        raise ShapeError(
+            f"indices must have shape ({images.shape[0]},) (one global index per example), "
+            f"got {indices.shape}."
+        )
+    return indices.astype(jnp.uint32)
+
+
+def example_keys(key, indices):
+    """One key per example: ``fold_in(key, index)``.
+
+    Example:
+      >>> keys = example_keys(jax.random.key(0), jnp.arange(3))
+      >>> keys.shape
+      (3,)
+    """
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
+
+
+@partial(jax.jit, static_argnames=("vertical",))
+def _flip(key, images, indices, prob, vertical):
+    def one(k, image):
+        flipped = jnp.flip(image, axis=0 if vertical else 1)
+        return jnp.where(jax.random.bernoulli(k, prob), flipped, image)
+
+    return jax.vmap(one)(example_keys(key, indices), images)
+
+
+def random_flip(key, images, *, prob: float = 0.5, vertical: bool = False, indices=None):
+    """Mirrors each image left-right (or up-down) with probability ``prob``.
+
+    The same key gives the same decisions, so flipping twice restores the batch.
+
+    Args:
+      key: a JAX PRNG key.
+      images: ``(B, H, W, C)``.
+      prob: probability of flipping an example.
+      vertical: flip along H instead of W.
+      indices: global index of each example, ``(B,)``; defaults to ``arange(B)``.
+    """
+    images = jnp.asarray(images)
+    return _flip(key, images, _indices(images, indices), prob, vertical)
+
+
+@partial(jax.jit, static_argnames=("pad_h", "pad_w", "mode"))
+def _crop(key, images, indices, fill, pad_h, pad_w, mode):
+    height, width = images.shape[1:3]
+    widths = ((pad_h, pad_h), (pad_w, pad_w), (0, 0))
+
+    def one(k, image):
+        if mode == "constant":
+            padded = jnp.pad(image, widths, mode="constant", constant_values=fill)
+        else:
+            padded = jnp.pad(image, widths, mode=mode)
+        kh, kw = jax.random.split(k)
+        top = jax.random.randint(kh, (), 0, 2 * pad_h + 1)
+        left = jax.random.randint(kw, (), 0, 2 * pad_w + 1)
+        return jax.lax.dynamic_slice(padded, (top, left, 0), (height, width, image.shape[2]))
+
+    return jax.vmap(one)(example_keys(key, indices), images)
+
+
+def _pads(value, name: str) -> tuple[int, int]:
+    pads = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pads) != 2 or any(not isinstance(p, int) or p < 0 for p in pads):
+        raise ConfigError(f"{name} must be an int >= 0 or a pair of them, got {value!r}.")
+    return pads
+
+
+def random_crop(key, images, padding=4, *, mode: str = "constant", fill=0.0, indices=None):
+    """Pads each image by ``padding`` pixels, then crops a random window of the original size.
+
+    Args:
+      key: a JAX PRNG key.
+      images: ``(B, H, W, C)``.
+      padding: pixels added on each side, an int or ``(pad_h, pad_w)``.
+      mode: ``jnp.pad`` mode: ``"constant"`` (with ``fill``), ``"edge"``, ``"reflect"``...
+      fill: value of the padding in constant mode.
+      indices: global index of each example, ``(B,)``; defaults to ``arange(B)``.
+
+    Returns:
+      Images of the same shape; each example gets its own offset.
+    """
+    if mode not in _MODES:
+        raise ConfigError(f"mode must be one of {_MODES}, got {mode!r}.")
+    pad_h, pad_w = _pads(padding, "padding")
+    images = jnp.asarray(images)
+    idx = _indices(images, indices)
+    return _crop(key, images, idx, jnp.asarray(fill, images.dtype), pad_h, pad_w, mode)
+
+
+def random_shift(key, images, max_shift=2, *, fill=0.0, indices=None):
+    """Translates each image by up to ``max_shift`` pixels per axis, filling with ``fill``.
+
+    ``max_shift`` is an int or ``(max_dy, max_dx)``. Equivalent to
+    ``random_crop(..., padding=max_shift, mode="constant")``.
+    """
+    return random_crop(key, images, _pads(max_shift, "max_shift"), fill=fill, indices=indices)
+
+
+def augment_images(key, images, *, flip: bool = True, crop_padding=4, indices=None):
+    """The usual CIFAR/Fashion-MNIST recipe: random crop with padding, then random flip.
+
+    Example:
+      >>> out = augment_images(jax.random.key(1), jnp.zeros((3, 8, 8, 1)))
+      >>> out.shape
+      (3, 8, 8, 1)
+    """
+    k_crop, k_flip = jax.random.split(key)
+    if crop_padding:
+        images = random_crop(k_crop, images, crop_padding, indices=indices)
+    if flip:
+        images = random_flip(k_flip, images, indices=indices)
+    return images

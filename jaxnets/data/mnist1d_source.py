@@ -1,0 +1,124 @@
+"""MNIST-1D (Greydanus & Kobak 2020), generated locally and cached as ``.npz``.
+
+``mnist1d.data.make_dataset`` reproduces the paper's frozen data bit for bit in
+about a second; the result is cached in `cache_dir()` (``$JAXNETS_CACHE`` or
+``~/.cache/jaxnets``) and read back with ``allow_pickle=False``.
+``mnist1d.data.get_dataset`` is never called: it tries a download first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+
+from jaxnets.data.datasets import Dataset, cache_dir, register
+from jaxnets.errors import DatasetNotFoundError, FormatError
+
+_KEYS = ("x", "y", "x_test", "y_test", "t")
+
+
+def _args(num_samples: int | None, seed: int | None) -> dict:
+    try:
+        import mnist1d.data
+    except ImportError as err:
+        raise DatasetNotFoundError(
+            "mnist1d: the generator package is not installed. Install it with "
+            "`pip install 'jaxnets[mnist1d]'` (or `pip install mnist1d`)."
+        ) from err
+    args = mnist1d.data.get_dataset_args(as_dict=True)
+    args.pop("url", None)  # only used by the downloading path
+    if num_samples is not None:
+        args["num_samples"] = int(num_samples)
+    if seed is not None:
+        args["seed"] = int(seed)
+    return args
+
+
+def _generate(args: dict) -> dict[str, np.ndarray]:
+    import mnist1d.data
+    from mnist1d.utils import ObjectView
+
+    # make_dataset seeds the global generators; leave the caller's state as it was.
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        raw = mnist1d.data.make_dataset(ObjectView(dict(args)))
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    return {key: np.asarray(raw[key]) for key in _KEYS}
+
+
+def generate_mnist1d(
+    num_samples: int | None = None, seed: int | None = None, cache: bool = True
+) -> dict[str, np.ndarray]:
+    """The raw MNIST-1D arrays ``x, y, x_test, y_test, t``, from the cache when possible.
+
+    Args:
+      num_samples, seed: override the paper's generator arguments (5000, 42).
+      cache: read and write the ``.npz`` cache.
+    """
+    args = _args(num_samples, seed)
+    digest = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_dir() / f"mnist1d_{digest}.npz"
+    if cache and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return {key: npz[key] for key in _KEYS}
+        except (OSError, ValueError, KeyError, EOFError):
+            pass  # a broken cache file is regenerated below
+    arrays = _generate(args)
+    if cache:
+        _save_atomic(path, arrays)
+    return arrays
+
+
+def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    # Parallel test workers may generate at once: write aside, then rename.
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache is not an error; the data is still returned
+
+
+@register("mnist1d")
+def mnist1d(
+    as_sequence: bool = False,
+    num_samples: int | None = None,
+    seed: int | None = None,
+    cache: bool = True,
+) -> Dataset:
+    """MNIST-1D: 4000 + 1000 one-dimensional signals of length 40, 10 classes.
+
+    Args:
+      as_sequence: return ``(n, 40, 1)`` (a sequence with one feature) instead of ``(n, 40)``.
+      num_samples, seed: generator arguments (defaults give the paper's data).
+      cache: cache the generated arrays in `cache_dir()`.
+
+    Raises:
+      DatasetNotFoundError: the ``mnist1d`` package is missing.
+    """
+    raw = generate_mnist1d(num_samples, seed, cache)
+    x_train, x_test = raw["x"].astype(np.float32), raw["x_test"].astype(np.float32)
+    if x_train.ndim != 2 or x_test.shape[1:] != x_train.shape[1:]:
+        raise FormatError(f"mnist1d: unexpected shapes {x_train.shape} and {x_test.shape}.")
+    if as_sequence:
+        x_train, x_test = x_train[..., None], x_test[..., None]
+    return Dataset(
+        x_train,
+        raw["y"].astype(np.int32),
+        x_test,
+        raw["y_test"].astype(np.int32),
+        num_classes=10,
+        input_shape=x_train.shape[1:],
+        task="classification",
+        name="mnist1d",
+        class_names=tuple(str(d) for d in range(10)),
+    )

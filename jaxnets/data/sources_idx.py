@@ -1,0 +1,161 @@
+"""MNIST and Fashion-MNIST read from the four IDX files in a folder.
+
+Where the files are looked for, in order (each folder may hold the files gzip'd or raw):
+
+1. ``data_dir=``, its subfolder ``fashion_mnist`` / ``mnist``, or the folder itself;
+2. ``$JAXNETS_DATA/fashion_mnist`` (or ``mnist``), then ``$JAXNETS_DATA`` itself, then the
+   tree of an extracted Debian package under it (``usr/share/datasets/fashion-mnist``);
+3. for Fashion-MNIST, where the Debian package ``dataset-fashion-mnist`` installs them:
+   ``/usr/share/datasets/fashion-mnist``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from jaxnets.data.datasets import Dataset, candidate_dirs, register
+from jaxnets.data.idx import read_idx
+from jaxnets.errors import DatasetNotFoundError, FormatError
+
+FASHION_DEB_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+_PARTS = {
+    "x_train": ("train", "images", 3),
+    "y_train": ("train", "labels", 1),
+    "x_test": ("t10k", "images", 3),
+    "y_test": ("t10k", "labels", 1),
+}
+
+
+def _find_file(folder: Path, split: str, kind: str, rank: int) -> Path | None:
+    # Both the original "train-images-idx3-ubyte" and the common "train-images.idx3-ubyte".
+    for sep in ("-", "."):
+        for suffix in (".gz", ""):
+            path = folder / f"{split}-{kind}{sep}idx{rank}-ubyte{suffix}"
+            if path.is_file():
+                return path
+    return None
+
+
+def find_idx_files(
+    data_dir: str | os.PathLike | None, subdirs: tuple[str, ...], system: tuple = ()
+) -> dict[str, Path] | None:
+    """The four IDX files from the first folder that holds all of them, or None."""
+    extracted = [f"usr/share/datasets/{s}" for s in subdirs]
+    for folder in candidate_dirs(data_dir, (*subdirs, *extracted), system):
+        files = {key: _find_file(folder, *part) for key, part in _PARTS.items()}
+        if all(files.values()):
+            return files
+    return None
+
+
+def _load_idx(
+    name: str,
+    files: dict[str, Path] | None,
+    install: str,
+    flatten: bool,
+    limit: int | None,
+    class_names,
+) -> Dataset:
+    if files is None:
+        raise DatasetNotFoundError(
+            f"{name}: IDX files not found (train-images-idx3-ubyte[.gz], "
+            f"train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
+            f"t10k-labels-idx1-ubyte[.gz]). {install}"
+        )
+    arrays = {}
+    for key, path in files.items():
+        n = None if limit is None else min(limit, _header_rows(path))
+        arrays[key] = read_idx(path, limit=n)
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise FormatError(
+                f"{name} {split}: expected images (n, H, W) and labels (n,), got "
+                f"{x.shape} and {y.shape} from {files[f'x_{split}'].parent}."
+            )
+        if y.size and y.max() >= 10:
+            raise FormatError(f"{name} {split}: labels must lie in 0-9, found {y.max()}.")
+        x = x.astype(np.float32) / 255.0
+        arrays[f"x_{split}"] = x.reshape(len(x), -1) if flatten else x[..., None]
+        arrays[f"y_{split}"] = y.astype(np.int32)
+    return Dataset(
+        **arrays,
+        num_classes=10,
+        input_shape=arrays["x_train"].shape[1:],
+        task="classification",
+        name=name,
+        class_names=class_names,
+    )
+
+
+def _header_rows(path: Path) -> int:
+    """Number of rows declared in an IDX header (reads only the header)."""
+    with open(path, "rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        stream = gzip.GzipFile(fileobj=raw) if gz else raw
+        try:
+            head = stream.read(8)
+        except (OSError, EOFError, zlib.error) as err:
+            raise FormatError(f"{path}: corrupt gzip stream ({err}).") from err
+    if len(head) < 8:
+        raise FormatError(f"{path}: truncated IDX header.")
+    return int.from_bytes(head[4:8], "big")
+
+
+@register("fashion_mnist", "fashion-mnist")
+def fashion_mnist(
+    data_dir: str | os.PathLike | None = None, flatten: bool = False, limit: int | None = None
+) -> Dataset:
+    """Fashion-MNIST (Zalando), 60000 + 10000 grayscale 28x28 images, 10 classes.
+
+    Args:
+      data_dir: folder with the IDX files (see the module docstring for the search order).
+      flatten: return ``(n, 784)`` vectors instead of ``(n, 28, 28, 1)`` images.
+      limit: keep only the first ``limit`` rows of each split (fast tests).
+    """
+    files = find_idx_files(data_dir, ("fashion_mnist", "fashion-mnist"), (FASHION_DEB_DIR,))
+    install = (
+        "Install them with `apt-get install -y dataset-fashion-mnist` (as root; files go to "
+        f"{FASHION_DEB_DIR}), or `apt-get download dataset-fashion-mnist && dpkg-deb -x "
+        "dataset-fashion-mnist_*.deb <dir>` and set JAXNETS_DATA=<dir>, or pass data_dir=."
+    )
+    return _load_idx("fashion_mnist", files, install, flatten, limit, FASHION_CLASSES)
+
+
+@register("mnist")
+def mnist(
+    data_dir: str | os.PathLike | None = None, flatten: bool = False, limit: int | None = None
+) -> Dataset:
+    """MNIST digits, 60000 + 10000 grayscale 28x28 images, from IDX files you provide.
+
+    Args:
+      data_dir: folder with the four IDX files (or set ``JAXNETS_DATA``, with the
+        files in ``$JAXNETS_DATA/mnist``).
+      flatten: return ``(n, 784)`` vectors instead of ``(n, 28, 28, 1)`` images.
+      limit: keep only the first ``limit`` rows of each split.
+    """
+    files = find_idx_files(data_dir, ("mnist",))
+    install = (
+        "MNIST has no offline package: copy the four IDX files into a folder and pass "
+        "data_dir=<folder>, or put them in $JAXNETS_DATA/mnist. For an installable "
+        "alternative use load('fashion_mnist') after `apt-get install -y dataset-fashion-mnist`."
+    )
+    return _load_idx("mnist", files, install, flatten, limit, tuple(str(d) for d in range(10)))
