@@ -19,6 +19,7 @@ Example:
 """
 
 from jaxnets.layers import activations, initializers
+from jaxnets.layers.attention import MultiHeadAttention
 from jaxnets.layers.base import Layer
 from jaxnets.layers.conv import Conv1D, Conv2D, Conv2DTranspose
 from jaxnets.layers.core import (
@@ -44,6 +45,7 @@ from jaxnets.layers.pooling import (
     MaxPooling1D,
     MaxPooling2D,
 )
+from jaxnets.layers.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 
 __all__ = [
     "Activation",
@@ -52,6 +54,7 @@ __all__ = [
     "AveragePooling1D",
     "AveragePooling2D",
     "BatchNormalization",
+    "Bidirectional",
     "Concatenate",
     "Conv1D",
     "Conv2D",
@@ -60,16 +63,20 @@ __all__ = [
     "Dropout",
     "Embedding",
     "Flatten",
+    "GRU",
     "GlobalAveragePooling1D",
     "GlobalAveragePooling2D",
     "GlobalMaxPooling1D",
     "GlobalMaxPooling2D",
     "Layer",
     "LayerNormalization",
+    "LSTM",
     "MaxPooling1D",
     "MaxPooling2D",
+    "MultiHeadAttention",
     "Multiply",
     "Reshape",
+    "SimpleRNN",
     "activations",
     "initializers",
 ]

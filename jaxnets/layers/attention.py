@@ -1,0 +1,145 @@
+"""MultiHeadAttention with Keras arguments (self and cross attention).
+
+Parameters match Keras' EinsumDense shapes: ``query``/``key``/``value``
+kernels ``(D, num_heads, key_dim)`` with biases ``(num_heads, key_dim)``, and
+``attention_output`` kernel ``(num_heads, value_dim, out)``.
+
+Masks are booleans, True = attend. ``attention_mask`` is (B, T, S) or
+(B, heads, T, S); ``value_mask`` (B, S) marks the valid (unpadded) keys; in
+self-attention ``mask`` (B, T), the jaxnets sequence-mask convention, is used
+as ``value_mask``. Masked logits are set to the dtype's minimum rather than
+-inf, so a row with no valid key gives uniform weights, never NaN. Outputs at
+padded query steps are computed like any other; ignore them downstream.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> from jaxnets.layers import MultiHeadAttention
+  >>> x = jnp.ones((2, 5, 8))
+  >>> mha = MultiHeadAttention(num_heads=2, key_dim=4)
+  >>> variables = mha.init(jax.random.key(0), x)
+  >>> mha.apply(variables, x, use_causal_mask=True).shape
+  (2, 5, 8)
+  >>> variables["params"]["query"]["kernel"].shape
+  (8, 2, 4)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxnets.errors import ConfigError, ShapeError
+from jaxnets.layers import initializers
+from jaxnets.layers.base import Layer
+
+
+class MultiHeadAttention(Layer):
+    """Scaled dot-product attention over ``num_heads`` heads (Keras ``MultiHeadAttention``).
+
+    Attributes:
+      num_heads: number of heads.
+      key_dim: size of each head's query and key.
+      value_dim: size of each head's value; defaults to ``key_dim``.
+      dropout: dropout rate on the attention weights (train mode, 'dropout' RNG).
+      use_bias: biases on the four projections.
+      output_shape: output features; defaults to the query's last dimension.
+      kernel_initializer, bias_initializer: Keras names or JAX initializers.
+    """
+
+    num_heads: int
+    key_dim: int
+    value_dim: int | None = None
+    dropout: float = 0.0
+    use_bias: bool = True
+    output_shape: int | None = None
+    kernel_initializer: str | Callable = "glorot_uniform"
+    bias_initializer: str | Callable = "zeros"
+
+    def __post_init__(self):
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ConfigError(
+                f"MultiHeadAttention dropout must be in [0, 1), got {self.dropout!r}."
+            )
+        super().__post_init__()
+
+    def _proj(self, features, name, axis=-1):
+        return nn.DenseGeneral(
+            features,
+            axis=axis,
+            use_bias=self.use_bias,
+            kernel_init=initializers.get(self.kernel_initializer),
+            bias_init=initializers.get(self.bias_initializer),
+            name=name,
+        )
+
+    @nn.compact
+    def __call__(
+        self,
+        query,
+        value=None,
+        key=None,
+        attention_mask=None,
+        use_causal_mask: bool = False,
+        train: bool = False,
+        mask=None,
+        value_mask=None,
+        return_attention_scores: bool = False,
+    ):
+        """Attends from ``query`` (B, T, D) to ``value`` (B, S, Dv); returns (B, T, out).
+
+        ``value`` defaults to ``query`` (self-attention) and ``key`` to
+        ``value``. ``use_causal_mask`` lets step t see only steps <= t. With
+        ``return_attention_scores`` returns ``(output, weights (B, H, T, S))``.
+        """
+        if value is None:
+            value = query
+            if value_mask is None:
+                value_mask = mask
+        key = value if key is None else key
+        if query.ndim != 3 or value.ndim != 3 or key.ndim != 3:
+            raise ShapeError(
+                "MultiHeadAttention expects (batch, time, features) query, key and value, "
+                f"got {query.shape}, {key.shape}, {value.shape}."
+            )
+        h, kd = self.num_heads, self.key_dim
+        vd = self.value_dim or kd
+        q = self._proj((h, kd), "query")(query)  # (B, T, H, K)
+        k = self._proj((h, kd), "key")(key)  # (B, S, H, K)
+        v = self._proj((h, vd), "value")(value)  # (B, S, H, V)
+        # Scale the query, not the logits, as Keras does (same math, fewer flops).
+        q = q / jnp.sqrt(jnp.asarray(kd, q.dtype))
+        logits = jnp.einsum("bthk,bshk->bhts", q, k)
+
+        allowed = None
+        t, s = query.shape[1], key.shape[1]
+        if attention_mask is not None:
+            am = jnp.asarray(attention_mask).astype(bool)
+            if am.ndim == 3:
+                am = am[:, None]
+            if am.ndim != 4:
+                raise ShapeError(
+                    f"attention_mask must be (B, T, S) or (B, heads, T, S), got {am.shape}; "
+                    "for a (B, S) key padding mask pass value_mask= (or mask= in self-attention)."
+                )
+            allowed = am
+        if value_mask is not None:
+            vm = jnp.asarray(value_mask).astype(bool)[:, None, None, :]
+            allowed = vm if allowed is None else allowed & vm
+        if use_causal_mask:
+            causal = jnp.tril(jnp.ones((t, s), bool))[None, None]
+            allowed = causal if allowed is None else allowed & causal
+        if allowed is not None:
+            logits = jnp.where(allowed, logits, jnp.finfo(logits.dtype).min)
+        weights = jax.nn.softmax(logits, axis=-1)  # (B, H, T, S)
+
+        if train and self.dropout > 0.0:
+            keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.dropout, weights.shape)
+            weights_d = jnp.where(keep, weights / (1.0 - self.dropout), 0.0)
+        else:
+            weights_d = weights
+        o = jnp.einsum("bhts,bshv->bthv", weights_d, v)
+        out = self._proj(self.output_shape or query.shape[-1], "attention_output", axis=(-2, -1))(o)
+        return (out, weights) if return_attention_scores else out

@@ -1,0 +1,265 @@
+"""SimpleRNN, LSTM and GRU with Keras equations and parameters, and Bidirectional.
+
+Each layer projects the inputs of every time step at once, one
+``(B*T, F) @ (F, gates*units)`` product before the loop, so the `lax.scan`
+body keeps only the recurrent ``(B, units) @ (units, gates*units)`` product;
+on CPU that is most of the speed-up over a cell that does both per step.
+``unroll`` is `lax.scan`'s unroll factor (True unrolls fully).
+
+Masking (``mask`` (B, T), True = valid step): a masked step leaves the carry
+unchanged and outputs zeros, so with right-padded sequences the final state
+and the last output are those of the last valid step, and ``go_backwards``
+effectively starts at each sequence's own end.
+
+Parameters have Keras' names and gate order: ``kernel`` (F, G*U),
+``recurrent_kernel`` (U, G*U), ``bias``; LSTM gates i, f, c, o; GRU z, r, h.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> from jaxnets.layers import LSTM
+  >>> x = jnp.ones((2, 5, 3))
+  >>> layer = LSTM(4, return_sequences=True)
+  >>> variables = layer.init(jax.random.key(0), x)
+  >>> layer.apply(variables, x).shape
+  (2, 5, 4)
+  >>> variables["params"]["recurrent_kernel"].shape
+  (4, 16)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxnets.errors import ShapeError, lookup
+from jaxnets.layers import activations, initializers
+from jaxnets.layers.base import Layer
+
+
+class _RNN(Layer):
+    """Shared loop of the recurrent layers; subclasses define the cell."""
+
+    gates: ClassVar[int] = 1
+    n_states: ClassVar[int] = 1
+
+    units: int
+    activation: str | Callable | None = "tanh"
+    use_bias: bool = True
+    kernel_initializer: str | Callable = "glorot_uniform"
+    recurrent_initializer: str | Callable = "orthogonal"
+    bias_initializer: str | Callable = "zeros"
+    return_sequences: bool = False
+    return_state: bool = False
+    go_backwards: bool = False
+    unroll: int | bool = 1
+
+    def _bias(self):
+        init = initializers.get(self.bias_initializer)
+        return self.param("bias", init, (self.gates * self.units,))
+
+    def _cell(self, carry, xt, rk, bias) -> tuple[tuple, jax.Array]:
+        raise NotImplementedError
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, mask=None, initial_state=None):
+        if x.ndim != 3:
+            raise ShapeError(
+                f"{type(self).__name__} expects (batch, time, features), got {x.shape}."
+            )
+        b, t, f = x.shape
+        if mask is not None and mask.shape != (b, t):
+            raise ShapeError(f"mask must have shape (batch, time) = {(b, t)}, got {mask.shape}.")
+        gu = self.gates * self.units
+        kernel = self.param("kernel", initializers.get(self.kernel_initializer), (f, gu))
+        rk = self.param(
+            "recurrent_kernel", initializers.get(self.recurrent_initializer), (self.units, gu)
+        )
+        bias = self._bias() if self.use_bias else None
+        # Hoisted input projection: every step's x @ kernel in one product.
+        xp = jnp.dot(x.reshape(b * t, f), kernel.astype(x.dtype)).reshape(b, t, gu)
+        if bias is not None:
+            xp = xp + (bias if bias.ndim == 1 else bias[0]).astype(x.dtype)
+        xs = jnp.swapaxes(xp, 0, 1)  # (T, B, G*U): scan runs over the leading axis.
+        ms = None if mask is None else jnp.swapaxes(mask.astype(bool), 0, 1)[..., None]
+        if self.go_backwards:
+            xs = xs[::-1]
+            ms = None if ms is None else ms[::-1]
+
+        if initial_state is None:
+            carry = tuple(jnp.zeros((b, self.units), x.dtype) for _ in range(self.n_states))
+        else:
+            carry = (
+                (initial_state,)
+                if self.n_states == 1 and not isinstance(initial_state, list | tuple)
+                else tuple(initial_state)
+            )
+            if len(carry) != self.n_states:
+                raise ShapeError(
+                    f"{type(self).__name__} initial_state has {self.n_states} arrays, "
+                    f"got {len(carry)}."
+                )
+        rk = rk.astype(x.dtype)
+
+        def step(carry, inputs):
+            xt, mt = inputs
+            new, out = self._cell(carry, xt, rk, bias)
+            if mt is not None:
+                new = tuple(jnp.where(mt, n, c) for n, c in zip(new, carry, strict=True))
+                out = jnp.where(mt, out, jnp.zeros_like(out))
+            return new, out
+
+        carry, ys = lax.scan(step, carry, (xs, ms), unroll=self.unroll)
+        # Output equals h, and masked steps hold h: the final h is the last valid output.
+        out = jnp.swapaxes(ys, 0, 1) if self.return_sequences else carry[0]
+        return (out, *carry) if self.return_state else out
+
+
+class SimpleRNN(_RNN):
+    """Fully connected recurrence ``h = activation(x W + h U + b)`` (Keras ``SimpleRNN``).
+
+    ``__call__(x, train=False, mask=None, initial_state=None)``: x (B, T, F);
+    returns ``(B, units)``, or ``(B, T, units)`` with ``return_sequences``;
+    with ``return_state``, ``(output, h)``.
+    """
+
+    def _cell(self, carry, xt, rk, bias):
+        h = activations.get(self.activation)(xt + jnp.dot(carry[0], rk))
+        return (h,), h
+
+
+class LSTM(_RNN):
+    """Long short-term memory (Keras ``LSTM``: gates i, f, c, o).
+
+    ``i, f, o = recurrent_activation(.)``, ``c = f*c + i*activation(.)``,
+    ``h = o*activation(c)``. ``unit_forget_bias`` initialises the forget bias
+    to 1 as Keras does. With ``return_state`` returns ``(output, h, c)``;
+    ``initial_state`` is ``(h, c)``. Other arguments as `SimpleRNN`.
+    """
+
+    gates: ClassVar[int] = 4
+    n_states: ClassVar[int] = 2
+
+    recurrent_activation: str | Callable | None = "sigmoid"
+    unit_forget_bias: bool = True
+
+    def _bias(self):
+        base = initializers.get(self.bias_initializer)
+        u = self.units
+
+        def init(key, shape, dtype=jnp.float32):
+            b = base(key, shape, dtype)
+            return b.at[u : 2 * u].set(1.0) if self.unit_forget_bias else b
+
+        return self.param("bias", init, (4 * u,))
+
+    def _cell(self, carry, xt, rk, bias):
+        h, c = carry
+        act = activations.get(self.activation)
+        ract = activations.get(self.recurrent_activation)
+        i, f, g, o = jnp.split(xt + jnp.dot(h, rk), 4, axis=-1)
+        c = ract(f) * c + ract(i) * act(g)
+        h = ract(o) * act(c)
+        return (h, c), h
+
+
+class GRU(_RNN):
+    """Gated recurrent unit (Keras ``GRU``: gates z, r, h).
+
+    ``reset_after=True`` (Keras' default, cuDNN-compatible) applies the reset
+    gate after the recurrent product and keeps separate input and recurrent
+    biases, ``bias`` of shape (2, 3*units); ``reset_after=False`` is the
+    original GRU with ``bias`` (3*units). ``h = z*h + (1 - z)*hh``. With
+    ``return_state`` returns ``(output, h)``. Other arguments as `SimpleRNN`.
+    """
+
+    gates: ClassVar[int] = 3
+
+    recurrent_activation: str | Callable | None = "sigmoid"
+    reset_after: bool = True
+
+    def _bias(self):
+        init = initializers.get(self.bias_initializer)
+        shape = (2, 3 * self.units) if self.reset_after else (3 * self.units,)
+        return self.param("bias", init, shape)
+
+    def _cell(self, carry, xt, rk, bias):
+        (h,) = carry
+        u = self.units
+        act = activations.get(self.activation)
+        ract = activations.get(self.recurrent_activation)
+        xz, xr, xh = jnp.split(xt, 3, axis=-1)
+        if self.reset_after:
+            inner = jnp.dot(h, rk)
+            if bias is not None:
+                inner = inner + bias[1].astype(inner.dtype)
+            hz, hr, hh = jnp.split(inner, 3, axis=-1)
+            z, r = ract(xz + hz), ract(xr + hr)
+            cand = act(xh + r * hh)
+        else:
+            hz, hr = jnp.split(jnp.dot(h, rk[:, : 2 * u]), 2, axis=-1)
+            z, r = ract(xz + hz), ract(xr + hr)
+            cand = act(xh + jnp.dot(r * h, rk[:, 2 * u :]))
+        h = z * h + (1.0 - z) * cand
+        return (h,), h
+
+
+_MERGES = {
+    "concat": lambda a, b: jnp.concatenate([a, b], axis=-1),
+    "sum": lambda a, b: a + b,
+    "ave": lambda a, b: (a + b) / 2,
+    "mul": lambda a, b: a * b,
+}
+
+
+class Bidirectional(Layer):
+    """Runs ``layer`` forwards and a copy backwards and merges (Keras ``Bidirectional``).
+
+    The backward copy has ``go_backwards`` flipped and its own parameters
+    (under ``backward``; the forward ones under ``forward``). Its sequence
+    output is flipped back so step t of both directions lines up.
+
+    Attributes:
+      layer: a `SimpleRNN`, `LSTM` or `GRU`.
+      merge_mode: 'concat', 'sum', 'ave', 'mul', or None for ``(fwd, bwd)``.
+
+    With ``return_state`` the result is ``(merged, *fwd_states, *bwd_states)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> x = jnp.ones((2, 5, 3))
+      >>> layer = Bidirectional(GRU(4, return_sequences=True))
+      >>> layer.apply(layer.init(jax.random.key(0), x), x).shape
+      (2, 5, 8)
+    """
+
+    layer: Any
+    merge_mode: str | None = "concat"
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, mask=None, initial_state=None):
+        merge = (
+            None if self.merge_mode is None else lookup(self.merge_mode, _MERGES, kind="merge_mode")
+        )
+        fwd_layer = self.layer.clone(parent=self, name="forward")
+        bwd_layer = self.layer.clone(
+            parent=self, name="backward", go_backwards=not self.layer.go_backwards
+        )
+        n = self.layer.n_states
+        fs = bs = None
+        if initial_state is not None:
+            fs, bs = initial_state[:n], initial_state[n:]
+        fwd = fwd_layer(x, train=train, mask=mask, initial_state=fs)
+        bwd = bwd_layer(x, train=train, mask=mask, initial_state=bs)
+        states = ()
+        if self.layer.return_state:
+            (fwd, *f_states), (bwd, *b_states) = fwd, bwd
+            states = (*f_states, *b_states)
+        if self.layer.return_sequences:
+            bwd = bwd[:, ::-1]
+        out = (fwd, bwd) if merge is None else merge(fwd, bwd)
+        return (out, *states) if self.layer.return_state else out
