@@ -77,6 +77,7 @@ def lookup(name: str, table: Mapping[str, T], *, kind: str) -> T:
     if key in table:
         return table[key]
     valid = sorted(table)
+    plural = kind + ("es" if kind.endswith("s") else "s")
     raise UnknownNameError(
-        f"unknown {kind} {name!r}{suggest(key, valid)} Valid {kind}s: {', '.join(valid)}."
+        f"unknown {kind} {name!r}{suggest(key, valid)} Valid {plural}: {', '.join(valid)}."
     )

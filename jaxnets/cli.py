@@ -1,0 +1,116 @@
+"""The ``jaxnets`` command: train, evaluate and list models and datasets.
+
+This file is intentionally kept short: it parses arguments and calls the
+library, which does the work (and is as usable from a notebook).
+
+  jaxnets train                      # a small MLP on scikit-learn digits
+  jaxnets train --model cnn --dataset fashion_mnist --epochs 5 --workdir runs/cnn
+  jaxnets evaluate --workdir runs/cnn
+  jaxnets models
+  jaxnets datasets
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jaxnets.errors import JaxnetsError
+
+DESCRIPTION = """\
+jaxnets: train neural networks with JAX from the command line.
+
+Start with `jaxnets train`: it trains a small MLP on the scikit-learn digits
+(built in, no download), prints the metrics of every epoch and the final test
+accuracy. `jaxnets models` and `jaxnets datasets` list what --model and
+--dataset accept. With --workdir, the run writes its history (JSON and CSV),
+its configuration and its weights there; `jaxnets evaluate --workdir DIR`
+evaluates them again on the test split.
+"""
+
+
+def _train_parser(sub):
+    p = sub.add_parser(
+        "train",
+        help="train a model on a dataset",
+        description="Train a model from the zoo on a dataset and report test metrics.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", default="mlp", help="model name (see `jaxnets models`)")
+    p.add_argument("--dataset", default="digits", help="dataset name (see `jaxnets datasets`)")
+    p.add_argument("--epochs", type=int, default=30, help="passes over the training set")
+    p.add_argument("--batch-size", type=int, default=32, help="examples per step")
+    p.add_argument(
+        "--optimizer",
+        default="adam",
+        help="sgd, momentum, nesterov, adam, adamw, rmsprop, adagrad, lion, ...",
+    )
+    p.add_argument("--lr", type=float, default=1e-3, help="(peak) learning rate")
+    p.add_argument(
+        "--schedule",
+        default=None,
+        help="learning-rate schedule: constant, step, exponential, cosine, warmup_cosine, one_cycle",
+    )
+    p.add_argument("--weight-decay", type=float, default=None, help="decoupled weight decay")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of initialization, shuffling and dropout"
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.0,
+        help="hold out this fraction of training data for validation",
+    )
+    p.add_argument("--workdir", default=None, help="folder for history, config and weights")
+    p.add_argument(
+        "--verbose", type=int, default=2, help="0 silent, 1 progress bar, 2 one line per epoch"
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with dataset files (else $JAXNETS_DATA and system locations)",
+    )
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jaxnets",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _train_parser(sub)
+    ev = sub.add_parser("evaluate", help="evaluate a trained run on its test split")
+    ev.add_argument("--workdir", required=True, help="the folder `jaxnets train --workdir` wrote")
+    ev.add_argument("--batch-size", type=int, default=256)
+    sub.add_parser("models", help="list the models --model accepts")
+    sub.add_parser("datasets", help="list the datasets --dataset accepts")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from jaxnets import runner  # heavy imports (JAX) only when needed
+
+    try:
+        if args.command == "train":
+            runner.train(args)
+        elif args.command == "evaluate":
+            runner.evaluate_workdir(args.workdir, batch_size=args.batch_size)
+        elif args.command == "models":
+            runner.list_models()
+        elif args.command == "datasets":
+            runner.list_datasets()
+    except JaxnetsError as e:
+        print(f"jaxnets {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

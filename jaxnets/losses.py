@@ -1,0 +1,207 @@
+"""Per-example losses, looked up by their Keras names.
+
+Every loss maps ``(outputs, targets) -> (B,)``: one value per example, so the
+training step can mask padded rows and weight samples before it reduces. A
+`Loss` also knows how to turn model outputs into class probabilities and
+targets into integer labels, which is what the metrics need.
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> from jaxnets import losses
+  >>> loss = losses.get("sparse_categorical_crossentropy")
+  >>> loss(jnp.array([[0.0, 0.0]]), jnp.array([1])).round(4)
+  Array([0.6931], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxnets.errors import ConfigError, lookup
+
+# Probabilities are clipped this far from 0 and 1 before a log, as Keras does.
+_EPS = 1e-7
+
+
+def _log_probs(outputs, from_logits: bool):
+    if from_logits:
+        return jax.nn.log_softmax(outputs, axis=-1)
+    return jnp.log(jnp.clip(outputs, _EPS, 1.0))
+
+
+def _smooth(one_hot, label_smoothing: float):
+    num_classes = one_hot.shape[-1]
+    return one_hot * (1.0 - label_smoothing) + label_smoothing / num_classes
+
+
+def sparse_categorical_crossentropy(
+    outputs, targets, *, from_logits: bool = True, label_smoothing: float = 0.0
+):
+    """Cross-entropy of `(B, C)` outputs against integer labels `(B,)`."""
+    if label_smoothing:
+        one_hot = jax.nn.one_hot(targets, outputs.shape[-1], dtype=outputs.dtype)
+        return categorical_crossentropy(
+            outputs, one_hot, from_logits=from_logits, label_smoothing=label_smoothing
+        )
+    log_p = _log_probs(outputs, from_logits)
+    return -jnp.take_along_axis(log_p, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def categorical_crossentropy(
+    outputs, targets, *, from_logits: bool = True, label_smoothing: float = 0.0
+):
+    """Cross-entropy of `(B, C)` outputs against one-hot or soft targets `(B, C)`."""
+    targets = targets.astype(outputs.dtype)
+    if label_smoothing:
+        targets = _smooth(targets, label_smoothing)
+    return -jnp.sum(targets * _log_probs(outputs, from_logits), axis=-1)
+
+
+def binary_crossentropy(
+    outputs, targets, *, from_logits: bool = True, label_smoothing: float = 0.0
+):
+    """Binary cross-entropy, averaged over any trailing axes (`(B,)` or `(B, K)`)."""
+    targets = targets.astype(outputs.dtype).reshape(outputs.shape)
+    if label_smoothing:
+        targets = targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    if from_logits:
+        per = optax.sigmoid_binary_cross_entropy(outputs, targets)
+    else:
+        p = jnp.clip(outputs, _EPS, 1.0 - _EPS)
+        per = -(targets * jnp.log(p) + (1.0 - targets) * jnp.log(1.0 - p))
+    return _mean_trailing(per)
+
+
+def _mean_trailing(per):
+    return per.reshape(per.shape[0], -1).mean(axis=-1) if per.ndim > 1 else per
+
+
+def mean_squared_error(outputs, targets):
+    """Squared error averaged over trailing axes."""
+    return _mean_trailing(jnp.square(outputs - targets.reshape(outputs.shape)))
+
+
+def mean_absolute_error(outputs, targets):
+    """Absolute error averaged over trailing axes."""
+    return _mean_trailing(jnp.abs(outputs - targets.reshape(outputs.shape)))
+
+
+def huber(outputs, targets, *, delta: float = 1.0):
+    """Huber loss (quadratic within `delta`, linear outside), as Keras defines it."""
+    return _mean_trailing(optax.huber_loss(outputs, targets.reshape(outputs.shape), delta=delta))
+
+
+@dataclasses.dataclass(frozen=True)
+class Loss:
+    """A per-example loss plus what the metrics need to know about it.
+
+    Attributes:
+      fn: ``(outputs, targets, **kwargs) -> (B,)``.
+      kind: ``"categorical"``, ``"sparse"``, ``"binary"`` or ``"regression"``.
+      from_logits: whether model outputs are logits (True) or probabilities.
+      kwargs: extra keyword arguments for ``fn`` as a tuple of pairs (hashable).
+    """
+
+    fn: Callable
+    kind: str = "sparse"
+    from_logits: bool = True
+    kwargs: tuple = ()
+    name: str = "loss"
+
+    def __call__(self, outputs, targets):
+        kw = dict(self.kwargs)
+        if self.fn in _TAKES_FROM_LOGITS:
+            kw["from_logits"] = self.from_logits
+        return self.fn(outputs, targets, **kw)
+
+    def predictions(self, outputs):
+        """Class probabilities `(B, C)` for classifiers; raw outputs for regression."""
+        if self.kind == "regression":
+            return outputs
+        if self.kind == "binary":
+            p = jax.nn.sigmoid(outputs) if self.from_logits else outputs
+            p = p.reshape(p.shape[0])  # binary metrics assume one output unit
+            return jnp.stack([1.0 - p, p], axis=-1)
+        return jax.nn.softmax(outputs, axis=-1) if self.from_logits else outputs
+
+    def labels(self, targets):
+        """Integer labels `(B,)` for classifiers; raw targets for regression."""
+        if self.kind == "categorical":
+            return jnp.argmax(targets, axis=-1)
+        if self.kind == "binary":
+            return (targets.reshape(targets.shape[0]) > 0.5).astype(jnp.int32)
+        if self.kind == "sparse":
+            return targets.astype(jnp.int32)
+        return targets
+
+
+_TABLE = {
+    "sparse_categorical_crossentropy": (sparse_categorical_crossentropy, "sparse"),
+    "categorical_crossentropy": (categorical_crossentropy, "categorical"),
+    "binary_crossentropy": (binary_crossentropy, "binary"),
+    "mean_squared_error": (mean_squared_error, "regression"),
+    "mse": (mean_squared_error, "regression"),
+    "mean_absolute_error": (mean_absolute_error, "regression"),
+    "mae": (mean_absolute_error, "regression"),
+    "huber": (huber, "regression"),
+}
+
+
+_TAKES_FROM_LOGITS = (
+    sparse_categorical_crossentropy,
+    categorical_crossentropy,
+    binary_crossentropy,
+)
+
+
+def names() -> list[str]:
+    """The loss names `get` accepts."""
+    return sorted(_TABLE)
+
+
+def get(
+    loss: str | Callable | Loss,
+    *,
+    from_logits: bool = True,
+    label_smoothing: float = 0.0,
+    **kwargs,
+) -> Loss:
+    """Returns a `Loss` from a Keras name, a `Loss`, or a callable.
+
+    Args:
+      loss: a name such as ``"sparse_categorical_crossentropy"`` or ``"mse"``, a
+        `Loss`, or a callable ``(outputs, targets) -> (B,)`` (treated as regression
+        for metrics unless wrapped in a `Loss` with another ``kind``).
+      from_logits: whether the model outputs logits (the default) or probabilities.
+      label_smoothing: for cross-entropies, the smoothing factor in [0, 1).
+      **kwargs: extra arguments for the loss, e.g. ``delta`` for Huber.
+
+    Example:
+      >>> get("mse").kind
+      'regression'
+    """
+    if isinstance(loss, Loss):
+        return loss
+    if callable(loss):
+        return Loss(
+            fn=loss, kind="regression", from_logits=True, name=getattr(loss, "__name__", "loss")
+        )
+    fn, kind = lookup(loss, _TABLE, kind="loss")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
+    if label_smoothing:
+        if kind == "regression":
+            raise ConfigError(f"label_smoothing applies to cross-entropies, not {loss!r}.")
+        kwargs["label_smoothing"] = label_smoothing
+    return Loss(
+        fn=fn,
+        kind=kind,
+        from_logits=from_logits,
+        kwargs=tuple(sorted(kwargs.items())),
+        name=loss.lower(),
+    )

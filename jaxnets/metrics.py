@@ -1,0 +1,237 @@
+"""Metrics as on-device accumulators: sums and counts, divided once at the end.
+
+A metric's ``update(preds, labels, weights)`` returns a pytree of sums for one
+batch; sums from many batches are merged by adding them (`merge`), and
+``compute`` turns the total into a number once. This is exact for uneven, padded
+last batches, where a mean of per-batch means is not (big_vision's evaluators
+work the same way). ``weights`` is the row mask (0 for padding), multiplied by
+sample weights where there are any.
+
+``preds`` are class probabilities `(B, C)` for classifiers and raw outputs for
+regression; ``labels`` are integer labels `(B,)` or regression targets (see
+`jaxnets.losses.Loss.predictions` and ``.labels``).
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> from jaxnets import metrics
+  >>> acc = metrics.get("accuracy")
+  >>> a = acc.update(jnp.array([[0.9, 0.1], [0.2, 0.8]]), jnp.array([0, 0]), jnp.ones(2))
+  >>> b = acc.update(jnp.array([[0.6, 0.4], [0.0, 1.0]]), jnp.array([0, 1]), jnp.array([1.0, 0.0]))
+  >>> float(acc.compute(metrics.merge(a, b)))
+  0.6666666...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnets.errors import ConfigError, lookup
+
+# sklearn.metrics.log_loss clips probabilities to [eps, 1 - eps] with float64 eps.
+_LOG_LOSS_EPS = 1e-15
+
+
+def merge(a, b):
+    """Adds two accumulators (pytrees of sums) leaf by leaf."""
+    return jax.tree.map(jnp.add, a, b)
+
+
+@dataclasses.dataclass(frozen=True)
+class Accuracy:
+    """Fraction of rows whose arg-max class equals the label."""
+
+    name: str = "accuracy"
+
+    def update(self, preds, labels, weights):
+        correct = (jnp.argmax(preds, axis=-1) == labels).astype(jnp.float32)
+        return {"correct": jnp.sum(correct * weights), "count": jnp.sum(weights)}
+
+    def compute(self, acc):
+        return acc["correct"] / jnp.maximum(acc["count"], 1e-12)
+
+
+@dataclasses.dataclass(frozen=True)
+class TopKAccuracy:
+    """Fraction of rows whose label is among the ``k`` highest-scored classes."""
+
+    k: int = 5
+    name: str = "top_k_accuracy"
+
+    def update(self, preds, labels, weights):
+        # A class is in the top k when fewer than k classes score strictly higher.
+        label_score = jnp.take_along_axis(preds, labels[:, None].astype(jnp.int32), axis=-1)
+        rank = jnp.sum(preds > label_score, axis=-1)
+        hit = (rank < self.k).astype(jnp.float32)
+        return {"correct": jnp.sum(hit * weights), "count": jnp.sum(weights)}
+
+    compute = Accuracy.compute
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfusionMatrix:
+    """A `(C, C)` matrix of weighted counts, rows true class, columns predicted."""
+
+    name: str = "confusion_matrix"
+
+    def update(self, preds, labels, weights):
+        num_classes = preds.shape[-1]
+        true = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32) * weights[:, None]
+        pred = jax.nn.one_hot(jnp.argmax(preds, axis=-1), num_classes, dtype=jnp.float32)
+        return {"matrix": true.T @ pred}
+
+    def compute(self, acc):
+        return acc["matrix"]
+
+
+def _safe_div(num, den):
+    # sklearn's zero_division default gives 0.0 (with a warning) where den == 0.
+    return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrecisionRecallF1:
+    """Precision, recall or F1 from a confusion matrix, averaged as sklearn does.
+
+    Attributes:
+      which: ``"precision"``, ``"recall"`` or ``"f1"``.
+      average: ``"macro"``, ``"micro"``, ``"weighted"``, ``"binary"`` (class
+        ``pos_label``) or ``None`` for one value per class.
+    """
+
+    which: str = "f1"
+    average: str | None = "macro"
+    pos_label: int = 1
+    name: str = "f1"
+
+    def update(self, preds, labels, weights):
+        return ConfusionMatrix().update(preds, labels, weights)
+
+    def compute(self, acc):
+        m = acc["matrix"]
+        tp = jnp.diag(m)
+        support = m.sum(axis=1)  # true count per class
+        predicted = m.sum(axis=0)
+        if self.average == "micro":
+            tp, support, predicted = tp.sum(), support.sum(), predicted.sum()
+        precision = _safe_div(tp, predicted)
+        recall = _safe_div(tp, support)
+        f1 = _safe_div(2 * tp, predicted + support)
+        value = {"precision": precision, "recall": recall, "f1": f1}[self.which]
+        if self.average in ("micro", None):
+            return value
+        if self.average == "binary":
+            return value[self.pos_label]
+        if self.average == "weighted":
+            return _safe_div(jnp.sum(value * support), support.sum())
+        # sklearn's macro averages over classes present in labels or predictions.
+        present = (support + predicted) > 0
+        return jnp.sum(jnp.where(present, value, 0.0)) / jnp.maximum(present.sum(), 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogLoss:
+    """Mean negative log-probability of the true class (sklearn's ``log_loss``)."""
+
+    name: str = "log_loss"
+
+    def update(self, preds, labels, weights):
+        p = preds / jnp.sum(preds, axis=-1, keepdims=True)
+        p_true = jnp.take_along_axis(p, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+        nll = -jnp.log(jnp.clip(p_true, _LOG_LOSS_EPS, 1 - _LOG_LOSS_EPS))
+        return {"total": jnp.sum(nll * weights), "count": jnp.sum(weights)}
+
+    def compute(self, acc):
+        return acc["total"] / jnp.maximum(acc["count"], 1e-12)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeanError:
+    """Mean squared (``power=2``) or absolute (``power=1``) error over all outputs."""
+
+    power: int = 2
+    name: str = "mse"
+
+    def update(self, preds, labels, weights):
+        diff = preds - labels.reshape(preds.shape)
+        err = jnp.square(diff) if self.power == 2 else jnp.abs(diff)
+        per_row = err.reshape(err.shape[0], -1).mean(axis=-1)
+        return {"total": jnp.sum(per_row * weights), "count": jnp.sum(weights)}
+
+    compute = LogLoss.compute
+
+
+def _prf(which, average, name):
+    return PrecisionRecallF1(which=which, average=average, name=name)
+
+
+def _table():
+    table = {
+        "accuracy": Accuracy(),
+        "acc": Accuracy(),
+        "sparse_categorical_accuracy": Accuracy(name="sparse_categorical_accuracy"),
+        "categorical_accuracy": Accuracy(name="categorical_accuracy"),
+        "binary_accuracy": Accuracy(name="binary_accuracy"),
+        "top_k_accuracy": TopKAccuracy(),
+        "top_5_accuracy": TopKAccuracy(k=5, name="top_5_accuracy"),
+        "confusion_matrix": ConfusionMatrix(),
+        "log_loss": LogLoss(),
+        "mse": MeanError(2, "mse"),
+        "mean_squared_error": MeanError(2, "mean_squared_error"),
+        "mae": MeanError(1, "mae"),
+        "mean_absolute_error": MeanError(1, "mean_absolute_error"),
+    }
+    for which in ("precision", "recall", "f1"):
+        table[which] = _prf(which, "macro", which)
+        for average in ("macro", "micro", "weighted", "binary"):
+            table[f"{which}_{average}"] = _prf(which, average, f"{which}_{average}")
+        table[f"{which}_per_class"] = _prf(which, None, f"{which}_per_class")
+    return table
+
+
+_TABLE = _table()
+
+
+def names() -> list[str]:
+    """The metric names `get` accepts."""
+    return sorted(_TABLE)
+
+
+def get(metric):
+    """Returns a metric object from a name (Keras or sklearn spelling) or an object.
+
+    Any object with ``name``, ``update(preds, labels, weights)`` and
+    ``compute(acc)`` is a metric.
+
+    Example:
+      >>> get("f1_weighted")
+      PrecisionRecallF1(which='f1', average='weighted', pos_label=1, name='f1_weighted')
+    """
+    if isinstance(metric, str):
+        return lookup(metric, _TABLE, kind="metric")
+    for attr in ("name", "update", "compute"):
+        if not hasattr(metric, attr):
+            raise ConfigError(
+                f"a metric needs a name, update() and compute(); {metric!r} has no {attr!r}. "
+                f"Pass a name such as {', '.join(names()[:4])}, ..."
+            )
+    return metric
+
+
+def compute_all(metric_objs, accumulators) -> dict[str, np.ndarray | float]:
+    """Computes every metric from merged accumulators on the host.
+
+    Scalars come back as Python floats, per-class values as numpy arrays.
+    """
+    host = jax.device_get(accumulators)
+    out = {}
+    for name, acc in host.items():
+        if name == "loss":
+            out[name] = float(acc["total"] / max(float(acc["count"]), 1e-12))
+            continue
+        value = np.asarray(metric_objs[name].compute(jax.tree.map(jnp.asarray, acc)))
+        out[name] = float(value) if value.ndim == 0 else value
+    return out

@@ -1,0 +1,241 @@
+"""Optimizers and learning-rate schedules by name, built from Optax pieces.
+
+`make_optimizer` composes one Optax chain: optional clipping by global norm,
+then the optimizer's scaling rule, decoupled weight decay, and the learning
+rate. The learning rate and weight decay are wrapped in
+``optax.inject_hyperparams`` so they live in the optimizer state: callbacks
+read and change them (`get_hyperparam`, `set_hyperparam`) without recompiling.
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> tx = make_optimizer("adam", learning_rate=1e-3, schedule="cosine", total_steps=100)
+  >>> opt_state = tx.init({"w": jnp.zeros(3)})
+  >>> float(get_hyperparam(opt_state, "learning_rate"))
+  0.001
+  >>> opt_state = set_hyperparam(opt_state, "weight_decay", 0.01)
+  >>> round(float(get_hyperparam(opt_state, "weight_decay")), 6)
+  0.01
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax.numpy as jnp
+import optax
+
+from jaxnets.errors import ConfigError, lookup
+
+
+def _scaling_rules() -> dict[str, Callable[..., optax.GradientTransformation]]:
+    # Each rule is the optimizer without its learning rate; keyword defaults follow Keras.
+    return {
+        "sgd": lambda **kw: optax.identity(),
+        "momentum": lambda momentum=0.9, **kw: optax.trace(decay=momentum, nesterov=False),
+        "nesterov": lambda momentum=0.9, **kw: optax.trace(decay=momentum, nesterov=True),
+        "adam": lambda b1=0.9, b2=0.999, eps=1e-7, **kw: optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+        "adamw": lambda b1=0.9, b2=0.999, eps=1e-7, **kw: optax.scale_by_adam(
+            b1=b1, b2=b2, eps=eps
+        ),
+        "nadam": lambda b1=0.9, b2=0.999, eps=1e-7, **kw: optax.scale_by_adam(
+            b1=b1, b2=b2, eps=eps, nesterov=True
+        ),
+        "rmsprop": lambda rho=0.9, eps=1e-7, **kw: optax.scale_by_rms(decay=rho, eps=eps),
+        "adagrad": lambda initial_accumulator_value=0.1, eps=1e-7, **kw: optax.scale_by_rss(
+            initial_accumulator_value=initial_accumulator_value, eps=eps
+        ),
+        "lion": lambda b1=0.9, b2=0.99, **kw: optax.scale_by_lion(b1=b1, b2=b2),
+    }
+
+
+_RULES = _scaling_rules()
+# AdamW's decoupled decay defaults to Keras's 0.004; the others default to none.
+_DEFAULT_DECAY = {"adamw": 0.004}
+
+
+def optimizer_names() -> list[str]:
+    """The optimizer names `make_optimizer` accepts."""
+    return sorted(_RULES)
+
+
+def make_schedule(
+    name: str | None,
+    learning_rate: float,
+    *,
+    total_steps: int | None = None,
+    warmup_steps: int = 0,
+    decay_rate: float = 0.1,
+    boundaries: dict[int, float] | None = None,
+    alpha: float = 0.0,
+) -> optax.Schedule | float:
+    """Returns a learning-rate schedule (a function of the step) by name.
+
+    Args:
+      name: ``"constant"`` (or None), ``"step"``/``"piecewise"`` (multiply by the
+        scale at each boundary step; default: x0.1 at 50% and 75% of training),
+        ``"exponential"`` (``decay_rate`` over ``total_steps``), ``"cosine"``,
+        ``"warmup_cosine"`` (linear warm-up for ``warmup_steps`` then cosine),
+        ``"one_cycle"``.
+      learning_rate: the base (peak) learning rate.
+      total_steps: number of training steps; needed by every schedule but constant.
+
+    Example:
+      >>> s = make_schedule("step", 1.0, total_steps=100)
+      >>> [float(s(0)), float(s(60)), float(s(80))]
+      [1.0, 0.1, 0.01]
+    """
+    if name is None or name == "constant":
+        return learning_rate
+    builders = {
+        "step": None,
+        "piecewise": None,
+        "exponential": None,
+        "cosine": None,
+        "warmup_cosine": None,
+        "one_cycle": None,
+    }
+    lookup(name, builders, kind="schedule")
+    if not total_steps or total_steps <= 0:
+        raise ConfigError(
+            f"schedule {name!r} needs total_steps > 0 (got {total_steps!r}); "
+            "fit() passes epochs x steps per epoch for you."
+        )
+    name = name.lower()
+    if name in ("step", "piecewise"):
+        if boundaries is None:
+            boundaries = {int(total_steps * 0.5): 0.1, int(total_steps * 0.75): 0.1}
+        return optax.piecewise_constant_schedule(learning_rate, boundaries)
+    if name == "exponential":
+        return optax.exponential_decay(learning_rate, total_steps, decay_rate)
+    if name == "cosine":
+        return optax.cosine_decay_schedule(learning_rate, total_steps, alpha=alpha)
+    if name == "warmup_cosine":
+        warmup = warmup_steps or max(1, total_steps // 20)
+        return optax.warmup_cosine_decay_schedule(
+            0.0,
+            learning_rate,
+            warmup,
+            max(total_steps, warmup + 1),
+            end_value=alpha * learning_rate,
+        )
+    return optax.cosine_onecycle_schedule(total_steps, learning_rate)
+
+
+def _check_positive(name: str, value, allow_zero: bool = False):
+    if callable(value):
+        return
+    if (
+        not isinstance(value, (int, float))
+        or math.isnan(value)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
+        need = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be a number {need}, got {value!r}.")
+
+
+def make_optimizer(
+    name: str = "adam",
+    learning_rate: float = 1e-3,
+    *,
+    schedule: str | None = None,
+    total_steps: int | None = None,
+    weight_decay: float | None = None,
+    clipnorm: float | None = None,
+    schedule_kwargs: dict | None = None,
+    **kwargs,
+) -> optax.GradientTransformation:
+    """Builds an optimizer by name as one Optax chain.
+
+    Args:
+      name: one of `optimizer_names()`: sgd, momentum, nesterov, adam, adamw,
+        nadam, rmsprop, adagrad, lion.
+      learning_rate: base learning rate (> 0), or an Optax schedule.
+      schedule: optional schedule name for `make_schedule`.
+      total_steps: training length, for schedules.
+      weight_decay: decoupled weight decay (AdamW-style), applied to every
+        parameter; defaults to 0.004 for adamw and 0 otherwise.
+      clipnorm: clip gradients by this global norm first.
+      schedule_kwargs: extra arguments for `make_schedule`.
+      **kwargs: the rule's own options, e.g. ``momentum``, ``b1``, ``eps``.
+
+    Returns:
+      An ``optax.GradientTransformation`` whose state holds the learning rate and
+      weight decay as injected hyperparameters.
+    """
+    rule = lookup(name, _RULES, kind="optimizer")
+    _check_positive("learning_rate", learning_rate)
+    if weight_decay is None:
+        weight_decay = _DEFAULT_DECAY.get(name.lower(), 0.0)
+    _check_positive("weight_decay", weight_decay, allow_zero=True)
+    if clipnorm is not None:
+        _check_positive("clipnorm", clipnorm)
+    lr = learning_rate
+    if schedule is not None:
+        lr = make_schedule(
+            schedule, learning_rate, total_steps=total_steps, **(schedule_kwargs or {})
+        )
+
+    def build(learning_rate, weight_decay):
+        return optax.chain(
+            rule(**kwargs),
+            optax.add_decayed_weights(weight_decay),
+            optax.scale_by_learning_rate(learning_rate),
+        )
+
+    tx = optax.inject_hyperparams(build)(learning_rate=lr, weight_decay=weight_decay)
+    if clipnorm is not None:
+        tx = optax.chain(optax.clip_by_global_norm(clipnorm), tx)
+    return tx
+
+
+def _injected_states(opt_state):
+    """Yields every injected-hyperparameter state inside an optimizer state."""
+    if hasattr(opt_state, "hyperparams") and isinstance(opt_state.hyperparams, dict):
+        yield opt_state
+    if isinstance(opt_state, tuple):
+        for child in opt_state:
+            yield from _injected_states(child)
+
+
+def get_hyperparam(opt_state, name: str = "learning_rate"):
+    """Reads an injected hyperparameter (e.g. the learning rate) from an optimizer state.
+
+    Raises:
+      KeyError: if the optimizer was not built with it injected (see `make_optimizer`).
+    """
+    for s in _injected_states(opt_state):
+        if name in s.hyperparams:
+            return s.hyperparams[name]
+    raise ConfigError(
+        f"the optimizer state holds no injected hyperparameter {name!r}; build the optimizer "
+        "with jaxnets.optim.make_optimizer or wrap it in optax.inject_hyperparams."
+    )
+
+
+def set_hyperparam(opt_state, name: str, value):
+    """Returns a copy of ``opt_state`` with an injected hyperparameter replaced.
+
+    The value keeps the stored dtype and shape, so a jitted step does not retrace.
+    """
+    found = False
+
+    def replace(s):
+        nonlocal found
+        if hasattr(s, "hyperparams") and isinstance(s.hyperparams, dict) and name in s.hyperparams:
+            found = True
+            old = s.hyperparams[name]
+            hp = dict(s.hyperparams)
+            hp[name] = jnp.asarray(value, dtype=jnp.asarray(old).dtype)
+            return s._replace(hyperparams=hp)
+        if isinstance(s, tuple) and not hasattr(s, "_fields"):
+            return tuple(replace(c) for c in s)
+        if isinstance(s, tuple):  # other NamedTuples: recurse into fields
+            return s._replace(**{f: replace(getattr(s, f)) for f in s._fields})
+        return s
+
+    new = replace(opt_state)
+    if not found:
+        get_hyperparam(opt_state, name)  # raises the explanatory error
+    return new

@@ -1,0 +1,177 @@
+"""What ``jaxnets train`` and ``jaxnets evaluate`` do, as importable functions.
+
+A run is described by a plain config dict (model, dataset, optimizer...). It is
+written to ``<workdir>/config.json`` with the history (``history.json``,
+``history.csv``) and the final weights (Orbax, ``<workdir>/weights``), so
+`evaluate_workdir` can rebuild the model from data alone: nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import jax
+
+from jaxnets import data as data_lib
+from jaxnets import models as models_lib
+from jaxnets.errors import ConfigError
+from jaxnets.training import create_train_state, evaluate, fit
+
+# Classifier metrics reported by the CLI; regression gets errors instead.
+CLASSIFICATION_METRICS = ("accuracy", "f1")
+REGRESSION_METRICS = ("mae",)
+
+
+def build_model(model: str, dataset: data_lib.Dataset):
+    """Builds a zoo model sized for ``dataset`` (its number of classes or outputs)."""
+    num_outputs = dataset.num_classes if dataset.task != "regression" else 1
+    return models_lib.get(model, num_classes=num_outputs)
+
+
+def load_dataset(config: dict) -> data_lib.Dataset:
+    kwargs = {"val_fraction": config.get("val_fraction", 0.0)}
+    if config.get("data_dir"):
+        kwargs["data_dir"] = config["data_dir"]
+    wants = getattr(models_lib, "input_kind", lambda name: None)(config["model"])
+    if wants == "image" and config["dataset"] in ("digits",):
+        kwargs["image"] = True
+    return data_lib.load(config["dataset"], **kwargs)
+
+
+def _task_setup(dataset):
+    if dataset.task == "regression":
+        return "mse", REGRESSION_METRICS
+    return "sparse_categorical_crossentropy", CLASSIFICATION_METRICS
+
+
+def make_state(config: dict, dataset, total_steps: int):
+    loss, metrics = _task_setup(dataset)
+    module = build_model(config["model"], dataset)
+    return create_train_state(
+        module,
+        config["optimizer"],
+        dataset.x_train[:1],
+        loss=loss,
+        metrics=metrics,
+        seed=config["seed"],
+        learning_rate=config["lr"],
+        schedule=config.get("schedule"),
+        total_steps=total_steps,
+        weight_decay=config.get("weight_decay"),
+    )
+
+
+def _validation(dataset):
+    if dataset.x_val is None:
+        return None
+    return (dataset.x_val, dataset.y_val)
+
+
+def write_history(workdir: Path, history: dict):
+    scalars = {k: v for k, v in history.items() if all(isinstance(x, float) for x in v)}
+    (workdir / "history.json").write_text(json.dumps(scalars, indent=1))
+    with open(workdir / "history.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", *scalars])
+        for i, row in enumerate(zip(*scalars.values(), strict=True)):
+            writer.writerow([i, *row])
+
+
+def save_weights(path: Path, state):
+    import orbax.checkpoint as ocp
+
+    tree = {"params": state.params, "model_state": state.model_state}
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(path.absolute(), jax.device_get(tree), force=True)
+
+
+def restore_weights(path: Path, state):
+    import orbax.checkpoint as ocp
+
+    target = {"params": state.params, "model_state": state.model_state}
+    with ocp.StandardCheckpointer() as ckptr:
+        tree = ckptr.restore(path.absolute(), target)
+    return state.replace(params=tree["params"], model_state=tree["model_state"])
+
+
+def train(args) -> dict:
+    """Runs ``jaxnets train``: fit, print each epoch, report the test metrics."""
+    config = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "optimizer": args.optimizer,
+        "lr": args.lr,
+        "schedule": args.schedule,
+        "weight_decay": args.weight_decay,
+        "seed": args.seed,
+        "val_fraction": args.val_fraction,
+        "data_dir": args.data_dir,
+    }
+    if args.epochs <= 0 or args.batch_size <= 0:
+        raise ConfigError("--epochs and --batch-size must be positive integers.")
+    dataset = load_dataset(config)
+    steps = args.epochs * -(-len(dataset.x_train) // args.batch_size)
+    state = make_state(config, dataset, steps)
+    n_params = sum(x.size for x in jax.tree.leaves(state.params))
+    print(
+        f"jaxnets train: model={args.model} ({n_params:,} parameters) dataset={args.dataset} "
+        f"({len(dataset.x_train)} train / {len(dataset.x_test)} test) on {jax.devices()[0].platform}"
+    )
+    start = time.perf_counter()
+    state, history = fit(
+        state,
+        (dataset.x_train, dataset.y_train),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        validation_data=_validation(dataset),
+        seed=args.seed,
+        verbose=args.verbose,
+    )
+    seconds = time.perf_counter() - start
+    test = evaluate(state, (dataset.x_test, dataset.y_test), batch_size=256)
+    summary = " - ".join(f"{k}: {v:.4f}" for k, v in test.items() if isinstance(v, float))
+    print(f"test: {summary} ({seconds:.1f}s training)")
+    if "accuracy" in test:
+        print(f"final test accuracy: {test['accuracy']:.4f}")
+    if args.workdir:
+        workdir = Path(args.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(json.dumps(config, indent=1))
+        write_history(workdir, history)
+        (workdir / "test_metrics.json").write_text(
+            json.dumps({k: v for k, v in test.items() if isinstance(v, float)}, indent=1)
+        )
+        save_weights(workdir / "weights", state)
+        print(f"wrote {workdir}/config.json, history.json, history.csv, weights/")
+    return test
+
+
+def evaluate_workdir(workdir: str, batch_size: int = 256) -> dict:
+    """Runs ``jaxnets evaluate``: rebuild the run's model, restore weights, evaluate."""
+    path = Path(workdir)
+    if not (path / "config.json").exists():
+        raise ConfigError(
+            f"{path} holds no config.json; point --workdir at a folder written by "
+            "`jaxnets train --workdir`."
+        )
+    config = json.loads((path / "config.json").read_text())
+    dataset = load_dataset(config)
+    state = restore_weights(path / "weights", make_state(config, dataset, total_steps=1))
+    test = evaluate(state, (dataset.x_test, dataset.y_test), batch_size=batch_size)
+    print(" - ".join(f"{k}: {v:.4f}" for k, v in test.items() if isinstance(v, float)))
+    return test
+
+
+def list_models():
+    for name in models_lib.names():
+        print(name)
+
+
+def list_datasets():
+    for name in data_lib.names():
+        print(name)

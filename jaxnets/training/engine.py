@@ -1,0 +1,51 @@
+"""Engines: where the pure steps run and how data gets there.
+
+The training loop never calls ``jax.jit`` or ``device_put`` itself; it asks an
+engine. `LocalEngine` runs on one device; `jaxnets.parallel` provides engines
+that shard the batch over a device mesh (``jit`` + ``NamedSharding``) or use
+``pmap``. Compiled functions are cached per engine so that calling ``fit``
+twice does not compile twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+
+
+class LocalEngine:
+    """Runs every step jit-compiled on one device (the default device)."""
+
+    # The global batch size must be a multiple of this (the device count).
+    batch_multiple: int = 1
+
+    def __init__(self):
+        self._compiled: dict[tuple[Callable, tuple], Callable] = {}
+
+    def compile(self, fn: Callable, donate_argnums: tuple[int, ...] = ()) -> Callable:
+        """``jax.jit(fn)``, built once per (fn, donation) and reused."""
+        key = (fn, donate_argnums)
+        if key not in self._compiled:
+            self._compiled[key] = jax.jit(fn, donate_argnums=donate_argnums)
+        return self._compiled[key]
+
+    def place_state(self, state):
+        """Puts a state (or any replicated pytree) on the device."""
+        return jax.device_put(state)
+
+    def place_batch(self, batch: dict):
+        """Puts a host batch (dict of numpy arrays) on the device."""
+        return jax.device_put(batch)
+
+    def fetch(self, tree):
+        """Brings a pytree back to the host as numpy arrays."""
+        return jax.device_get(tree)
+
+
+_DEFAULT = LocalEngine()
+
+
+def default_engine() -> LocalEngine:
+    """The process-wide single-device engine (shared so compiles are reused)."""
+    return _DEFAULT

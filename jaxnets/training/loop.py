@@ -1,0 +1,244 @@
+"""`fit`, `evaluate` and `predict`: host loops over the pure steps.
+
+The loops only wire pure pieces together: batches come from
+`jaxnets.data.iterate_batches` (fixed size, the last one padded and masked, so
+one compilation serves the whole run), steps are compiled by an engine (see
+`jaxnets.training.engine`), and metric sums stay on the device until the loop
+fetches them every ``log_every`` steps and at the end of each epoch.
+
+The order of epoch ``e`` depends only on ``(seed, e)`` and per-step randomness
+only on ``(state.rng, state.step)``, so a run continued from a saved state at
+``(initial_epoch, initial_step)`` sees exactly the batches and keys the
+uninterrupted run would have seen.
+
+Example:
+  >>> import numpy as np, flax.linen as nn
+  >>> from jaxnets.training import create_train_state, fit, evaluate
+  >>> x = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+  >>> y = (x[:, 0] > 0).astype(np.int32)
+  >>> state = create_train_state(nn.Dense(2), "adam", x[:1], learning_rate=0.1)
+  >>> state, history = fit(state, (x, y), epochs=3, batch_size=16, verbose=0)
+  >>> len(history["loss"]), evaluate(state, (x, y), verbose=0)["accuracy"] > 0.8
+  (3, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnets import metrics as metrics_lib
+from jaxnets.callbacks.base import CallbackList
+from jaxnets.data.batching import iterate_batches
+from jaxnets.errors import ConfigError, DataError
+from jaxnets.training.engine import default_engine
+from jaxnets.training.progress import ProgressBar
+from jaxnets.training.state import TrainState
+from jaxnets.training.step import eval_step, predict_step, train_step
+
+
+def as_arrays(data, *, need_targets: bool = True) -> dict[str, np.ndarray]:
+    """Normalizes ``(x, y)``, ``(x, y, weight)`` or a dict with ``x``/``y`` to a dict.
+
+    Raises a `jaxnets.errors.DataError` naming the problem for empty data,
+    missing targets or arrays of different lengths.
+    """
+    if isinstance(data, Mapping):
+        arrays = dict(data)
+    elif isinstance(data, Sequence) and not isinstance(data, str) and 1 <= len(data) <= 3:
+        arrays = dict(zip(("x", "y", "weight"), data, strict=False))
+    else:
+        arrays = {"x": data}
+    if "x" not in arrays:
+        raise DataError(f"data needs an 'x' entry; got keys {sorted(arrays)}.")
+    if need_targets and arrays.get("y") is None:
+        raise DataError(
+            "training and evaluation need targets: pass (x, y) or {'x': ..., 'y': ...}."
+        )
+    arrays = {k: np.asarray(v) for k, v in arrays.items() if v is not None}
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        raise DataError(f"every array needs the same number of rows; got {lengths}.")
+    if lengths["x"] == 0:
+        raise DataError("the dataset is empty (0 rows).")
+    return arrays
+
+
+def _check_positive_int(name: str, value):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def _zeros_like_sums(fn, state, batch):
+    shapes = jax.eval_shape(fn, state, batch)
+    sums = shapes[1] if isinstance(shapes, tuple) else shapes
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums)
+
+
+def train_and_accumulate(state: TrainState, sums: dict, batch: dict):
+    """`train_step` plus adding its metric sums to a running total (one dispatch)."""
+    state, batch_sums = train_step(state, batch)
+    return state, metrics_lib.merge(sums, batch_sums)
+
+
+def eval_and_accumulate(state: TrainState, sums: dict, batch: dict):
+    """`eval_step` plus adding its metric sums to a running total."""
+    return metrics_lib.merge(sums, eval_step(state, batch))
+
+
+class FitContext:
+    """What callbacks see as ``self.model`` when `fit` is called directly."""
+
+    def __init__(self, state: TrainState):
+        self.state = state
+        self.stop_training = False
+
+
+def _scalars(logs: dict) -> dict:
+    return {k: v for k, v in logs.items() if isinstance(v, float)}
+
+
+def fit(
+    state: TrainState,
+    data,
+    *,
+    epochs: int = 1,
+    batch_size: int = 32,
+    validation_data=None,
+    shuffle: bool = True,
+    seed: int = 0,
+    callbacks=(),
+    verbose: int | str = 1,
+    log_every: int = 50,
+    initial_epoch: int = 0,
+    initial_step: int = 0,
+    engine=None,
+    callback_model=None,
+    history: dict | None = None,
+) -> tuple[TrainState, dict[str, list]]:
+    """Trains ``state`` on ``data`` for ``epochs`` epochs.
+
+    Args:
+      state: a `TrainState` (see `create_train_state`).
+      data: ``(x, y)``, ``(x, y, sample_weight)`` or a dict with ``x``, ``y`` and
+        optionally ``weight`` and ``x_mask`` (numpy arrays, same length).
+      epochs: index of the epoch to stop before (Keras semantics with
+        ``initial_epoch``).
+      batch_size: rows per step; the last partial batch is padded and masked.
+      validation_data: evaluated at each epoch end; logged with a ``val_`` prefix.
+      shuffle: reshuffle each epoch with an order fixed by ``(seed, epoch)``.
+      callbacks: `jaxnets.callbacks.Callback` objects.
+      verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+      log_every: fetch metrics from the device every this many steps.
+      initial_epoch, initial_step: where to continue (epoch index and batch
+        index inside it), e.g. after restoring a checkpoint.
+      engine: where to run (default: one device; see `jaxnets.parallel`).
+      callback_model: the object callbacks see as ``self.model``.
+      history: a history to append to (resuming); default a new one.
+
+    Returns:
+      ``(state, history)``; history maps each metric name to per-epoch values.
+    """
+    _check_positive_int("epochs", epochs)
+    _check_positive_int("batch_size", batch_size)
+    _check_positive_int("log_every", log_every)
+    arrays = as_arrays(data)
+    engine = engine or default_engine()
+    if batch_size % engine.batch_multiple:
+        raise ConfigError(
+            f"batch_size {batch_size} must be a multiple of the device count "
+            f"{engine.batch_multiple} for this engine."
+        )
+    n = len(arrays["x"])
+    steps = math.ceil(n / batch_size)
+    step_fn = engine.compile(train_and_accumulate, donate_argnums=(0, 1))
+    history = {} if history is None else history
+    ctx = callback_model if callback_model is not None else FitContext(state)
+    ctx.stop_training = False
+    cbs = CallbackList(
+        callbacks, model=ctx, params={"epochs": epochs, "steps": steps, "verbose": verbose}
+    )
+    bar = ProgressBar(verbose, epochs, steps)
+    state = engine.place_state(state)
+    ctx.state = state
+    cbs.on_train_begin()
+    zeros = None
+    for epoch in range(initial_epoch, epochs):
+        state = ctx.state
+        start = initial_step if epoch == initial_epoch else 0
+        cbs.on_epoch_begin(epoch)
+        bar.epoch_begin(epoch, initial=start)
+        batches = iterate_batches(
+            arrays,
+            batch_size,
+            shuffle_seed=seed if shuffle else None,
+            epoch=epoch,
+            start_step=start,
+        )
+        sums = None
+        for i, host_batch in enumerate(batches, start=start):
+            batch = engine.place_batch(host_batch)
+            if zeros is None:
+                zeros = engine.place_state(_zeros_like_sums(train_step, state, batch))
+            if sums is None:
+                sums = jax.tree.map(jnp.copy, zeros)
+            cbs.on_train_batch_begin(i)
+            state, sums = step_fn(state, sums, batch)
+            if (i + 1) % log_every == 0 and i + 1 < steps:
+                logs = _scalars(metrics_lib.compute_all(state.metric_table, engine.fetch(sums)))
+                bar.update(i + 1, logs)
+                ctx.state = state
+                cbs.on_train_batch_end(i, logs)
+                state = ctx.state
+        logs = metrics_lib.compute_all(state.metric_table, engine.fetch(sums)) if sums else {}
+        if validation_data is not None:
+            val = evaluate(state, validation_data, batch_size=batch_size, verbose=0, engine=engine)
+            logs.update({f"val_{k}": v for k, v in val.items()})
+        for k, v in logs.items():
+            history.setdefault(k, []).append(v)
+        bar.epoch_end(epoch, logs)
+        ctx.state = state
+        cbs.on_epoch_end(epoch, logs)
+        if ctx.stop_training:
+            break
+    cbs.on_train_end()
+    return ctx.state, history
+
+
+def evaluate(state: TrainState, data, *, batch_size: int = 128, verbose=0, engine=None) -> dict:
+    """Loss and metrics of ``state`` on ``data`` (padded batches, exact masked means).
+
+    Returns:
+      A dict from metric name (``loss`` first) to a float, or a numpy array for
+      per-class metrics.
+    """
+    _check_positive_int("batch_size", batch_size)
+    arrays = as_arrays(data)
+    engine = engine or default_engine()
+    step_fn = engine.compile(eval_and_accumulate)
+    sums = None
+    for host_batch in iterate_batches(arrays, batch_size):
+        batch = engine.place_batch(host_batch)
+        if sums is None:
+            sums = engine.place_state(_zeros_like_sums(eval_step, state, batch))
+        sums = step_fn(state, sums, batch)
+    logs = metrics_lib.compute_all(state.metric_table, engine.fetch(sums))
+    if verbose:
+        print(" - ".join(f"{k}: {v:.4f}" for k, v in _scalars(logs).items()))
+    return logs
+
+
+def predict(state: TrainState, x, *, batch_size: int = 128, engine=None, x_mask=None) -> np.ndarray:
+    """Model outputs for every row of ``x`` as a numpy array (padding removed)."""
+    _check_positive_int("batch_size", batch_size)
+    arrays = as_arrays({"x": x, "x_mask": x_mask}, need_targets=False)
+    engine = engine or default_engine()
+    step_fn = engine.compile(predict_step)
+    # Keep outputs on the device until the end: no host sync per batch.
+    outputs = [step_fn(state, engine.place_batch(b)) for b in iterate_batches(arrays, batch_size)]
+    host = engine.fetch(outputs)
+    return np.concatenate([np.asarray(o) for o in host])[: len(arrays["x"])]

@@ -1,0 +1,159 @@
+"""`TrainState`: everything that changes during training, in one pytree.
+
+The state holds the parameters, the model's other variable collections (e.g.
+BatchNorm statistics), the optimizer state, the step counter, a PRNG key and a
+count of updates skipped for non-finite values. Its static fields (the
+module's ``apply``, the optimizer, the loss and the metrics) are configuration:
+they are part of the pytree's structure, so ``train_step(state, batch)`` needs
+nothing else.
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> import flax.linen as nn
+  >>> from jaxnets.training import create_train_state
+  >>> state = create_train_state(nn.Dense(3), "sgd", jnp.zeros((1, 4)), learning_rate=0.1)
+  >>> int(state.step), state.params["kernel"].shape
+  (0, (4, 3))
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from jaxnets import losses as losses_lib
+from jaxnets import metrics as metrics_lib
+from jaxnets import optim
+from jaxnets.errors import ConfigError
+
+
+class TrainState(struct.PyTreeNode):
+    """The training state: a pytree whose leaves are arrays.
+
+    Attributes:
+      step: number of training steps taken (int32 scalar).
+      params: the ``'params'`` collection.
+      model_state: every other collection, e.g. ``{'batch_stats': ...}``.
+      opt_state: the Optax state (learning rate inside, see `jaxnets.optim`).
+      rng: base PRNG key; step ``t`` uses ``fold_in(rng, t)``.
+      skipped: number of updates skipped because the loss or a gradient was
+        not finite.
+      apply_fn, tx, loss, metrics, l1, l2: static configuration.
+      call_kwargs: which of ``train`` and ``mask`` the module's ``__call__``
+        accepts (plain ``nn.Dense`` takes neither).
+    """
+
+    step: jax.Array
+    params: Any
+    model_state: Any
+    opt_state: Any
+    rng: jax.Array
+    skipped: jax.Array
+    apply_fn: Callable = struct.field(pytree_node=False)
+    tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    loss: losses_lib.Loss = struct.field(pytree_node=False)
+    metrics: tuple = struct.field(pytree_node=False, default=())
+    l1: float = struct.field(pytree_node=False, default=0.0)
+    l2: float = struct.field(pytree_node=False, default=0.0)
+    call_kwargs: tuple = struct.field(pytree_node=False, default=("train",))
+
+    @property
+    def variables(self) -> dict:
+        """The variables ``apply_fn`` takes: params plus the model state."""
+        return {"params": self.params, **self.model_state}
+
+    @property
+    def metric_table(self) -> dict:
+        return {m.name: m for m in self.metrics}
+
+    def step_key(self, step=None) -> jax.Array:
+        """The PRNG key of a step (dropout and other per-step randomness)."""
+        return jax.random.fold_in(self.rng, self.step if step is None else step)
+
+
+def accepted_call_kwargs(module: nn.Module) -> tuple[str, ...]:
+    """Which of ``train`` and ``mask`` ``module.__call__`` accepts."""
+    params = inspect.signature(module.__call__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return ("train", "mask")
+    return tuple(k for k in ("train", "mask") if k in params)
+
+
+def create_train_state(
+    module: nn.Module,
+    optimizer: str | optax.GradientTransformation,
+    sample_input,
+    *,
+    loss: str | Callable | losses_lib.Loss = "sparse_categorical_crossentropy",
+    metrics: Sequence = ("accuracy",),
+    seed: int | jax.Array = 0,
+    l1: float = 0.0,
+    l2: float = 0.0,
+    **optimizer_kwargs,
+) -> TrainState:
+    """Initializes a Flax Linen module and wraps it with an optimizer in a `TrainState`.
+
+    Args:
+      module: any Linen module called as ``module(x, train=bool)``.
+      optimizer: an optimizer name (see `jaxnets.optim.make_optimizer`, which
+        receives ``optimizer_kwargs`` such as ``learning_rate``) or an optax
+        ``GradientTransformation``.
+      sample_input: an input batch (only its shape and dtype matter), or a dict
+        of inputs passed as the first argument.
+      loss: a loss name, callable or `jaxnets.losses.Loss`.
+      metrics: metric names or objects (see `jaxnets.metrics.get`).
+      seed: an int or a PRNG key; parameters and per-step keys derive from it.
+      l1, l2: penalties on the sum of absolute / squared weights (parameters
+        with two or more axes, i.e. kernels and embeddings, not biases).
+    """
+    if isinstance(optimizer, str):
+        tx = optim.make_optimizer(optimizer, **optimizer_kwargs)
+    elif isinstance(optimizer, optax.GradientTransformation):
+        if optimizer_kwargs:
+            raise ConfigError(
+                f"optimizer options {sorted(optimizer_kwargs)} apply to optimizer names only; "
+                "an optax transformation is already configured."
+            )
+        tx = optimizer
+    else:
+        raise ConfigError(
+            f"optimizer must be a name such as 'adam' or an optax.GradientTransformation, "
+            f"got {type(optimizer).__name__}."
+        )
+    for name, value in (("l1", l1), ("l2", l2)):
+        if value < 0:
+            raise ConfigError(f"{name} must be >= 0, got {value}.")
+    key = jax.random.key(seed) if isinstance(seed, int) else seed
+    init_key, dropout_key, run_key = jax.random.split(key, 3)
+    call_kwargs = accepted_call_kwargs(module)
+    init_kwargs = {"train": False} if "train" in call_kwargs else {}
+    init_fn = lambda k1, k2, x: module.init({"params": k1, "dropout": k2}, x, **init_kwargs)
+    variables = jax.jit(init_fn)(init_key, dropout_key, sample_input)
+    variables = dict(variables)
+    params = variables.pop("params", {})
+    metric_objs = tuple(metrics_lib.get(m) for m in metrics)
+    names = [m.name for m in metric_objs]
+    if len(set(names)) != len(names) or "loss" in names:
+        raise ConfigError(f"metric names must be unique and not 'loss', got {names}.")
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        model_state=variables,
+        opt_state=tx.init(params),
+        rng=run_key,
+        skipped=jnp.zeros((), jnp.int32),
+        apply_fn=module.apply,
+        tx=tx,
+        loss=losses_lib.get(loss),
+        metrics=metric_objs,
+        l1=float(l1),
+        l2=float(l2),
+        call_kwargs=call_kwargs,
+    )

@@ -1,0 +1,141 @@
+"""Pure training, evaluation and prediction steps.
+
+Each step is a plain function of the state and a batch; callers apply
+``jax.jit`` (with ``donate_argnums=0`` for the train step), ``jax.vmap`` or
+shardings where they call it. A batch is a dict: ``x`` inputs, ``y`` targets,
+``mask`` `(B,)` with 1.0 for real rows and 0.0 for padding, optional
+``weight`` `(B,)` sample weights and optional ``x_mask`` `(B, T)` passed to the
+model as ``mask=``. Losses are masked sums divided by the number of real rows,
+so a padded batch gives exactly the numbers of the unpadded one.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> import flax.linen as nn
+  >>> from jaxnets.training import create_train_state, train_step
+  >>> state = create_train_state(nn.Dense(2), "sgd", jnp.zeros((1, 3)), learning_rate=0.1)
+  >>> batch = {"x": jnp.ones((4, 3)), "y": jnp.array([0, 1, 1, 0]), "mask": jnp.ones(4)}
+  >>> state, sums = jax.jit(train_step)(state, batch)
+  >>> int(state.step), float(sums["loss"]["count"])
+  (1, 4.0)
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxnets.training.state import TrainState
+
+
+def model_kwargs(state: TrainState, batch: dict, train: bool) -> dict:
+    """Keyword arguments for ``apply_fn``: ``train`` and ``mask`` where the module takes them."""
+    kwargs = {"train": train} if "train" in state.call_kwargs else {}
+    if "x_mask" in batch:
+        kwargs["mask"] = batch["x_mask"]
+    return kwargs
+
+
+def _row_weights(batch):
+    mask = batch["mask"].astype(jnp.float32)
+    if "weight" in batch:
+        return mask * batch["weight"].astype(jnp.float32)
+    return mask
+
+
+def per_example_loss(state: TrainState, outputs, targets):
+    """The loss of each row `(B,)`; per-step losses of sequences are averaged over time."""
+    per = state.loss(outputs, targets)
+    return per.reshape(per.shape[0], -1).mean(axis=-1) if per.ndim > 1 else per
+
+
+def penalty(params, l1: float, l2: float):
+    """``l1 * sum|w| + l2 * sum w^2`` over parameters with two or more axes."""
+    total = jnp.zeros((), jnp.float32)
+    if not (l1 or l2):
+        return total
+    for w in jax.tree.leaves(params):
+        if w.ndim >= 2:
+            if l1:
+                total += l1 * jnp.sum(jnp.abs(w))
+            if l2:
+                total += l2 * jnp.sum(jnp.square(w))
+    return total
+
+
+def metric_sums(state: TrainState, outputs, batch, per_example, reg=0.0):
+    """The accumulators of one batch: the loss sums plus each metric's sums."""
+    weights = _row_weights(batch)
+    count = jnp.sum(batch["mask"].astype(jnp.float32))
+    sums = {"loss": {"total": jnp.sum(per_example * weights) + reg * count, "count": count}}
+    if state.metrics:
+        preds = state.loss.predictions(outputs)
+        labels = state.loss.labels(batch["y"])
+        for m in state.metrics:
+            sums[m.name] = m.update(preds, labels, weights)
+    return sums
+
+
+def loss_and_updates(params, state: TrainState, batch, key):
+    """Mean masked loss of a batch (for ``jax.grad``), with outputs and new model state."""
+    mutable = list(state.model_state)
+    out = state.apply_fn(
+        {"params": params, **state.model_state},
+        batch["x"],
+        rngs={"dropout": key},
+        mutable=mutable or False,
+        **model_kwargs(state, batch, train=True),
+    )
+    outputs, new_model_state = out if mutable else (out, {})
+    per_example = per_example_loss(state, outputs, batch["y"])
+    count = jnp.maximum(jnp.sum(batch["mask"].astype(jnp.float32)), 1.0)
+    reg = penalty(params, state.l1, state.l2)
+    loss = jnp.sum(per_example * _row_weights(batch)) / count + reg
+    return loss, (outputs, dict(new_model_state), per_example, reg)
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    """One optimizer step on a batch; returns the new state and the batch's metric sums.
+
+    If the loss or any gradient is not finite the parameters, model state and
+    optimizer state are kept bitwise unchanged and ``state.skipped`` counts it;
+    the check runs on the device, without a host sync.
+    """
+    key = state.step_key()
+    grad_fn = jax.value_and_grad(loss_and_updates, has_aux=True)
+    (loss, (outputs, new_model_state, per_example, reg)), grads = grad_fn(
+        state.params, state, batch, key
+    )
+    updates, new_opt_state = state.tx.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(loss) & _all_finite(grads)
+
+    def keep_if_finite(new, old):
+        return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep_if_finite(new_params, state.params),
+        model_state=keep_if_finite(new_model_state, state.model_state),
+        opt_state=keep_if_finite(new_opt_state, state.opt_state),
+        skipped=state.skipped + (~finite).astype(jnp.int32),
+    )
+    return new_state, metric_sums(state, outputs, batch, per_example, reg)
+
+
+def predict_step(state: TrainState, batch: dict):
+    """Model outputs on ``batch['x']`` in inference mode (running BatchNorm statistics)."""
+    return state.apply_fn(state.variables, batch["x"], **model_kwargs(state, batch, train=False))
+
+
+def eval_step(state: TrainState, batch: dict) -> dict:
+    """The metric sums of a batch in inference mode."""
+    outputs = predict_step(state, batch)
+    per_example = per_example_loss(state, outputs, batch["y"])
+    reg = penalty(state.params, state.l1, state.l2)
+    return metric_sums(state, outputs, batch, per_example, reg)
