@@ -1,0 +1,153 @@
+"""Autoencoders: dense and convolutional encoder/decoder pairs.
+
+``model.apply(variables, x)`` returns the reconstruction (linear outputs, same
+shape as ``x``: train it with a squared error); ``method="encode"`` gives the
+``(B, latent_dim)`` code and ``method="decode"`` maps codes back to inputs.
+
+Example:
+  >>> import jax
+  >>> model = autoencoder_dense()
+  >>> x = model.example_input(batch_size=2)
+  >>> variables = model.init(jax.random.key(0), x)
+  >>> model.apply(variables, x).shape
+  (2, 28, 28, 1)
+  >>> model.apply(variables, x, method="encode").shape
+  (2, 16)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import partial
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxnets.errors import ConfigError, ShapeError
+from jaxnets.models.mlp import random_input
+
+
+def _check_input(x: jax.Array, input_shape: tuple[int, ...], model: str) -> jax.Array:
+    if tuple(x.shape[1:]) != tuple(input_shape):
+        raise ShapeError(
+            f"{model} was built for inputs of shape (B, *{tuple(input_shape)}), got "
+            f"{tuple(x.shape)}; set input_shape={tuple(x.shape[1:])}."
+        )
+    return jnp.asarray(x, jnp.float32)
+
+
+class DenseAutoencoder(nn.Module):
+    """Flatten -> ReLU Dense layers -> code -> mirrored ReLU Dense layers -> reshape.
+
+    Attributes:
+      hidden: widths of the encoder's hidden layers (the decoder mirrors them).
+      latent_dim: width of the code.
+      input_shape: shape of one example; the decoder's output layer has its size.
+    """
+
+    hidden: Sequence[int] = (64,)
+    latent_dim: int = 16
+    input_shape: tuple[int, ...] = (28, 28, 1)
+
+    task: ClassVar[str] = "reconstruct"
+
+    def example_input(self, batch_size: int = 2, seed: int = 0) -> jax.Array:
+        """A float ``(batch_size, *input_shape)`` sample input."""
+        return random_input((batch_size, *self.input_shape), seed)
+
+    def setup(self):
+        self.encoder_layers = [nn.Dense(w, name=f"enc_{i}") for i, w in enumerate(self.hidden)]
+        self.code = nn.Dense(self.latent_dim, name="code")
+        self.decoder_layers = [
+            nn.Dense(w, name=f"dec_{i}") for i, w in enumerate(reversed(self.hidden))
+        ]
+        self.reconstruction = nn.Dense(math.prod(self.input_shape), name="reconstruction")
+
+    def encode(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        """``(B, *input_shape)`` -> ``(B, latent_dim)``."""
+        x = _check_input(x, self.input_shape, "DenseAutoencoder").reshape((x.shape[0], -1))
+        for layer in self.encoder_layers:
+            x = nn.relu(layer(x))
+        return self.code(x)
+
+    def decode(self, z: jax.Array, *, train: bool = False) -> jax.Array:
+        """``(B, latent_dim)`` -> ``(B, *input_shape)``."""
+        for layer in self.decoder_layers:
+            z = nn.relu(layer(z))
+        return self.reconstruction(z).reshape((z.shape[0], *self.input_shape))
+
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        """Reconstructs ``x`` through the ``latent_dim`` bottleneck."""
+        return self.decode(self.encode(x, train=train), train=train)
+
+
+class ConvAutoencoder(nn.Module):
+    """Stride-2 ReLU convolutions -> Dense code -> Dense -> stride-2 transposed convolutions.
+
+    Each encoder convolution halves height and width; the decoder mirrors it with
+    transposed convolutions, so ``H`` and ``W`` must be multiples of ``2**len(filters)``.
+
+    Attributes:
+      filters: channels of the encoder convolutions (the decoder mirrors them).
+      latent_dim: width of the code.
+      input_shape: shape of one image ``(H, W, C)``.
+    """
+
+    filters: Sequence[int] = (8, 16)
+    latent_dim: int = 16
+    input_shape: tuple[int, int, int] = (28, 28, 1)
+
+    task: ClassVar[str] = "reconstruct"
+
+    def example_input(self, batch_size: int = 2, seed: int = 0) -> jax.Array:
+        """A float ``(batch_size, H, W, C)`` sample input."""
+        return random_input((batch_size, *self.input_shape), seed)
+
+    def setup(self):
+        h, w, c = self.input_shape
+        scale = 2 ** len(self.filters)
+        if h % scale or w % scale:
+            raise ConfigError(
+                f"ConvAutoencoder with {len(self.filters)} stride-2 layers needs H and W "
+                f"divisible by {scale}, got input_shape={self.input_shape}."
+            )
+        self.bottom = (h // scale, w // scale, self.filters[-1])  # smallest feature map
+        self.convs = [
+            nn.Conv(f, (3, 3), (2, 2), "SAME", name=f"enc_conv_{i}")
+            for i, f in enumerate(self.filters)
+        ]
+        self.code = nn.Dense(self.latent_dim, name="code")
+        self.expand = nn.Dense(math.prod(self.bottom), name="expand")
+        # Mirror: back through the encoder widths, ending at the input channels.
+        widths = [*reversed(self.filters[:-1]), c]
+        self.deconvs = [
+            nn.ConvTranspose(f, (3, 3), (2, 2), "SAME", name=f"dec_deconv_{i}")
+            for i, f in enumerate(widths)
+        ]
+
+    def encode(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        """``(B, H, W, C)`` -> ``(B, latent_dim)``."""
+        x = _check_input(x, self.input_shape, "ConvAutoencoder")
+        for conv in self.convs:
+            x = nn.relu(conv(x))
+        return self.code(x.reshape((x.shape[0], -1)))
+
+    def decode(self, z: jax.Array, *, train: bool = False) -> jax.Array:
+        """``(B, latent_dim)`` -> ``(B, H, W, C)``."""
+        x = nn.relu(self.expand(z)).reshape((z.shape[0], *self.bottom))
+        for i, deconv in enumerate(self.deconvs):
+            x = deconv(x)
+            if i < len(self.deconvs) - 1:
+                x = nn.relu(x)
+        return x
+
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        """Reconstructs ``x`` through the ``latent_dim`` bottleneck."""
+        return self.decode(self.encode(x, train=train), train=train)
+
+
+autoencoder_dense = partial(DenseAutoencoder)
+autoencoder_conv = partial(ConvAutoencoder)

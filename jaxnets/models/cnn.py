@@ -1,0 +1,122 @@
+"""Small image classifiers: the Keras MNIST `CNN` and a BatchNorm `ConvNetBN`.
+
+Images are NHWC float32. `CNN` is the two-conv network of the Keras MNIST
+example (34,826 parameters on 28x28x1); `ConvNetBN` stacks Conv-BatchNorm-ReLU
+blocks, downsamples with strides instead of pooling, and averages globally, so
+it takes any image size.
+
+Example:
+  >>> import jax
+  >>> model = CNN()
+  >>> x = model.example_input(batch_size=2)
+  >>> variables = model.init(jax.random.key(0), x)
+  >>> model.apply(variables, x).shape
+  (2, 10)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxnets.errors import ShapeError
+from jaxnets.models.mlp import activation, random_input
+
+
+def check_images(x: jax.Array, model: str) -> jax.Array:
+    """Returns ``x`` as float32 after checking it is a ``(B, H, W, C)`` batch."""
+    if x.ndim != 4:
+        raise ShapeError(
+            f"{model} expects NHWC images of shape (B, H, W, C), got shape {tuple(x.shape)}; "
+            "add a channel axis with x[..., None] for grayscale (B, H, W) images."
+        )
+    return jnp.asarray(x, jnp.float32)
+
+
+class CNN(nn.Module):
+    """Conv(32, 3x3)-MaxPool(2)-Conv(64, 3x3)-MaxPool(2)-Flatten-[Dropout]-Dense.
+
+    Attributes:
+      filters: channels of the two convolutions.
+      kernel_size: side of the square convolution kernels ('valid' padding).
+      num_classes: width of the logits.
+      activation: name of the activation after each convolution.
+      dropout_rate: dropout before the last Dense in train mode ('dropout' rng).
+      input_shape: shape of one image ``(H, W, C)``; only used by `example_input`.
+    """
+
+    filters: Sequence[int] = (32, 64)
+    kernel_size: int = 3
+    num_classes: int = 10
+    activation: str = "relu"
+    dropout_rate: float = 0.0
+    input_shape: tuple[int, int, int] = (28, 28, 1)
+
+    task: ClassVar[str] = "classify"
+
+    def example_input(self, batch_size: int = 2, seed: int = 0) -> jax.Array:
+        """A float ``(batch_size, H, W, C)`` sample input."""
+        return random_input((batch_size, *self.input_shape), seed)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        """Maps ``(B, H, W, C)`` images to ``(B, num_classes)`` logits."""
+        x = check_images(x, "CNN")
+        act = activation(self.activation)
+        k = (self.kernel_size, self.kernel_size)
+        for i, width in enumerate(self.filters):
+            x = act(nn.Conv(width, k, padding="VALID", name=f"conv_{i}")(x))
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = x.reshape((x.shape[0], -1))  # (B, H' * W' * C')
+        if self.dropout_rate > 0:
+            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        return nn.Dense(self.num_classes, name="logits")(x)
+
+
+class ConvNetBN(nn.Module):
+    """Conv-BatchNorm-ReLU blocks, global average pooling, Dense logits.
+
+    The convolutions have no bias: the BatchNorm offset that follows plays its part.
+    BatchNorm uses the Keras defaults (momentum 0.99, epsilon 1e-3) and keeps running
+    statistics in 'batch_stats' (pass ``mutable=['batch_stats']`` when ``train=True``).
+
+    Attributes:
+      filters: channels of each block.
+      strides: stride of each block's 3x3 convolution ('same' padding).
+      num_classes: width of the logits.
+      input_shape: shape of one image ``(H, W, C)``; only used by `example_input`.
+    """
+
+    filters: Sequence[int] = (32, 64, 128)
+    strides: Sequence[int] = (1, 2, 2)
+    num_classes: int = 10
+    input_shape: tuple[int, int, int] = (28, 28, 1)
+
+    task: ClassVar[str] = "classify"
+
+    def example_input(self, batch_size: int = 2, seed: int = 0) -> jax.Array:
+        """A float ``(batch_size, H, W, C)`` sample input."""
+        return random_input((batch_size, *self.input_shape), seed)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        """Maps ``(B, H, W, C)`` images to ``(B, num_classes)`` logits."""
+        x = check_images(x, "ConvNetBN")
+        for i, (width, stride) in enumerate(zip(self.filters, self.strides, strict=True)):
+            x = nn.Conv(width, (3, 3), (stride, stride), "SAME", use_bias=False, name=f"conv_{i}")(
+                x
+            )
+            x = nn.BatchNorm(
+                use_running_average=not train, momentum=0.99, epsilon=1e-3, name=f"bn_{i}"
+            )(x)
+            x = nn.relu(x)
+        x = jnp.mean(x, axis=(1, 2))  # (B, C): global average pooling
+        return nn.Dense(self.num_classes, name="logits")(x)
+
+
+cnn = CNN
+convnet_bn = ConvNetBN

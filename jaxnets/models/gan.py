@@ -1,0 +1,327 @@
+"""Generative adversarial networks: generators, discriminators, a pure train step.
+
+MLP pairs model vectors (``output_shape=(2,)`` toy mixtures by default);
+DCGAN-style pairs (Radford et al. 2015, https://arxiv.org/abs/1511.06434) model
+28x28x1 or 8x8x1 images: the generator upsamples a Dense projection with two
+stride-2 transposed convolutions, the discriminator downsamples with two
+stride-2 convolutions and LeakyReLU. Neither uses BatchNorm, so `GANState`
+holds only params and optimizer states. Generators end in ``tanh`` (data in
+[-1, 1]); discriminators return one logit per example, shape ``(B,)``.
+
+`gan_train_step` is pure: it updates the discriminator, then the generator
+against the updated discriminator with the non-saturating loss
+``-log D(G(z))`` (Goodfellow et al. 2014, section 3), drawing noise from
+``fold_in(state.key, state.step)``. Jit it where it is called.
+
+Example:
+  >>> import jax, optax
+  >>> state = GANState.create(
+  ...     dcgan_generator_8x8(), dcgan_discriminator_8x8(), optax.adam(2e-4), optax.adam(2e-4),
+  ...     jax.random.key(0))
+  >>> real = jax.random.uniform(jax.random.key(1), (4, 8, 8, 1), minval=-1, maxval=1)
+  >>> state, metrics = jax.jit(gan_train_step)(state, {"x": real})
+  >>> int(state.step), sorted(metrics)
+  (1, ['d_fake', 'd_loss', 'd_real', 'g_loss'])
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct as pystruct
+import zlib
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from jaxnets.errors import ConfigError, ShapeError
+from jaxnets.models.mlp import random_input
+
+
+class MLPGenerator(nn.Module):
+    """Noise ``(B, latent_dim)`` -> ReLU Dense layers -> ``tanh`` -> ``(B, *output_shape)``."""
+
+    latent_dim: int = 16
+    features: Sequence[int] = (64, 64)
+    output_shape: tuple[int, ...] = (2,)
+
+    task: ClassVar[str] = "generate"
+
+    def example_input(self, batch_size: int = 2, seed: int = 0) -> jax.Array:
+        """Standard-normal noise ``(batch_size, latent_dim)``."""
+        return random_input((batch_size, self.latent_dim), seed)
+
+    @nn.compact
+    def __call__(self, z: jax.Array, *, train: bool = False) -> jax.Array:
+        for i, width in enumerate(self.features):
+            z = nn.relu(nn.Dense(width, name=f"dense_{i}")(z))
+        x = nn.Dense(math.prod(self.output_shape), name="output")(z)
+        return jnp.tanh(x).reshape((z.shape[0], *self.output_shape))
+
+
+class MLPDiscriminator(nn.Module):
+    """Flattened input -> LeakyReLU Dense layers -> one logit per example ``(B,)``."""
+
+    features: Sequence[int] = (64, 64)
+    input_shape: tuple[int, ...] = (2,)
+
+    task: ClassVar[str] = "binary"
+
+    def example_input(self, batch_size: int = 2, seed: int = 0) -> jax.Array:
+        """A float ``(batch_size, *input_shape)`` sample input."""
+        return random_input((batch_size, *self.input_shape), seed)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        x = jnp.asarray(x, jnp.float32).reshape((x.shape[0], -1))
+        for i, width in enumerate(self.features):
+            x = nn.leaky_relu(nn.Dense(width, name=f"dense_{i}")(x), 0.2)
+        return nn.Dense(1, name="logit")(x)[:, 0]
+
+
+def _check_quarter(image_shape: tuple[int, int, int]) -> tuple[int, int]:
+    h, w = image_shape[:2]
+    if h % 4 or w % 4:
+        raise ConfigError(
+            f"DCGAN image height and width must be multiples of 4 (two stride-2 layers), "
+            f"got image_shape={image_shape}; use e.g. (28, 28, 1) or (8, 8, 1)."
+        )
+    return h // 4, w // 4
+
+
+class DCGANGenerator(nn.Module):
+    """Noise -> Dense to ``(H/4, W/4, 2f)`` -> ConvT(f, stride 2) -> ConvT(C, stride 2) -> tanh."""
+
+    latent_dim: int = 32
+    filters: int = 32
+    image_shape: tuple[int, int, int] = (28, 28, 1)
+
+    task: ClassVar[str] = "generate"
+
+    def example_input(self, batch_size: int = 2, seed: int = 0) -> jax.Array:
+        """Standard-normal noise ``(batch_size, latent_dim)``."""
+        return random_input((batch_size, self.latent_dim), seed)
+
+    @nn.compact
+    def __call__(self, z: jax.Array, *, train: bool = False) -> jax.Array:
+        h, w = _check_quarter(self.image_shape)
+        x = nn.relu(nn.Dense(h * w * 2 * self.filters, name="project")(z))
+        x = x.reshape((z.shape[0], h, w, 2 * self.filters))  # (B, H/4, W/4, 2f)
+        x = nn.ConvTranspose(self.filters, (4, 4), (2, 2), "SAME", name="deconv_0")(x)
+        x = nn.relu(x)  # (B, H/2, W/2, f)
+        x = nn.ConvTranspose(self.image_shape[2], (4, 4), (2, 2), "SAME", name="deconv_1")(x)
+        return jnp.tanh(x)  # (B, H, W, C)
+
+
+class DCGANDiscriminator(nn.Module):
+    """Image -> Conv(f, stride 2) -> Conv(2f, stride 2), LeakyReLU(0.2) -> Dense logit ``(B,)``."""
+
+    filters: int = 32
+    input_shape: tuple[int, int, int] = (28, 28, 1)
+
+    task: ClassVar[str] = "binary"
+
+    def example_input(self, batch_size: int = 2, seed: int = 0) -> jax.Array:
+        """A float ``(batch_size, H, W, C)`` sample input."""
+        return random_input((batch_size, *self.input_shape), seed)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        if x.ndim != 4:
+            raise ShapeError(f"DCGANDiscriminator expects (B, H, W, C), got {tuple(x.shape)}.")
+        x = nn.leaky_relu(nn.Conv(self.filters, (4, 4), (2, 2), "SAME", name="conv_0")(x), 0.2)
+        x = nn.leaky_relu(nn.Conv(2 * self.filters, (4, 4), (2, 2), "SAME", name="conv_1")(x), 0.2)
+        return nn.Dense(1, name="logit")(x.reshape((x.shape[0], -1)))[:, 0]
+
+
+gan_mlp_generator = partial(MLPGenerator)
+gan_mlp_discriminator = partial(MLPDiscriminator)
+dcgan_generator = partial(DCGANGenerator)
+dcgan_discriminator = partial(DCGANDiscriminator)
+dcgan_generator_8x8 = partial(DCGANGenerator, latent_dim=8, filters=8, image_shape=(8, 8, 1))
+dcgan_discriminator_8x8 = partial(DCGANDiscriminator, filters=8, input_shape=(8, 8, 1))
+
+
+class GANState(struct.PyTreeNode):
+    """Everything a GAN step changes, in one pytree; modules and optimizers are static."""
+
+    step: jax.Array
+    key: jax.Array
+    g_params: Any
+    d_params: Any
+    g_opt_state: optax.OptState
+    d_opt_state: optax.OptState
+    generator: nn.Module = struct.field(pytree_node=False)
+    discriminator: nn.Module = struct.field(pytree_node=False)
+    g_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    d_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+    @classmethod
+    def create(cls, generator, discriminator, g_tx, d_tx, key: jax.Array) -> GANState:
+        """Initialises both networks (the discriminator on a generated sample)."""
+        k_g, k_d, k_state = jax.random.split(key, 3)
+        z = jnp.zeros((1, generator.latent_dim), jnp.float32)
+        g_params = generator.init(k_g, z)["params"]
+        fake = generator.apply({"params": g_params}, z)
+        d_params = discriminator.init(k_d, fake)["params"]
+        return cls(
+            step=jnp.zeros((), jnp.int32),
+            key=k_state,
+            g_params=g_params,
+            d_params=d_params,
+            g_opt_state=g_tx.init(g_params),
+            d_opt_state=d_tx.init(d_params),
+            generator=generator,
+            discriminator=discriminator,
+            g_tx=g_tx,
+            d_tx=d_tx,
+        )
+
+
+def gan_train_step(state: GANState, batch: dict) -> tuple[GANState, dict]:
+    """One discriminator update, then one generator update (non-saturating loss).
+
+    Args:
+      state: the `GANState`.
+      batch: ``{'x': real data (B, ...), 'mask': optional (B,) float of valid rows}``.
+
+    Returns:
+      The new state and ``{'d_loss', 'g_loss', 'd_real', 'd_fake'}`` (mean D probabilities).
+    """
+    real = batch["x"]
+    n = real.shape[0]
+    weight = jnp.asarray(batch.get("mask", jnp.ones((n,))), jnp.float32)
+    denom = jnp.maximum(jnp.sum(weight), 1.0)
+    z = jax.random.normal(
+        jax.random.fold_in(state.key, state.step), (n, state.generator.latent_dim)
+    )
+    G, D = state.generator, state.discriminator
+    fake = G.apply({"params": state.g_params}, z, train=True)
+
+    def d_loss_fn(d_params):
+        real_logits = D.apply({"params": d_params}, real, train=True)
+        fake_logits = D.apply({"params": d_params}, fake, train=True)
+        # -log sigmoid(r) - log(1 - sigmoid(f)) = softplus(-r) + softplus(f)
+        loss = jnp.sum(weight * (nn.softplus(-real_logits) + nn.softplus(fake_logits))) / denom
+        return loss, (real_logits, fake_logits)
+
+    (d_loss, (real_logits, fake_logits)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
+        state.d_params
+    )
+    d_updates, d_opt_state = state.d_tx.update(d_grads, state.d_opt_state, state.d_params)
+    d_params = optax.apply_updates(state.d_params, d_updates)
+
+    def g_loss_fn(g_params):
+        logits = D.apply({"params": d_params}, G.apply({"params": g_params}, z, train=True))
+        return jnp.sum(weight * nn.softplus(-logits)) / denom  # -log D(G(z))
+
+    g_loss, g_grads = jax.value_and_grad(g_loss_fn)(state.g_params)
+    g_updates, g_opt_state = state.g_tx.update(g_grads, state.g_opt_state, state.g_params)
+    metrics = {
+        "d_loss": d_loss,
+        "g_loss": g_loss,
+        "d_real": jnp.sum(weight * nn.sigmoid(real_logits)) / denom,
+        "d_fake": jnp.sum(weight * nn.sigmoid(fake_logits)) / denom,
+    }
+    new_state = state.replace(
+        step=state.step + 1,
+        g_params=optax.apply_updates(state.g_params, g_updates),
+        d_params=d_params,
+        g_opt_state=g_opt_state,
+        d_opt_state=d_opt_state,
+    )
+    return new_state, metrics
+
+
+def write_png(path: str | os.PathLike, pixels: np.ndarray) -> None:
+    """Writes 8-bit grayscale ``(H, W)`` or RGB ``(H, W, 3)`` pixels as a PNG (no dependencies).
+
+    Example:
+      >>> import tempfile, os
+      >>> path = os.path.join(tempfile.mkdtemp(), "a.png")
+      >>> write_png(path, np.zeros((2, 3), np.uint8))
+      >>> with open(path, "rb") as f:
+      ...     f.read(8)
+      b'\\x89PNG\\r\\n\\x1a\\n'
+    """
+    pixels = np.ascontiguousarray(pixels, np.uint8)
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[..., 0]
+    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] != 3):
+        raise ShapeError(f"PNG pixels must be (H, W) or (H, W, 3), got {pixels.shape}.")
+    height, width = pixels.shape[:2]
+    color_type = 0 if pixels.ndim == 2 else 2  # grayscale or truecolor
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        body = tag + data
+        return pystruct.pack(">I", len(data)) + body + pystruct.pack(">I", zlib.crc32(body))
+
+    # Each scanline starts with filter type 0 (none).
+    raw = b"".join(b"\x00" + row.tobytes() for row in pixels.reshape(height, -1))
+    header = pystruct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n")
+        f.write(
+            chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+        )
+
+
+def sample_grid(
+    images: jax.Array | np.ndarray, ncols: int | None = None, value_range=(-1.0, 1.0), pad: int = 1
+) -> np.ndarray:
+    """Tiles ``(N, H, W[, C])`` images into one uint8 ``(rows*(H+pad)+pad, ...)`` image."""
+    images = np.asarray(images, np.float32)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ShapeError(
+            f"images must be (N, H, W), (N, H, W, 1) or (N, H, W, 3), got {images.shape}."
+        )
+    n, h, w, c = images.shape
+    ncols = ncols or math.ceil(math.sqrt(n))
+    nrows = math.ceil(n / ncols)
+    lo, hi = value_range
+    scaled = np.clip((images - lo) / (hi - lo), 0.0, 1.0)
+    grid = np.zeros((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), np.float32)
+    for i in range(n):
+        r, col = divmod(i, ncols)
+        top, left = pad + r * (h + pad), pad + col * (w + pad)
+        grid[top : top + h, left : left + w] = scaled[i]
+    pixels = np.round(grid * 255).astype(np.uint8)
+    return pixels[..., 0] if c == 1 else pixels
+
+
+def save_sample_grid(
+    images: jax.Array | np.ndarray,
+    path: str | os.PathLike,
+    ncols: int | None = None,
+    value_range: tuple[float, float] = (-1.0, 1.0),
+) -> str:
+    """Saves images as one PNG grid (matplotlib if installed, else `write_png`).
+
+    Args:
+      images: ``(N, H, W)``, ``(N, H, W, 1)`` or ``(N, H, W, 3)`` floats.
+      path: where to write the PNG.
+      ncols: images per row (default: about ``sqrt(N)``).
+      value_range: the values mapped to black and white (generators emit [-1, 1]).
+
+    Returns:
+      ``path`` as a string.
+    """
+    pixels = sample_grid(images, ncols, value_range)
+    path = os.fspath(path)
+    try:
+        from matplotlib import image as mpl_image
+    except ImportError:
+        write_png(path, pixels)
+    else:
+        cmap = "gray" if pixels.ndim == 2 else None
+        mpl_image.imsave(path, pixels, cmap=cmap, vmin=0, vmax=255, format="png")
+    return path

@@ -1,0 +1,97 @@
+"""Multi-layer perceptrons: the smallest classifier in the zoo.
+
+`MLP` flattens every input to ``(B, features)``, so the same model reads
+``(B, 784)`` vectors or ``(B, 28, 28, 1)`` images. ``ACTIVATIONS`` and
+`activation` are the by-name activation table the other families share.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> model = mlp_784_128_10()
+  >>> x = model.example_input(batch_size=2)
+  >>> variables = model.init(jax.random.key(0), x)
+  >>> model.apply(variables, x).shape
+  (2, 10)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxnets.errors import lookup
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": nn.relu,
+    "gelu": nn.gelu,
+    "tanh": jnp.tanh,
+    "sigmoid": nn.sigmoid,
+    "elu": nn.elu,
+    "selu": nn.selu,
+    "silu": nn.silu,
+    "swish": nn.swish,
+    "leaky_relu": nn.leaky_relu,
+    "softplus": nn.softplus,
+    "linear": lambda x: x,
+}
+
+
+def activation(name: str | Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
+    """Returns the activation called ``name`` (or ``name`` itself if it is callable).
+
+    Example:
+      >>> float(activation("relu")(-1.0))
+      0.0
+    """
+    if callable(name):
+        return name
+    return lookup(name, ACTIVATIONS, kind="activation")
+
+
+def random_input(shape: Sequence[int], seed: int = 0) -> jax.Array:
+    """Standard-normal float32 array of ``shape``: the zoo's sample inputs."""
+    return jax.random.normal(jax.random.key(seed), tuple(shape), jnp.float32)
+
+
+class MLP(nn.Module):
+    """Dense layers with a nonlinearity between them, then a linear logits layer.
+
+    Attributes:
+      features: widths of the hidden layers, in order.
+      num_classes: width of the output (logits) layer.
+      activation: name in ``ACTIVATIONS`` (or a callable) applied after each hidden layer.
+      dropout_rate: dropout after each hidden activation in train mode ('dropout' rng).
+      input_shape: shape of one example; only used by `example_input`.
+    """
+
+    features: Sequence[int] = (128,)
+    num_classes: int = 10
+    activation: str = "relu"
+    dropout_rate: float = 0.0
+    input_shape: tuple[int, ...] = (28, 28, 1)
+
+    task: ClassVar[str] = "classify"
+
+    def example_input(self, batch_size: int = 2, seed: int = 0) -> jax.Array:
+        """A float ``(batch_size, *input_shape)`` sample input."""
+        return random_input((batch_size, *self.input_shape), seed)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        """Maps ``(B, ...)`` inputs to ``(B, num_classes)`` logits."""
+        act = activation(self.activation)
+        x = jnp.asarray(x, jnp.float32).reshape((x.shape[0], -1))  # (B, F)
+        for i, width in enumerate(self.features):
+            x = act(nn.Dense(width, name=f"dense_{i}")(x))
+            if self.dropout_rate > 0:
+                x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        return nn.Dense(self.num_classes, name="logits")(x)
+
+
+# 784 -> 128 -> 10: the classic MNIST baseline.
+mlp_784_128_10 = partial(MLP, features=(128,), num_classes=10)
+mlp_784_64_64_10 = partial(MLP, features=(64, 64), num_classes=10)

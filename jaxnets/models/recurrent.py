@@ -1,0 +1,146 @@
+"""Recurrent sequence models: Elman RNN, LSTM and GRU classifiers and taggers.
+
+`RecurrentClassifier` stacks ``num_layers`` recurrent layers (optionally
+bidirectional) over ``(B, T, F)`` float sequences or ``(B, T)`` int tokens
+(embedded when ``vocab_size`` is set). With ``return_sequences=False`` it reads
+the last valid hidden state and returns ``(B, num_classes)`` logits; with
+``return_sequences=True`` it returns per-step logits ``(B, T, num_classes)``.
+
+``mask`` ``(B, T)`` (True = valid) marks right-padded sequences: each row is
+read up to its length, so the padding never reaches the logits of a classifier.
+Per-step logits at padded steps are meaningless; mask them out of the loss.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> model = lstm()
+  >>> x = model.example_input(batch_size=2)
+  >>> x.shape
+  (2, 16, 8)
+  >>> variables = model.init(jax.random.key(0), x)
+  >>> mask = jnp.arange(16)[None, :] < jnp.array([[16], [9]])
+  >>> model.apply(variables, x, mask=mask).shape
+  (2, 10)
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxnets.errors import ConfigError, DTypeError, ShapeError, lookup
+from jaxnets.models.mlp import random_input
+
+CELLS = {"rnn": nn.SimpleCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+
+
+def embed_or_check(x: jax.Array, vocab_size: int | None, embed_dim: int, model: str) -> jax.Array:
+    """Embeds int tokens ``(B, T)`` or checks floats ``(B, T, F)``; returns ``(B, T, F)``.
+
+    Must be called inside a compact method: it creates an ``nn.Embed`` named 'embed'.
+    """
+    if jnp.issubdtype(x.dtype, jnp.integer):
+        if vocab_size is None:
+            raise DTypeError(
+                f"{model} got int tokens of shape {tuple(x.shape)} but has no vocab_size; "
+                "set vocab_size=<number of tokens> to embed them, or pass (B, T, F) floats."
+            )
+        if x.ndim != 2:
+            raise ShapeError(f"{model} expects int tokens of shape (B, T), got {tuple(x.shape)}.")
+        return nn.Embed(vocab_size, embed_dim, name="embed")(x)
+    if x.ndim == 2:
+        x = x[..., None]  # (B, T, 1): a univariate series
+    if x.ndim != 3:
+        raise ShapeError(f"{model} expects sequences of shape (B, T, F), got {tuple(x.shape)}.")
+    return jnp.asarray(x, jnp.float32)
+
+
+def last_hidden(carry, cell: str) -> jax.Array:
+    """The hidden state ``h`` in a cell's carry (LSTM carries ``(c, h)``)."""
+    return carry[1] if cell == "lstm" else carry
+
+
+class RecurrentClassifier(nn.Module):
+    """Stacked (bi)directional RNN/LSTM/GRU layers and a Dense head.
+
+    Attributes:
+      cell: 'rnn' (Elman, tanh), 'lstm' or 'gru'.
+      hidden_size: units of each recurrent layer (per direction).
+      num_layers: recurrent layers stacked; each reads the full output sequence of the last.
+      bidirectional: run each layer both ways and concatenate the two outputs.
+      return_sequences: per-step logits ``(B, T, C)`` instead of ``(B, C)``.
+      num_classes: width of the logits.
+      vocab_size: if set, int token inputs ``(B, T)`` are embedded first.
+      embed_dim: width of the token embedding.
+      dropout_rate: dropout between layers and before the head, in train mode.
+      input_shape: shape of one example ``(T, F)`` (or ``(T,)`` for tokens).
+    """
+
+    cell: str = "lstm"
+    hidden_size: int = 32
+    num_layers: int = 1
+    bidirectional: bool = False
+    return_sequences: bool = False
+    num_classes: int = 10
+    vocab_size: int | None = None
+    embed_dim: int = 32
+    dropout_rate: float = 0.0
+    input_shape: tuple[int, ...] = (16, 8)
+
+    @property
+    def task(self) -> str:
+        """'tag' (a class per step) or 'classify' (a class per sequence)."""
+        return "tag" if self.return_sequences else "classify"
+
+    def example_input(self, batch_size: int = 2, seed: int = 0) -> jax.Array:
+        """A ``(batch_size, *input_shape)`` sample: floats, or int tokens with a vocabulary."""
+        shape = (batch_size, *self.input_shape)
+        if self.vocab_size is not None:
+            return jax.random.randint(jax.random.key(seed), shape, 0, self.vocab_size)
+        return random_input(shape, seed)
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, *, train: bool = False, mask: jax.Array | None = None
+    ) -> jax.Array:
+        """Maps ``(B, T, F)`` floats or ``(B, T)`` tokens to ``(B, C)`` or ``(B, T, C)`` logits."""
+        cell_cls = lookup(self.cell, CELLS, kind="recurrent cell")
+        if self.num_layers < 1:
+            raise ConfigError(f"num_layers must be >= 1, got {self.num_layers}.")
+        x = embed_or_check(x, self.vocab_size, self.embed_dim, "RecurrentClassifier")
+        batch, steps = x.shape[:2]
+        if mask is None:
+            lengths = jnp.full((batch,), steps, jnp.int32)
+        else:
+            if mask.shape != (batch, steps):
+                raise ShapeError(f"mask must have shape {(batch, steps)}, got {tuple(mask.shape)}.")
+            lengths = jnp.sum(mask, axis=1, dtype=jnp.int32)
+        for i in range(self.num_layers):
+            fwd = nn.RNN(cell_cls(self.hidden_size), return_carry=True, name=f"rnn_{i}")
+            if self.bidirectional:
+                bwd = nn.RNN(cell_cls(self.hidden_size), return_carry=True, name=f"rnn_{i}_back")
+                layer = nn.Bidirectional(fwd, bwd, return_carry=True, name=f"bidirectional_{i}")
+                (carry_f, carry_b), x = layer(x, seq_lengths=lengths)
+                h = jnp.concatenate(
+                    [last_hidden(carry_f, self.cell), last_hidden(carry_b, self.cell)], -1
+                )
+            else:
+                carry, x = fwd(x, seq_lengths=lengths)  # x: (B, T, H)
+                h = last_hidden(carry, self.cell)  # (B, H): state at each row's last valid step
+            if self.dropout_rate > 0:
+                x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+                h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+        out = x if self.return_sequences else h
+        return nn.Dense(self.num_classes, name="logits")(out)
+
+
+rnn = partial(RecurrentClassifier, cell="rnn")
+lstm = partial(RecurrentClassifier, cell="lstm")
+gru = partial(RecurrentClassifier, cell="gru")
+bilstm = partial(RecurrentClassifier, cell="lstm", bidirectional=True)
+# Seq-to-seq: two stacked GRU layers tagging every step.
+gru_tagger = partial(RecurrentClassifier, cell="gru", num_layers=2, return_sequences=True)
+# Text classification: int tokens from a 100-word vocabulary, embedded.
+lstm_text = partial(RecurrentClassifier, cell="lstm", vocab_size=100, input_shape=(16,))

@@ -1,0 +1,116 @@
+"""Residual networks with basic blocks, for small (CIFAR-size) images.
+
+The stem is one 3x3 convolution without pooling, as in the CIFAR ResNets of
+He et al. 2015 (https://arxiv.org/abs/1512.03385, section 4.2); a 1x1
+convolution + BatchNorm projects the shortcut whenever a block changes the
+shape ("option B"). BatchNorm keeps running statistics in 'batch_stats'.
+
+Presets follow flax ``examples/imagenet/models.py``: `resnet18` (stages
+2,2,2,2 of 64..512 filters, 11,173,962 parameters), CIFAR `resnet20` (3 stages
+of 3 blocks, 16/32/64 filters, 272,474 parameters) and `resnet_tiny` for tests.
+
+Example:
+  >>> import jax
+  >>> model = resnet_tiny()
+  >>> x = model.example_input(batch_size=2)
+  >>> variables = jax.jit(model.init)(jax.random.key(0), x)
+  >>> sorted(variables)
+  ['batch_stats', 'params']
+  >>> train_apply = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))
+  >>> logits, updates = train_apply(variables, x)
+  >>> logits.shape
+  (2, 10)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxnets.models.cnn import check_images
+from jaxnets.models.mlp import random_input
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers and a shortcut: ``relu(F(x) + shortcut(x))``."""
+
+    filters: int
+    strides: int = 1
+    bn_momentum: float = 0.99
+    bn_epsilon: float = 1e-3
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        norm = partial(
+            nn.BatchNorm,
+            use_running_average=not train,
+            momentum=self.bn_momentum,
+            epsilon=self.bn_epsilon,
+        )
+        s = (self.strides, self.strides)
+        y = nn.Conv(self.filters, (3, 3), s, "SAME", use_bias=False, name="conv_0")(x)
+        y = nn.relu(norm(name="bn_0")(y))
+        y = nn.Conv(self.filters, (3, 3), (1, 1), "SAME", use_bias=False, name="conv_1")(y)
+        # A zero scale makes each block start as the identity (Goyal et al. 2017,
+        # https://arxiv.org/abs/1706.02677), as flax's imagenet example does.
+        y = norm(name="bn_1", scale_init=nn.initializers.zeros)(y)
+        if x.shape != y.shape:
+            x = nn.Conv(self.filters, (1, 1), s, use_bias=False, name="proj_conv")(x)
+            x = norm(name="proj_bn")(x)
+        return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+    """3x3 stem, stages of `BasicBlock` (filters double, stride 2 from stage 2), GAP, Dense.
+
+    Attributes:
+      stage_sizes: number of blocks in each stage.
+      num_filters: filters of the stem and first stage; each later stage doubles them.
+      num_classes: width of the logits.
+      bn_momentum: BatchNorm running-average momentum (Keras default 0.99).
+      bn_epsilon: BatchNorm epsilon (Keras default 1e-3).
+      input_shape: shape of one image ``(H, W, C)``; only used by `example_input`.
+    """
+
+    stage_sizes: Sequence[int] = (2, 2, 2, 2)
+    num_filters: int = 64
+    num_classes: int = 10
+    bn_momentum: float = 0.99
+    bn_epsilon: float = 1e-3
+    input_shape: tuple[int, int, int] = (32, 32, 3)
+
+    task: ClassVar[str] = "classify"
+
+    def example_input(self, batch_size: int = 2, seed: int = 0) -> jax.Array:
+        """A float ``(batch_size, H, W, C)`` sample input."""
+        return random_input((batch_size, *self.input_shape), seed)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        """Maps ``(B, H, W, C)`` images to ``(B, num_classes)`` logits."""
+        x = check_images(x, "ResNet")
+        bn = dict(momentum=self.bn_momentum, epsilon=self.bn_epsilon)
+        x = nn.Conv(self.num_filters, (3, 3), padding="SAME", use_bias=False, name="stem_conv")(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not train, name="stem_bn", **bn)(x))
+        for i, num_blocks in enumerate(self.stage_sizes):
+            for j in range(num_blocks):
+                x = BasicBlock(
+                    self.num_filters * 2**i,
+                    strides=2 if i > 0 and j == 0 else 1,
+                    bn_momentum=self.bn_momentum,
+                    bn_epsilon=self.bn_epsilon,
+                    name=f"stage{i + 1}_block{j + 1}",
+                )(x, train=train)
+        x = jnp.mean(x, axis=(1, 2))  # (B, C): global average pooling
+        return nn.Dense(self.num_classes, name="logits")(x)
+
+
+resnet18 = partial(ResNet, stage_sizes=(2, 2, 2, 2), num_filters=64)
+resnet20 = partial(ResNet, stage_sizes=(3, 3, 3), num_filters=16)
+# Tiny preset for tests: two stages of one block, 8/16 filters, 8x8 RGB images.
+resnet_tiny = partial(ResNet, stage_sizes=(1, 1), num_filters=8, input_shape=(8, 8, 3))

@@ -1,0 +1,175 @@
+"""Transformer encoder classifier: pre-LN blocks, self-attention, MLP, pooling.
+
+`TransformerBlock` (``x + MHA(LN(x))``, then ``x + MLP(LN(x))``; Xiong et al.
+2020, https://arxiv.org/abs/2002.04745) is shared with the causal decoder in
+`jaxnets.models.gpt`. `TransformerClassifier` reads ``(B, T, F)`` floats
+(projected to ``d_model``) or ``(B, T)`` int tokens (embedded), adds learned or
+sinusoidal positions, and pools over the valid steps (mean) or reads a
+prepended [CLS] token.
+
+``mask`` ``(B, T)`` (True = valid) keeps padded steps out of every attention and
+out of the pooled mean, so a padded step's value never changes the logits.
+
+Example:
+  >>> import jax
+  >>> model = transformer()
+  >>> x = model.example_input(batch_size=2)
+  >>> variables = model.init(jax.random.key(0), x)
+  >>> model.apply(variables, x).shape
+  (2, 10)
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnets.errors import ConfigError, ShapeError
+from jaxnets.models.mlp import random_input
+from jaxnets.models.recurrent import embed_or_check
+
+
+def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
+    """The fixed ``(length, dim)`` sine/cosine position table of Vaswani et al. 2017.
+
+    Example:
+      >>> sinusoidal_positions(3, 4)[0].tolist()
+      [0.0, 1.0, 0.0, 1.0]
+    """
+    pos = np.arange(length)[:, None]
+    rates = 1.0 / 10000 ** (np.arange(0, dim, 2) / dim)
+    table = np.zeros((length, dim), np.float32)
+    table[:, 0::2] = np.sin(pos * rates)
+    table[:, 1::2] = np.cos(pos * rates[: dim // 2])
+    return table
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LN block: ``x += MHA(LN(x), mask)``, then ``x += MLP(LN(x))``."""
+
+    num_heads: int
+    mlp_dim: int
+    dropout_rate: float = 0.0
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, *, train: bool = False, mask: jax.Array | None = None
+    ) -> jax.Array:
+        """``x`` ``(B, T, D)``; ``mask`` a ``(B, 1, T, T)`` attention mask (True = attend)."""
+        drop = partial(nn.Dropout, rate=self.dropout_rate, deterministic=not train)
+        h = nn.LayerNorm(name="ln_attention")(x)
+        h = nn.MultiHeadDotProductAttention(
+            self.num_heads,
+            dropout_rate=self.dropout_rate,
+            deterministic=not train,
+            name="attention",
+        )(h, h, mask=mask)
+        x = x + drop()(h)
+        h = nn.LayerNorm(name="ln_mlp")(x)
+        h = nn.gelu(nn.Dense(self.mlp_dim, name="mlp_in")(h))
+        h = nn.Dense(x.shape[-1], name="mlp_out")(h)
+        return x + drop()(h)
+
+
+class TransformerClassifier(nn.Module):
+    """Embedding/projection, positions, pre-LN encoder blocks, final LN, pooling, Dense.
+
+    Attributes:
+      num_layers: encoder blocks.
+      d_model: width of the residual stream.
+      num_heads: attention heads (must divide ``d_model``).
+      mlp_dim: hidden width of each block's MLP.
+      num_classes: width of the logits.
+      max_len: longest sequence (size of the position table).
+      positions: 'learned' or 'sinusoidal'.
+      pooling: 'mean' over valid steps or 'cls' (a learned token prepended to the sequence).
+      vocab_size: if set, int token inputs ``(B, T)`` are embedded.
+      dropout_rate: dropout on embeddings, attention weights and residual branches.
+      input_shape: shape of one example ``(T, F)`` (or ``(T,)`` for tokens).
+    """
+
+    num_layers: int = 2
+    d_model: int = 32
+    num_heads: int = 4
+    mlp_dim: int = 64
+    num_classes: int = 10
+    max_len: int = 128
+    positions: str = "learned"
+    pooling: str = "mean"
+    vocab_size: int | None = None
+    dropout_rate: float = 0.0
+    input_shape: tuple[int, ...] = (16, 8)
+
+    task: ClassVar[str] = "classify"
+
+    def example_input(self, batch_size: int = 2, seed: int = 0) -> jax.Array:
+        """A ``(batch_size, *input_shape)`` sample: floats, or int tokens with a vocabulary."""
+        shape = (batch_size, *self.input_shape)
+        if self.vocab_size is not None:
+            return jax.random.randint(jax.random.key(seed), shape, 0, self.vocab_size)
+        return random_input(shape, seed)
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, *, train: bool = False, mask: jax.Array | None = None
+    ) -> jax.Array:
+        """Maps ``(B, T, F)`` floats or ``(B, T)`` tokens to ``(B, num_classes)`` logits."""
+        if self.pooling not in ("mean", "cls"):
+            raise ConfigError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}.")
+        if self.positions not in ("learned", "sinusoidal"):
+            raise ConfigError(
+                f"positions must be 'learned' or 'sinusoidal', got {self.positions!r}."
+            )
+        is_tokens = jnp.issubdtype(x.dtype, jnp.integer)
+        x = embed_or_check(x, self.vocab_size, self.d_model, "TransformerClassifier")
+        if not is_tokens:
+            x = nn.Dense(self.d_model, name="input_projection")(x)  # (B, T, D)
+        batch, steps = x.shape[:2]
+        mask = jnp.ones((batch, steps), bool) if mask is None else jnp.asarray(mask, bool)
+        if mask.shape != (batch, steps):
+            raise ShapeError(f"mask must have shape {(batch, steps)}, got {tuple(mask.shape)}.")
+        if self.pooling == "cls":
+            cls = self.param("cls", nn.initializers.normal(0.02), (1, 1, self.d_model))
+            x = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, self.d_model)), x], axis=1)
+            mask = jnp.concatenate([jnp.ones((batch, 1), bool), mask], axis=1)
+            steps += 1
+        if steps > self.max_len:
+            raise ShapeError(
+                f"sequence length {steps} exceeds max_len={self.max_len}; raise max_len."
+            )
+        if self.positions == "learned":
+            table = self.param(
+                "position_embedding", nn.initializers.normal(0.02), (self.max_len, self.d_model)
+            )
+        else:
+            table = jnp.asarray(sinusoidal_positions(self.max_len, self.d_model))
+        x = x + table[:steps]
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        attention_mask = nn.make_attention_mask(mask, mask)  # (B, 1, T, T)
+        for i in range(self.num_layers):
+            x = TransformerBlock(
+                self.num_heads, self.mlp_dim, self.dropout_rate, name=f"block_{i}"
+            )(x, train=train, mask=attention_mask)
+        x = nn.LayerNorm(name="ln_final")(x)
+        if self.pooling == "cls":
+            pooled = x[:, 0]
+        else:
+            weights = mask.astype(x.dtype)[..., None]  # (B, T, 1)
+            pooled = jnp.sum(x * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
+        return nn.Dense(self.num_classes, name="logits")(pooled)
+
+
+transformer = partial(TransformerClassifier)
+# Text classification: int tokens, sinusoidal positions, [CLS] pooling.
+transformer_text = partial(
+    TransformerClassifier,
+    vocab_size=100,
+    positions="sinusoidal",
+    pooling="cls",
+    input_shape=(16,),
+)
