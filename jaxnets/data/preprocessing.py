@@ -44,13 +44,14 @@ def _as_float(x, name: str) -> np.ndarray:
 
 
 def _apply(x_train, others, shift, scale) -> tuple:
-    out = [((np.asarray(x) - shift) / scale).astype(x_train.dtype) for x in (x_train, *others)]
-    for i, x in enumerate(out[1:], start=1):
-        if x.shape[1:] != out[0].shape[1:]:
+    others = [np.asarray(x) for x in others]
+    for i, x in enumerate(others, start=1):
+        if x.shape[1:] != x_train.shape[1:]:
             raise ShapeError(
                 f"array {i} has per-example shape {x.shape[1:]}, but the training array has "
-                f"{out[0].shape[1:]}; all arrays must share feature dimensions."
+                f"{x_train.shape[1:]}; all arrays must share feature dimensions."
             )
+    out = [((x - shift) / scale).astype(x_train.dtype) for x in (x_train, *others)]
     return (*out, Stats(shift.astype(x_train.dtype), scale.astype(x_train.dtype)))
 
 
