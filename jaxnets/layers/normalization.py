@@ -82,11 +82,13 @@ class BatchNormalization(Layer):
             # Statistics in float32 even for half-precision inputs.
             xf = x.astype(jnp.float32)
             mean = xf.mean(axis=reduce)
-            if self.axis_name is not None:
+            # Init usually runs outside pmap, where the axis name is unbound.
+            sync = self.axis_name is not None and not self.is_initializing()
+            if sync:
                 mean = lax.pmean(mean, self.axis_name)
             # Two passes (not E[x^2] - E[x]^2): no cancellation for large means.
             var = jnp.square(xf - mean.reshape(bshape)).mean(axis=reduce)
-            if self.axis_name is not None:
+            if sync:
                 var = lax.pmean(var, self.axis_name)
             if not self.is_initializing():
                 m = self.momentum

@@ -1,0 +1,61 @@
+"""BatchNormalization and LayerNormalization against hand computations."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnets.layers import BatchNormalization, LayerNormalization
+
+
+def test_batchnorm_train_eval_and_running_stats(rng):
+    x = rng.normal(2.0, 3.0, size=(16, 5, 4)).astype(np.float32)
+    bn = BatchNormalization()
+    variables = bn.init(jax.random.key(0), jnp.asarray(x))
+    assert variables["batch_stats"]["mean"].shape == (4,)
+    y, updates = bn.apply(variables, jnp.asarray(x), train=True, mutable=["batch_stats"])
+    mean, var = x.mean((0, 1)), x.var((0, 1))  # biased variance, as Keras
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-3), rtol=1e-4, atol=1e-4)
+    stats = updates["batch_stats"]
+    np.testing.assert_allclose(stats["mean"], 0.99 * 0.0 + 0.01 * mean, rtol=1e-5)
+    np.testing.assert_allclose(stats["var"], 0.99 * 1.0 + 0.01 * var, rtol=1e-5)
+    # Eval mode normalizes with the running statistics and updates nothing.
+    params = {"params": variables["params"], "batch_stats": stats}
+    y_eval = bn.apply(params, jnp.asarray(x))
+    np.testing.assert_allclose(
+        y_eval, (x - stats["mean"]) / np.sqrt(stats["var"] + 1e-3), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_batchnorm_scale_bias_and_axis(rng):
+    x = rng.normal(size=(8, 3, 6)).astype(np.float32)
+    bn = BatchNormalization(axis=1, center=False)
+    variables = bn.init(jax.random.key(0), jnp.asarray(x))
+    assert set(variables["params"]) == {"scale"}
+    params = {**variables, "params": {"scale": jnp.array([1.0, 2.0, 3.0])}}
+    y, _ = bn.apply(params, jnp.asarray(x), train=True, mutable=["batch_stats"])
+    mean, var = x.mean((0, 2), keepdims=True), x.var((0, 2), keepdims=True)
+    want = (x - mean) / np.sqrt(var + 1e-3) * np.array([1.0, 2.0, 3.0])[None, :, None]
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+
+
+def test_batchnorm_axis_name_syncs_statistics(rng):
+    # Four shards under a named vmap axis must normalize like one big batch.
+    x = jnp.asarray(rng.normal(1.0, 2.0, size=(4, 6, 3)), jnp.float32)
+    bn = BatchNormalization(axis_name="data")
+    variables = bn.init(jax.random.key(0), x[0])
+    run = lambda v, xs: bn.apply(v, xs, train=True, mutable=["batch_stats"])
+    y_sharded, upd = jax.vmap(run, in_axes=(None, 0), axis_name="data")(variables, x)
+    full = BatchNormalization()
+    y_full, upd_full = full.apply(variables, x.reshape(24, 3), train=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(y_sharded.reshape(24, 3), y_full, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        upd["batch_stats"]["mean"][0], upd_full["batch_stats"]["mean"], rtol=1e-5
+    )
+
+
+def test_layernorm_hand_computed(rng):
+    x = rng.normal(size=(3, 5)).astype(np.float32)
+    ln = LayerNormalization()
+    y = ln.apply(ln.init(jax.random.key(0), jnp.asarray(x)), jnp.asarray(x))
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-3), rtol=1e-4, atol=1e-5)
