@@ -8,7 +8,15 @@ Example:
   ((32, 64), (32,), (32,))
 """
 
-from jaxnets.data import austen, mnist1d_source, sources_idx, sources_sklearn, synthetic, ucr
+from jaxnets.data import (
+    austen,
+    mnist1d_source,
+    sources_idx,
+    sources_mlxtend,
+    sources_sklearn,
+    synthetic,
+    ucr,
+)
 from jaxnets.data.augment import augment_images, random_crop, random_flip, random_shift
 from jaxnets.data.austen import load_austen_texts, read_lazyload
 from jaxnets.data.batching import (
@@ -31,6 +39,7 @@ from jaxnets.data.preprocessing import (
 )
 from jaxnets.data.synthetic import blobs
 from jaxnets.data.ucr import TsData, fetch_sktime_wheel, load_ucr, parse_ts, read_ts
+from jaxnets.data.wheels import fetch_wheel, find_wheels
 
 __all__ = [
     "Dataset",
@@ -42,6 +51,8 @@ __all__ = [
     "cache_dir",
     "epoch_order",
     "fetch_sktime_wheel",
+    "fetch_wheel",
+    "find_wheels",
     "iterate_batches",
     "iterate_bucketed",
     "load",
@@ -63,6 +74,7 @@ __all__ = [
     "register",
     "sequence_windows",
     "sources_idx",
+    "sources_mlxtend",
     "sources_sklearn",
     "split_indices",
     "standardize",

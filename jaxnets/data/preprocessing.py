@@ -141,7 +141,7 @@ def split_indices(
     except ValueError as err:  # too few rows, or a class with a single member
         hint = " or pass stratify=False" if stratify is not None else ""
         raise DataError(
-            f"cannot hold out {fraction} of {n} rows: {err} Use a larger dataset or "
+            f"cannot hold out {fraction} of {n} rows: {str(err).rstrip('.')}. Use a larger dataset or "
             f"a different fraction{hint}."
         ) from err
     return np.sort(keep), np.sort(held)

