@@ -230,3 +230,17 @@ def test_real_janeaustenr_package():
     assert ds.num_classes == 81  # the corpus has 81 distinct symbols
     n_train, n_test = ds.x_train.size, ds.x_test.size
     assert 0.085 < n_test / (n_train + n_test) < 0.105
+
+
+def test_bzip2_and_xz_chunks():
+    import bz2
+    import lzma
+
+    payload = serialize(strsxp(["compressed", "chunk"]))
+    head = struct.pack(">I", len(payload))
+    assert decompress_chunk(head + b"2" + bz2.compress(payload), compression=2) == payload
+    filters = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
+    xz = lzma.compress(payload, format=lzma.FORMAT_RAW, filters=filters)
+    assert decompress_chunk(head + b"Z" + xz, compression=3) == payload
+    with pytest.raises(FormatError, match="type"):
+        decompress_chunk(head + b"Q" + xz, compression=3)

@@ -185,16 +185,13 @@ def load(name: str = "digits", *, val_fraction: float = 0.0, val_seed: int = 0, 
       DatasetNotFoundError: files missing; the message says how to install them.
     """
     fn = lookup(name, _REGISTRY, kind="dataset")
-    params = inspect.signature(fn).parameters
-    accepted = [p for p in params if p != "name"]
+    accepted = list(inspect.signature(fn).parameters)
     for key in kwargs:
-        if key not in params or key == "name":
+        if key not in accepted:
             raise ConfigError(
-                f"dataset {name!r} has no option {key!r}{suggest(key, accepted)} "
+                f"dataset {name!r} has no option {key!r}{suggest(key, accepted) or '.'} "
                 f"Its options: {', '.join(accepted) or 'none'} (plus val_fraction, val_seed)."
             )
-    if "name" in params:
-        kwargs["name"] = name.lower()
     ds = fn(**kwargs)
     if val_fraction:
         ds = ds.with_validation(val_fraction, val_seed)

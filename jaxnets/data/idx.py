@@ -43,8 +43,9 @@ IDX_TYPES: dict[int, np.dtype] = {
 }
 _CODES = {dtype.newbyteorder("="): code for code, dtype in IDX_TYPES.items()}
 _GZIP_MAGIC = b"\x1f\x8b"
-# Decompressing more than this from one file is refused; the real files are ~50 MB.
-DEFAULT_MAX_BYTES = 1 << 32
+# Headers declaring more than this are refused (the real files hold ~50 MB), so a
+# forged header or gzip bomb cannot make the reader allocate or inflate without bound.
+DEFAULT_MAX_BYTES = 1 << 31
 
 
 def _describe(source) -> str:
