@@ -17,7 +17,8 @@ import jax
 class LocalEngine:
     """Runs every step jit-compiled on one device (the default device)."""
 
-    # The global batch size must be a multiple of this (the device count).
+    # Batches are split over this many devices: engines with several pad each
+    # batch in ``place_batch`` up to a multiple of it (padding rows masked).
     batch_multiple: int = 1
 
     def __init__(self):
@@ -29,6 +30,13 @@ class LocalEngine:
         if key not in self._compiled:
             self._compiled[key] = jax.jit(fn, donate_argnums=donate_argnums)
         return self._compiled[key]
+
+    def check_data(self, arrays: dict, batch_size: int) -> None:
+        """Validates the data a loop is about to iterate; nothing to check on one device.
+
+        Multi-process engines check here that every process holds as many rows
+        of the same shapes (else their step counts would differ and they would hang).
+        """
 
     def place_state(self, state):
         """Puts a state (or any replicated pytree) on the device."""

@@ -148,11 +148,8 @@ def fit(
     _check_positive_int("log_every", log_every)
     arrays = as_arrays(data)
     engine = engine or default_engine()
-    if batch_size % engine.batch_multiple:
-        raise ConfigError(
-            f"batch_size {batch_size} must be a multiple of the device count "
-            f"{engine.batch_multiple} for this engine."
-        )
+    # Multi-process engines check that every process holds as many rows.
+    engine.check_data(arrays, batch_size)
     n = len(arrays["x"])
     steps = math.ceil(n / batch_size)
     step_fn = engine.compile(train_and_accumulate, donate_argnums=(0, 1))
@@ -219,6 +216,7 @@ def evaluate(state: TrainState, data, *, batch_size: int = 128, verbose=0, engin
     _check_positive_int("batch_size", batch_size)
     arrays = as_arrays(data)
     engine = engine or default_engine()
+    engine.check_data(arrays, batch_size)
     step_fn = engine.compile(eval_and_accumulate)
     sums = None
     for host_batch in iterate_batches(arrays, batch_size):
@@ -237,8 +235,10 @@ def predict(state: TrainState, x, *, batch_size: int = 128, engine=None, x_mask=
     _check_positive_int("batch_size", batch_size)
     arrays = as_arrays({"x": x, "x_mask": x_mask}, need_targets=False)
     engine = engine or default_engine()
+    engine.check_data(arrays, batch_size)
     step_fn = engine.compile(predict_step)
     # Keep outputs on the device until the end: no host sync per batch.
     outputs = [step_fn(state, engine.place_batch(b)) for b in iterate_batches(arrays, batch_size)]
     host = engine.fetch(outputs)
-    return np.concatenate([np.asarray(o) for o in host])[: len(arrays["x"])]
+    # Engines may pad a batch up to their batch_multiple: keep its first batch_size rows.
+    return np.concatenate([np.asarray(o)[:batch_size] for o in host])[: len(arrays["x"])]

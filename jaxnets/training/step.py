@@ -99,18 +99,14 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-    """One optimizer step on a batch; returns the new state and the batch's metric sums.
+def apply_gradients(state: TrainState, grads, loss, new_model_state) -> TrainState:
+    """The optimizer update that ends `train_step`, given the gradients and the loss.
 
-    If the loss or any gradient is not finite the parameters, model state and
+    If ``loss`` or any gradient is not finite the parameters, model state and
     optimizer state are kept bitwise unchanged and ``state.skipped`` counts it;
-    the check runs on the device, without a host sync.
+    the check runs on the device, without a host sync. Steps that compute
+    gradients their own way (data-parallel ones in `jaxnets.parallel`) end with it.
     """
-    key = state.step_key()
-    grad_fn = jax.value_and_grad(loss_and_updates, has_aux=True)
-    (loss, (outputs, new_model_state, per_example, reg)), grads = grad_fn(
-        state.params, state, batch, key
-    )
     updates, new_opt_state = state.tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
     finite = jnp.isfinite(loss) & _all_finite(grads)
@@ -118,13 +114,27 @@ def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     def keep_if_finite(new, old):
         return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
 
-    new_state = state.replace(
+    return state.replace(
         step=state.step + 1,
         params=keep_if_finite(new_params, state.params),
         model_state=keep_if_finite(new_model_state, state.model_state),
         opt_state=keep_if_finite(new_opt_state, state.opt_state),
         skipped=state.skipped + (~finite).astype(jnp.int32),
     )
+
+
+def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    """One optimizer step on a batch; returns the new state and the batch's metric sums.
+
+    If the loss or any gradient is not finite the update is skipped (see
+    `apply_gradients`).
+    """
+    key = state.step_key()
+    grad_fn = jax.value_and_grad(loss_and_updates, has_aux=True)
+    (loss, (outputs, new_model_state, per_example, reg)), grads = grad_fn(
+        state.params, state, batch, key
+    )
+    new_state = apply_gradients(state, grads, loss, new_model_state)
     return new_state, metric_sums(state, outputs, batch, per_example, reg)
 
 
