@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnets import metrics as metrics_lib
+from jaxnets import validation
 from jaxnets.callbacks.base import CallbackList
 from jaxnets.data.batching import iterate_batches
 from jaxnets.errors import ConfigError, DataError
@@ -59,12 +60,8 @@ def as_arrays(data, *, need_targets: bool = True) -> dict[str, np.ndarray]:
         raise DataError(
             "training and evaluation need targets: pass (x, y) or {'x': ..., 'y': ...}."
         )
-    arrays = {k: np.asarray(v) for k, v in arrays.items() if v is not None}
-    lengths = {k: len(v) for k, v in arrays.items()}
-    if len(set(lengths.values())) != 1:
-        raise DataError(f"every array needs the same number of rows; got {lengths}.")
-    if lengths["x"] == 0:
-        raise DataError("the dataset is empty (0 rows).")
+    arrays = {k: validation.to_numpy(k, v) for k, v in arrays.items() if v is not None}
+    validation.check_rows(arrays)
     return arrays
 
 
@@ -98,6 +95,11 @@ class FitContext:
         self.stop_training = False
 
 
+def _count(value) -> int:
+    # A counter fetched from the device (replicated copies under pmap agree).
+    return int(np.max(np.asarray(value)))
+
+
 def _scalars(logs: dict) -> dict:
     return {k: v for k, v in logs.items() if isinstance(v, float)}
 
@@ -119,6 +121,7 @@ def fit(
     engine=None,
     callback_model=None,
     history: dict | None = None,
+    allow_nonfinite: bool = False,
 ) -> tuple[TrainState, dict[str, list]]:
     """Trains ``state`` on ``data`` for ``epochs`` epochs.
 
@@ -139,14 +142,24 @@ def fit(
       engine: where to run (default: one device; see `jaxnets.parallel`).
       callback_model: the object callbacks see as ``self.model``.
       history: a history to append to (resuming); default a new one.
+      allow_nonfinite: let NaN/Inf inputs through instead of raising a
+        `DataError`; the training step skips those updates and counts them.
+
+    If the data or a callback raises, the error propagates unchanged and
+    ``callback_model.state`` holds the state after the last completed step.
 
     Returns:
-      ``(state, history)``; history maps each metric name to per-epoch values.
+      ``(state, history)``; history maps each metric name to per-epoch values,
+      and ``skipped`` to the number of updates skipped for NaN/Inf each epoch.
     """
     _check_positive_int("epochs", epochs)
     _check_positive_int("batch_size", batch_size)
     _check_positive_int("log_every", log_every)
-    arrays = as_arrays(data)
+    arrays = validation.check_inputs(state, as_arrays(data), allow_nonfinite=allow_nonfinite)
+    if validation_data is not None:
+        validation_data = validation.check_inputs(
+            state, as_arrays(validation_data), allow_nonfinite=allow_nonfinite
+        )
     engine = engine or default_engine()
     # Multi-process engines check that every process holds as many rows.
     engine.check_data(arrays, batch_size)
@@ -162,6 +175,7 @@ def fit(
     bar = ProgressBar(verbose, epochs, steps)
     state = engine.place_state(state)
     ctx.state = state
+    skipped_total = _count(engine.fetch(state.skipped))
     cbs.on_train_begin()
     zeros = None
     for epoch in range(initial_epoch, epochs):
@@ -185,13 +199,18 @@ def fit(
                 sums = jax.tree.map(jnp.copy, zeros)
             cbs.on_train_batch_begin(i)
             state, sums = step_fn(state, sums, batch)
+            ctx.state = state  # the last completed step, kept if the data or a callback raises
             if (i + 1) % log_every == 0 and i + 1 < steps:
                 logs = _scalars(metrics_lib.compute_all(state.metric_table, engine.fetch(sums)))
                 bar.update(i + 1, logs)
                 ctx.state = state
                 cbs.on_train_batch_end(i, logs)
                 state = ctx.state
-        logs = metrics_lib.compute_all(state.metric_table, engine.fetch(sums)) if sums else {}
+        logs = {}
+        if sums:
+            host_sums, skipped = engine.fetch((sums, state.skipped))
+            logs = metrics_lib.compute_all(state.metric_table, host_sums)
+            logs["skipped"], skipped_total = _count(skipped) - skipped_total, _count(skipped)
         if validation_data is not None:
             val = evaluate(state, validation_data, batch_size=batch_size, verbose=0, engine=engine)
             logs.update({f"val_{k}": v for k, v in val.items()})
@@ -206,7 +225,15 @@ def fit(
     return ctx.state, history
 
 
-def evaluate(state: TrainState, data, *, batch_size: int = 128, verbose=0, engine=None) -> dict:
+def evaluate(
+    state: TrainState,
+    data,
+    *,
+    batch_size: int = 128,
+    verbose=0,
+    engine=None,
+    allow_nonfinite: bool = False,
+) -> dict:
     """Loss and metrics of ``state`` on ``data`` (padded batches, exact masked means).
 
     Returns:
@@ -214,7 +241,7 @@ def evaluate(state: TrainState, data, *, batch_size: int = 128, verbose=0, engin
       per-class metrics.
     """
     _check_positive_int("batch_size", batch_size)
-    arrays = as_arrays(data)
+    arrays = validation.check_inputs(state, as_arrays(data), allow_nonfinite=allow_nonfinite)
     engine = engine or default_engine()
     engine.check_data(arrays, batch_size)
     step_fn = engine.compile(eval_and_accumulate)
@@ -230,10 +257,19 @@ def evaluate(state: TrainState, data, *, batch_size: int = 128, verbose=0, engin
     return logs
 
 
-def predict(state: TrainState, x, *, batch_size: int = 128, engine=None, x_mask=None) -> np.ndarray:
+def predict(
+    state: TrainState,
+    x,
+    *,
+    batch_size: int = 128,
+    engine=None,
+    x_mask=None,
+    allow_nonfinite: bool = False,
+) -> np.ndarray:
     """Model outputs for every row of ``x`` as a numpy array (padding removed)."""
     _check_positive_int("batch_size", batch_size)
     arrays = as_arrays({"x": x, "x_mask": x_mask}, need_targets=False)
+    arrays = validation.check_inputs(state, arrays, targets=False, allow_nonfinite=allow_nonfinite)
     engine = engine or default_engine()
     engine.check_data(arrays, batch_size)
     step_fn = engine.compile(predict_step)

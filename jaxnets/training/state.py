@@ -30,7 +30,8 @@ from flax import struct
 
 from jaxnets import losses as losses_lib
 from jaxnets import metrics as metrics_lib
-from jaxnets import optim
+from jaxnets import optim, validation
+from jaxnets import precision as precision_lib
 from jaxnets.errors import ConfigError
 
 
@@ -48,6 +49,10 @@ class TrainState(struct.PyTreeNode):
       apply_fn, tx, loss, metrics, l1, l2: static configuration.
       call_kwargs: which of ``train`` and ``mask`` the module's ``__call__``
         accepts (plain ``nn.Dense`` takes neither).
+      input_spec: shape and dtype of one sample example and of its output
+        (`jaxnets.validation.InputSpec`), for checking inputs before tracing.
+      precision: compute dtype name (see `jaxnets.precision`); params stay float32.
+      loss_scale: a `jaxnets.precision.DynamicScale` for float16, else None.
     """
 
     step: jax.Array
@@ -63,6 +68,9 @@ class TrainState(struct.PyTreeNode):
     l1: float = struct.field(pytree_node=False, default=0.0)
     l2: float = struct.field(pytree_node=False, default=0.0)
     call_kwargs: tuple = struct.field(pytree_node=False, default=("train",))
+    input_spec: validation.InputSpec | None = struct.field(pytree_node=False, default=None)
+    precision: str = struct.field(pytree_node=False, default="float32")
+    loss_scale: Any = None
 
     @property
     def variables(self) -> dict:
@@ -96,6 +104,7 @@ def create_train_state(
     seed: int | jax.Array = 0,
     l1: float = 0.0,
     l2: float = 0.0,
+    precision: str = "float32",
     **optimizer_kwargs,
 ) -> TrainState:
     """Initializes a Flax Linen module and wraps it with an optimizer in a `TrainState`.
@@ -112,7 +121,11 @@ def create_train_state(
       seed: an int or a PRNG key; parameters and per-step keys derive from it.
       l1, l2: penalties on the sum of absolute / squared weights (parameters
         with two or more axes, i.e. kernels and embeddings, not biases).
+      precision: ``"float32"``, ``"bfloat16"`` or ``"float16"`` (with dynamic
+        loss scaling): the dtype the model computes in; params stay float32.
     """
+    validation.check_module_config(module)
+    precision = precision_lib.canonical(precision)
     if isinstance(optimizer, str):
         tx = optim.make_optimizer(optimizer, **optimizer_kwargs)
     elif isinstance(optimizer, optax.GradientTransformation):
@@ -134,8 +147,10 @@ def create_train_state(
     init_key, dropout_key, run_key = jax.random.split(key, 3)
     call_kwargs = accepted_call_kwargs(module)
     init_kwargs = {"train": False} if "train" in call_kwargs else {}
-    init_fn = lambda k1, k2, x: module.init({"params": k1, "dropout": k2}, x, **init_kwargs)
-    variables = jax.jit(init_fn)(init_key, dropout_key, sample_input)
+    init_fn = lambda k1, k2, x: module.init_with_output(
+        {"params": k1, "dropout": k2}, x, **init_kwargs
+    )
+    sample_output, variables = jax.jit(init_fn)(init_key, dropout_key, sample_input)
     variables = dict(variables)
     params = variables.pop("params", {})
     metric_objs = tuple(metrics_lib.get(m) for m in metrics)
@@ -156,4 +171,7 @@ def create_train_state(
         l1=float(l1),
         l2=float(l2),
         call_kwargs=call_kwargs,
+        input_spec=validation.InputSpec.of(sample_input, sample_output),
+        precision=precision,
+        loss_scale=precision_lib.initial_loss_scale(precision),
     )

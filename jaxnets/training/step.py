@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxnets import precision
 from jaxnets.training.state import TrainState
 
 
@@ -79,14 +80,18 @@ def metric_sums(state: TrainState, outputs, batch, per_example, reg=0.0):
 def loss_and_updates(params, state: TrainState, batch, key):
     """Mean masked loss of a batch (for ``jax.grad``), with outputs and new model state."""
     mutable = list(state.model_state)
+    # Mixed precision: compute in half precision, hand float32 to the loss and the state.
+    compute_params, x = precision.cast_to_compute(state.precision, (params, batch["x"]))
     out = state.apply_fn(
-        {"params": params, **state.model_state},
-        batch["x"],
+        {"params": compute_params, **state.model_state},
+        x,
         rngs={"dropout": key},
         mutable=mutable or False,
         **model_kwargs(state, batch, train=True),
     )
     outputs, new_model_state = out if mutable else (out, {})
+    outputs = precision.cast_to_float32(outputs)
+    new_model_state = precision.cast_like(dict(new_model_state), state.model_state)
     per_example = per_example_loss(state, outputs, batch["y"])
     count = jnp.maximum(jnp.sum(batch["mask"].astype(jnp.float32)), 1.0)
     reg = penalty(params, state.l1, state.l2)
@@ -120,6 +125,7 @@ def apply_gradients(state: TrainState, grads, loss, new_model_state) -> TrainSta
         model_state=keep_if_finite(new_model_state, state.model_state),
         opt_state=keep_if_finite(new_opt_state, state.opt_state),
         skipped=state.skipped + (~finite).astype(jnp.int32),
+        loss_scale=precision.adjust(state.loss_scale, finite),
     )
 
 
@@ -130,7 +136,8 @@ def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     `apply_gradients`).
     """
     key = state.step_key()
-    grad_fn = jax.value_and_grad(loss_and_updates, has_aux=True)
+    # Under float16 the loss is scaled and the gradients unscaled (jaxnets.precision).
+    grad_fn = precision.value_and_grad(loss_and_updates, state.loss_scale)
     (loss, (outputs, new_model_state, per_example, reg)), grads = grad_fn(
         state.params, state, batch, key
     )
@@ -140,7 +147,9 @@ def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
 
 def predict_step(state: TrainState, batch: dict):
     """Model outputs on ``batch['x']`` in inference mode (running BatchNorm statistics)."""
-    return state.apply_fn(state.variables, batch["x"], **model_kwargs(state, batch, train=False))
+    variables, x = precision.cast_to_compute(state.precision, (state.variables, batch["x"]))
+    outputs = state.apply_fn(variables, x, **model_kwargs(state, batch, train=False))
+    return precision.cast_to_float32(outputs)
 
 
 def eval_step(state: TrainState, batch: dict) -> dict:
