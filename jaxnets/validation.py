@@ -149,7 +149,7 @@ def _probe(state, x_row, mask_row):
         where = f" at layer {layer.group(1)!r}" if layer else ""
         raise ShapeError(
             f"x has per-example shape {x_row.shape[1:]} ({x_row.dtype}), but the model was "
-            f"created with per-example inputs {want} and fails on it{where}: {err} Reshape x "
+            f"created with per-example inputs {want} and fails on it{where}: {str(err)[:300]} Reshape x "
             f"to (n, {', '.join(map(str, spec.shape)) if spec else '...'}), or create the "
             "state with a sample input of the new shape."
         ) from err
@@ -166,7 +166,7 @@ def _check_x(state, x: np.ndarray, x_mask) -> tuple[np.ndarray, tuple | None]:
             "integers)."
         )
     if spec is not None:
-        if jnp.issubdtype(spec.dtype, jnp.integer) and not jnp.issubdtype(x.dtype, jnp.integer):
+        if jnp.issubdtype(spec.dtype, jnp.integer):
             x = _whole_to_int("x", x, f"integer inputs ({spec.dtype}, e.g. token ids)")
         elif _is_float(spec.dtype) and x.dtype != spec.dtype:
             x = x.astype(spec.dtype)
@@ -184,7 +184,7 @@ def _loss_name(state) -> str:
     return getattr(state.loss, "name", "the loss")
 
 
-def _check_sparse(state, y, out, x_mask):
+def _check_sparse(state, y, out):
     name = _loss_name(state)
     if y.ndim >= 2 and y.shape[1:] == out and out[-1] > 1:
         raise DataError(
@@ -201,9 +201,8 @@ def _check_sparse(state, y, out, x_mask):
             f"{out} needs integer labels of per-example shape {out[:-1]} for {name}."
         )
     classes = out[-1]
+    # Every label counts, padded steps too: the loss averages over all of them.
     bad = (y < 0) | (y >= classes)
-    if x_mask is not None and x_mask.shape == y.shape:
-        bad &= x_mask.astype(bool)  # labels at padded steps are never used
     rows = _rows(bad)
     if len(rows):
         first = y[rows[0]].ravel()[np.flatnonzero(bad[rows[0]].ravel())[0]]
@@ -216,7 +215,7 @@ def _check_sparse(state, y, out, x_mask):
     return y
 
 
-def _check_targets(state, y: np.ndarray, out, x_mask) -> np.ndarray:
+def _check_targets(state, y: np.ndarray, out) -> np.ndarray:
     loss = state.loss
     name, kind = _loss_name(state), getattr(loss, "kind", "regression")
     if not _is_numeric(y.dtype):
@@ -225,7 +224,7 @@ def _check_targets(state, y: np.ndarray, out, x_mask) -> np.ndarray:
     if out is None or getattr(loss.fn, "__module__", "") != "jaxnets.losses":
         return y  # a custom loss or output structure: no shape rules to apply
     if kind == "sparse":
-        return _check_sparse(state, y, out, x_mask)
+        return _check_sparse(state, y, out)
     if kind == "categorical" and y.shape[1:] != out:
         if y.shape[1:] == out[:-1] and not _is_float(y.dtype):
             raise DataError(
@@ -276,13 +275,13 @@ def check_inputs(
             f"x_mask must be a boolean (n, T) = {arrays['x'].shape[:2]} array, got "
             f"{x_mask.dtype} {x_mask.shape}."
         )
-    arrays["x"], out = _check_x(state, arrays["x"], x_mask)
     if not allow_nonfinite:
         for key in ("x", "y", "weight"):
             if key in arrays:
                 check_finite(key, arrays[key])
+    arrays["x"], out = _check_x(state, arrays["x"], x_mask)
     if targets:
-        arrays["y"] = _check_targets(state, arrays["y"], out, x_mask)
+        arrays["y"] = _check_targets(state, arrays["y"], out)
     weight = arrays.get("weight")
     if weight is not None:
         if weight.shape != (n,) or not _is_numeric(weight.dtype):
