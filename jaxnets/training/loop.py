@@ -122,6 +122,9 @@ def fit(
     callback_model=None,
     history: dict | None = None,
     allow_nonfinite: bool = False,
+    workdir=None,
+    save_every: int | str = "epoch",
+    keep: int | None = 3,
 ) -> tuple[TrainState, dict[str, list]]:
     """Trains ``state`` on ``data`` for ``epochs`` epochs.
 
@@ -144,6 +147,12 @@ def fit(
       history: a history to append to (resuming); default a new one.
       allow_nonfinite: let NaN/Inf inputs through instead of raising a
         `DataError`; the training step skips those updates and counts them.
+      workdir: save checkpoints of the whole run in ``<workdir>/checkpoints``
+        and resume from the newest complete one (which then takes precedence
+        over ``initial_epoch``, ``initial_step`` and ``history``); see
+        `jaxnets.checkpoint.resume`.
+      save_every: ``"epoch"`` or a number of steps (mid-epoch saves resume exactly).
+      keep: how many recent checkpoints to keep (None: all).
 
     If the data or a callback raises, the error propagates unchanged and
     ``callback_model.state`` holds the state after the last completed step.
@@ -167,6 +176,17 @@ def fit(
     steps = math.ceil(n / batch_size)
     step_fn = engine.compile(train_and_accumulate, donate_argnums=(0, 1))
     history = {} if history is None else history
+    ckpt = None
+    if workdir is not None:
+        from jaxnets.checkpoint.resume import FitCheckpointer
+
+        data_order = {"seed": seed, "shuffle": shuffle, "batch_size": batch_size, "num_examples": n}
+        ckpt = FitCheckpointer(
+            workdir, save_every=save_every, keep=keep, data=data_order, verbose=verbose
+        )
+        state, initial_epoch, initial_step, history = ckpt.resume(
+            state, callbacks, initial_epoch, initial_step, history
+        )
     ctx = callback_model if callback_model is not None else FitContext(state)
     ctx.stop_training = False
     cbs = CallbackList(
@@ -177,11 +197,13 @@ def fit(
     ctx.state = state
     skipped_total = _count(engine.fetch(state.skipped))
     cbs.on_train_begin()
+    if ckpt is not None:
+        ckpt.apply_callback_states(callbacks)
     zeros = None
     for epoch in range(initial_epoch, epochs):
-        state = ctx.state
         start = initial_step if epoch == initial_epoch else 0
         cbs.on_epoch_begin(epoch)
+        state = ctx.state  # after on_epoch_begin, which may replace it
         bar.epoch_begin(epoch, initial=start)
         batches = iterate_batches(
             arrays,
@@ -196,7 +218,8 @@ def fit(
             if zeros is None:
                 zeros = engine.place_state(_zeros_like_sums(train_step, state, batch))
             if sums is None:
-                sums = jax.tree.map(jnp.copy, zeros)
+                sums = ckpt.initial_sums(zeros) if ckpt is not None else None
+                sums = jax.tree.map(jnp.copy, zeros) if sums is None else sums
             cbs.on_train_batch_begin(i)
             state, sums = step_fn(state, sums, batch)
             ctx.state = state  # the last completed step, kept if the data or a callback raises
@@ -206,6 +229,16 @@ def fit(
                 ctx.state = state
                 cbs.on_train_batch_end(i, logs)
                 state = ctx.state
+            if ckpt is not None:
+                ckpt.after_step(
+                    state,
+                    sums,
+                    epoch=epoch,
+                    step_in_epoch=i + 1,
+                    steps=steps,
+                    history=history,
+                    callbacks=callbacks,
+                )
         logs = {}
         if sums:
             host_sums, skipped = engine.fetch((sums, state.skipped))
@@ -219,9 +252,21 @@ def fit(
         bar.epoch_end(epoch, logs)
         ctx.state = state
         cbs.on_epoch_end(epoch, logs)
+        if ckpt is not None:
+            ckpt.after_epoch(
+                ctx.state,
+                epoch=epoch,
+                history=history,
+                callbacks=callbacks,
+                logs=logs,
+                last=epoch + 1 == epochs,
+                stopped=ctx.stop_training,
+            )
         if ctx.stop_training:
             break
     cbs.on_train_end()
+    if ckpt is not None:
+        ckpt.close()
     return ctx.state, history
 
 

@@ -1,0 +1,206 @@
+"""Load pretrained weights into another model: by path, with renaming and skipping.
+
+`load_pretrained` copies every variable (parameters and other collections
+such as BatchNorm statistics) whose path, after renaming, exists in the target
+with the same shape and dtype. A new head of another size is a mismatch: an
+error listing every one, or skipped and reported with ``skip_mismatch=True``.
+Nothing is ever padded, truncated or cast. The optimizer state is
+re-initialized for the new parameters.
+
+Paths are ``/``-joined inside a collection, e.g. ``conv_0/kernel`` in
+``params``. ``rename`` maps source prefixes to target prefixes; keys are
+regular expressions matched against whole path components from the start, so
+``{"encoder": "backbone"}`` renames ``encoder/conv/kernel`` but not
+``encoder2/...``; replacements may use groups (``{r"block_(\\d+)": r"layer_\\1"}``)
+and ``None`` drops the matching paths. The first matching rule wins.
+
+Example:
+  >>> import jax.numpy as jnp, flax.linen as nn
+  >>> from jaxnets.training import create_train_state
+  >>> class Net(nn.Module):
+  ...     classes: int
+  ...     @nn.compact
+  ...     def __call__(self, x):
+  ...         return nn.Dense(self.classes, name="head")(nn.Dense(8, name="body")(x))
+  >>> old = create_train_state(Net(5), "adam", jnp.zeros((1, 4)), learning_rate=1e-3)
+  >>> new = create_train_state(Net(3), "adam", jnp.zeros((1, 4)), learning_rate=1e-3, seed=1)
+  >>> new, report = load_pretrained(new, old, skip_mismatch=True)
+  >>> print(report)
+  loaded 2 arrays; skipped 2 mismatched: params/head/bias: saved (5,) float32, expected (3,) float32; params/head/kernel: saved (8, 5) float32, expected (8, 3) float32
+  >>> bool((new.params["body"]["kernel"] == old.params["body"]["kernel"]).all())
+  True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import jax
+
+from jaxnets.checkpoint.manager import CheckpointManager
+from jaxnets.checkpoint.resume import CHECKPOINT_DIR
+from jaxnets.checkpoint.structure import SEP, describe, flatten, spec, unflatten_like
+from jaxnets.errors import CheckpointError, ConfigError
+
+
+@dataclasses.dataclass
+class TransferReport:
+    """What `load_pretrained` did, path by path (``collection/path``).
+
+    Attributes:
+      loaded: copied from the source.
+      skipped: same path, other shape or dtype (``skip_mismatch=True``), as text.
+      missing: in the target only; they keep their fresh initialization.
+      unused: in the source only (or dropped by a ``None`` rename).
+    """
+
+    loaded: list[str]
+    skipped: list[str]
+    missing: list[str]
+    unused: list[str]
+
+    def __str__(self) -> str:
+        parts = [f"loaded {len(self.loaded)} arrays"]
+        if self.skipped:
+            parts.append(f"skipped {len(self.skipped)} mismatched: {'; '.join(self.skipped)}")
+        if self.missing:
+            parts.append(f"{len(self.missing)} kept at init: {', '.join(self.missing)}")
+        if self.unused:
+            parts.append(f"{len(self.unused)} unused: {', '.join(self.unused)}")
+        return "; ".join(parts)
+
+
+def _variables(state) -> dict:
+    return {"params": state.params, **state.model_state}
+
+
+def read_variables(source, *, step: int | None = None) -> dict:
+    """Flat ``{"collection/path": array}`` of a source: a checkpoint folder, a state or a dict.
+
+    Args:
+      source: a folder written by `CheckpointManager` or by ``fit(workdir=...)``
+        (its ``checkpoints`` subfolder is used), a `TrainState`, a variables dict
+        (``{"params": ..., "batch_stats": ...}``) or a bare params dict.
+      step: the checkpoint step (default: the newest).
+    """
+    if isinstance(source, (str, Path)):
+        folder = Path(source)
+        if (folder / CHECKPOINT_DIR).is_dir():
+            folder = folder / CHECKPOINT_DIR
+        with CheckpointManager(folder, read_only=True, monitor=None) as mngr:
+            step = mngr.latest_step() if step is None else step
+            if step is None:
+                raise CheckpointError(f"no complete checkpoint in {folder}.")
+            arrays, _ = mngr.read(step)
+        out = {}
+        for path, x in arrays.items():
+            if path.startswith("state/params/"):
+                out["params/" + path[len("state/params/") :]] = x
+            elif path.startswith("state/model_state/"):
+                out[path[len("state/model_state/") :]] = x
+        return out
+    if hasattr(source, "params") and hasattr(source, "model_state"):
+        return flatten(_variables(source))
+    if isinstance(source, Mapping):
+        return flatten(source if "params" in source else {"params": source})
+    raise ConfigError(
+        f"source must be a checkpoint folder, a TrainState or a dict of arrays, "
+        f"got {type(source).__name__}."
+    )
+
+
+def _rules(rename) -> list[tuple[re.Pattern, str | None]]:
+    if rename is None:
+        return []
+    items = rename.items() if isinstance(rename, Mapping) else rename
+    try:
+        return [(re.compile(f"(?:{pattern})(?={SEP}|$)"), repl) for pattern, repl in items]
+    except re.error as e:
+        raise ConfigError(f"invalid rename pattern: {e}") from e
+
+
+def rename_path(path: str, rules) -> str | None:
+    """Applies the first matching rule to a ``collection/path`` (the collection is kept).
+
+    Example:
+      >>> rename_path("params/encoder/conv/kernel", _rules({"encoder": "backbone"}))
+      'params/backbone/conv/kernel'
+    """
+    collection, _, inner = path.partition(SEP)
+    for pattern, repl in rules:
+        m = pattern.match(inner)
+        if m:
+            if repl is None:
+                return None
+            return f"{collection}{SEP}{m.expand(repl)}{inner[m.end() :]}"
+    return path
+
+
+def load_pretrained(
+    state,
+    source,
+    *,
+    rename=None,
+    skip_mismatch: bool = False,
+    step: int | None = None,
+):
+    """Copies matching pretrained variables from ``source`` into ``state``.
+
+    Args:
+      state: the target `TrainState` (its model may differ, e.g. a new head).
+      source: see `read_variables`.
+      rename: ``{source_regex: target_prefix}`` (or a list of pairs), applied to
+        source paths inside each collection; ``None`` drops a path.
+      skip_mismatch: skip (and report) paths whose shape or dtype differ instead
+        of raising.
+      step: the checkpoint step for a folder source.
+
+    Returns:
+      ``(state, report)``: the state with the loaded arrays and a fresh optimizer
+      state, and a `TransferReport`.
+
+    Raises:
+      CheckpointError: no path matches (the message shows both sides' paths), two
+        source paths rename to one target, or shapes/dtypes differ without
+        ``skip_mismatch``.
+    """
+    rules = _rules(rename)
+    renamed, unused = {}, []
+    for path, x in read_variables(source, step=step).items():
+        new = rename_path(path, rules)
+        if new is None:
+            unused.append(path)
+            continue
+        if new in renamed:
+            raise CheckpointError(f"two source paths rename to {new!r}; make the rules distinct.")
+        renamed[new] = (path, x)
+    target = flatten(_variables(state))
+    report = TransferReport([], [], sorted(set(target) - set(renamed)), [])
+    report.unused = sorted(unused + [renamed[p][0] for p in set(renamed) - set(target)])
+    values = dict(target)
+    for path in sorted(set(target) & set(renamed)):
+        source_path, x = renamed[path]
+        if spec(x) != spec(target[path]):
+            report.skipped.append(f"{path}: saved {describe(x)}, expected {describe(target[path])}")
+            continue
+        values[path] = jax.device_put(x)
+        report.loaded.append(path)
+    if not report.loaded:
+        raise CheckpointError(
+            "no pretrained path matches the model. Source paths: "
+            f"{sorted(renamed)[:5]}...; target paths: {sorted(target)[:5]}...; "
+            "map them with rename={'source_prefix': 'target_prefix'}."
+        )
+    if report.skipped and not skip_mismatch:
+        lines = "\n  ".join(report.skipped)
+        raise CheckpointError(
+            f"{len(report.skipped)} pretrained arrays do not fit the model:\n  {lines}\n"
+            "Pass skip_mismatch=True to keep those at their initialization."
+        )
+    variables = unflatten_like(_variables(state), values)
+    params = variables.pop("params")
+    new_state = state.replace(params=params, model_state=variables)
+    return new_state.replace(opt_state=state.tx.init(params)), report
