@@ -1,0 +1,168 @@
+"""Data-parallel training steps: the global masked loss, microbatches and ``pmap`` collectives.
+
+`jaxnets.training.train_step` differentiates the mean loss of the batch it
+sees. That is right under ``jax.jit`` with a sharded batch (the batch is the
+global one), but wrong in two cases handled here:
+
+* under ``pmap`` each device sees a slice, and a mean of per-device means is
+  not the global mean once padding rows are masked. The step differentiates
+  each device's share of the *global* loss (its masked sum over the global
+  count, a ``psum``) and adds the shares' gradients with ``psum``. (Averaging
+  gradients of local means with ``pmean`` is only right when every device
+  has as many real rows.)
+* with gradient accumulation the batch is split into ``K`` microbatches laid
+  out ``(K, B/K, ...)`` and scanned with ``lax.scan``; each microbatch's
+  gradient is that of its share of the full batch's loss, so their sum is
+  exactly the full-batch gradient.
+
+Microbatch ``k`` holds rows ``k, k + K, k + 2K, ...``, so with the batch split
+over devices every device keeps its own rows (no data moves between devices)
+and each microbatch is the same set of rows on 1 or 8 devices. BatchNorm
+normalizes each microbatch with its own statistics (as every accumulation
+scheme does), so accumulation is exact for models without batch-dependent
+layers.
+
+Example:
+  >>> import jax, jax.numpy as jnp, flax.linen as nn
+  >>> from jaxnets.training import create_train_state, train_step
+  >>> state = create_train_state(nn.Dense(2), "sgd", jnp.zeros((1, 3)), learning_rate=0.1)
+  >>> batch = {"x": jnp.arange(24.0).reshape(8, 3) / 24, "y": jnp.arange(8) % 2,
+  ...          "mask": jnp.ones(8)}
+  >>> full, _ = jax.jit(train_step)(state, batch)
+  >>> acc, sums = jax.jit(lambda s, b: global_train_step(s, b, accumulate=4))(state, batch)
+  >>> bool(jnp.allclose(full.params["kernel"], acc.params["kernel"], atol=1e-6))
+  True
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxnets import metrics as metrics_lib
+from jaxnets.training.state import TrainState
+from jaxnets.training.step import (
+    apply_gradients,
+    eval_step,
+    loss_and_updates,
+    metric_sums,
+    predict_step,
+)
+
+
+def global_objective(params, state: TrainState, batch: dict, key, count):
+    """This batch's share of the global loss: its masked loss sum over the global ``count``.
+
+    The L1/L2 penalty enters in proportion to the batch's real rows, so the
+    shares of all devices (or microbatches) add up to the loss of the whole
+    batch. Returns ``(share, (metric_sums, new_model_state))`` for ``jax.grad``.
+    """
+    _, (outputs, new_model_state, per_example, reg) = loss_and_updates(params, state, batch, key)
+    sums = metric_sums(state, outputs, batch, per_example, reg)
+    return sums["loss"]["total"] / count, (sums, new_model_state)
+
+
+def split_microbatches(batch: dict, accumulate: int, sharding=None) -> dict:
+    """Lays every ``(B, ...)`` array out as ``(K, B/K, ...)``; microbatch ``k`` holds rows ``k::K``.
+
+    Example:
+      >>> import numpy as np
+      >>> split_microbatches({"x": np.arange(6)}, 3)["x"].tolist()
+      [[0, 3], [1, 4], [2, 5]]
+    """
+
+    def split(x):
+        x = x.reshape(x.shape[0] // accumulate, accumulate, *x.shape[1:]).swapaxes(0, 1)
+        return x if sharding is None else lax.with_sharding_constraint(x, sharding)
+
+    return jax.tree.map(split, batch)
+
+
+def global_train_step(
+    state: TrainState,
+    batch: dict,
+    *,
+    accumulate: int = 1,
+    axis_name: str | None = None,
+    microbatch_sharding=None,
+) -> tuple[TrainState, dict]:
+    """One optimizer step on the global batch; returns the new state and the batch's metric sums.
+
+    Args:
+      state: the replicated `TrainState`.
+      batch: the batch (under ``pmap``, this device's slice of it); its row
+        count must be a multiple of ``accumulate``.
+      accumulate: number of microbatches whose gradients are summed before
+        the single optimizer update.
+      axis_name: the ``pmap`` axis; gradients, metric sums and the real-row
+        count are summed over it and the model state (BatchNorm statistics)
+        averaged. ``None`` under ``jax.jit``, where the batch is global.
+      microbatch_sharding: where the ``(K, B/K, ...)`` layout lives under
+        ``jax.jit`` (``P(None, 'data')``, see `jaxnets.parallel.mesh`).
+    """
+    key = state.step_key()
+    if axis_name is not None:
+        # Each device draws its own dropout masks.
+        key = jax.random.fold_in(key, lax.axis_index(axis_name))
+    count = jnp.sum(batch["mask"].astype(jnp.float32))
+    if axis_name is not None:
+        count = lax.psum(count, axis_name)
+    count = jnp.maximum(count, 1.0)
+    grad_fn = jax.grad(global_objective, has_aux=True)
+    if accumulate == 1:
+        grads, (sums, new_model_state) = grad_fn(state.params, state, batch, key, count)
+    else:
+        micro = split_microbatches(batch, accumulate, microbatch_sharding)
+
+        def body(carry, xs):
+            total, model_state = carry
+            mb, i = xs
+            sub = state.replace(model_state=model_state)
+            g, (s, new_ms) = grad_fn(state.params, sub, mb, jax.random.fold_in(key, i), count)
+            return (jax.tree.map(jnp.add, total, g), new_ms), s
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        carry = (zeros, state.model_state)
+        (grads, new_model_state), stacked = lax.scan(body, carry, (micro, jnp.arange(accumulate)))
+        sums = jax.tree.map(lambda s: s.sum(axis=0), stacked)
+    if axis_name is not None:
+        grads = lax.psum(grads, axis_name)
+        sums = lax.psum(sums, axis_name)
+        # Equal already when BatchNorm syncs over axis_name; kept replicated otherwise.
+        new_model_state = lax.pmean(new_model_state, axis_name)
+    loss = sums["loss"]["total"] / count
+    return apply_gradients(state, grads, loss, new_model_state), sums
+
+
+def train_and_accumulate(state, sums, batch, **step_options):
+    """`global_train_step` plus adding its sums to a running total (the loop's fused step)."""
+    state, batch_sums = global_train_step(state, batch, **step_options)
+    return state, metrics_lib.merge(sums, batch_sums)
+
+
+def pmap_eval_and_accumulate(state, sums, batch, *, axis_name: str):
+    """This device's eval sums, summed over ``axis_name`` and added to the running total."""
+    return metrics_lib.merge(sums, lax.psum(eval_step(state, batch), axis_name))
+
+
+def pmap_eval_step(state, batch, *, axis_name: str):
+    """The eval sums of the global batch under ``pmap``."""
+    return lax.psum(eval_step(state, batch), axis_name)
+
+
+def pmap_train_step(state, batch, *, axis_name: str, accumulate: int = 1):
+    """`global_train_step` under ``pmap`` (the signature of `jaxnets.training.train_step`)."""
+    return global_train_step(state, batch, accumulate=accumulate, axis_name=axis_name)
+
+
+__all__ = [
+    "global_objective",
+    "global_train_step",
+    "pmap_eval_and_accumulate",
+    "pmap_eval_step",
+    "pmap_train_step",
+    "predict_step",
+    "split_microbatches",
+    "train_and_accumulate",
+]
