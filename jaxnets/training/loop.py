@@ -71,7 +71,9 @@ def _check_positive_int(name: str, value):
 
 
 def _zeros_like_sums(fn, state, batch):
-    shapes = jax.eval_shape(fn, state, batch)
+    # A train step's sums are shaped like eval_step's, which needs no collective axis
+    # (a BatchNorm with axis_name is only bound inside the pmap engine's program).
+    shapes = jax.eval_shape(eval_step if fn is train_step else fn, state, batch)
     sums = shapes[1] if isinstance(shapes, tuple) else shapes
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums)
 
