@@ -41,6 +41,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxnets import metrics as metrics_lib
+from jaxnets import precision
 from jaxnets.training.state import TrainState
 from jaxnets.training.step import (
     apply_gradients,
@@ -109,9 +110,10 @@ def global_train_step(
     if axis_name is not None:
         count = lax.psum(count, axis_name)
     count = jnp.maximum(count, 1.0)
-    grad_fn = jax.grad(global_objective, has_aux=True)
+    # Under float16 the loss is scaled and the gradients unscaled (jaxnets.precision).
+    grad_fn = precision.value_and_grad(global_objective, state.loss_scale)
     if accumulate == 1:
-        grads, (sums, new_model_state) = grad_fn(state.params, state, batch, key, count)
+        (_, (sums, new_model_state)), grads = grad_fn(state.params, state, batch, key, count)
     else:
         micro = split_microbatches(batch, accumulate, microbatch_sharding)
 
@@ -119,7 +121,7 @@ def global_train_step(
             total, model_state = carry
             mb, i = xs
             sub = state.replace(model_state=model_state)
-            g, (s, new_ms) = grad_fn(state.params, sub, mb, jax.random.fold_in(key, i), count)
+            (_, (s, new_ms)), g = grad_fn(state.params, sub, mb, jax.random.fold_in(key, i), count)
             return (jax.tree.map(jnp.add, total, g), new_ms), s
 
         zeros = jax.tree.map(jnp.zeros_like, state.params)
