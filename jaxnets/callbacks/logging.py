@@ -1,0 +1,109 @@
+"""Logging callbacks: `CSVLogger` (one row per epoch) and `ProgBar` (progress display).
+
+Both run on the host with numbers the loop already fetched: ``ProgBar``
+updates every ``log_every`` steps and at epoch ends, never per step.
+
+Example:
+  >>> import os, tempfile
+  >>> path = os.path.join(tempfile.mkdtemp(), "log.csv")
+  >>> logger = CSVLogger(path)
+  >>> logger.on_train_begin()
+  >>> logger.on_epoch_end(0, {"loss": 0.5, "accuracy": 0.75})
+  >>> logger.on_train_end()
+  >>> with open(path) as f:
+  ...     print(f.read().strip())
+  epoch,accuracy,loss
+  0,0.75,0.5
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+
+from jaxnets.callbacks.base import Callback
+from jaxnets.training.progress import ProgressBar
+
+
+def _cell(value):
+    if isinstance(value, np.ndarray | list | tuple):
+        return str(np.asarray(value).tolist())
+    return value
+
+
+class CSVLogger(Callback):
+    """Streams each epoch's logs to a CSV file (Keras ``CSVLogger``).
+
+    Args:
+      filename: the CSV file.
+      separator: the column separator.
+      append: append to an existing file (no second header) instead of overwriting.
+    """
+
+    def __init__(self, filename, separator=",", append=False):
+        super().__init__()
+        self.filename = os.fspath(filename)
+        self.sep = separator
+        self.append = append
+        self.keys = None
+        self._file = None
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        has_rows = (
+            self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0
+        )
+        self._header_written = has_rows
+        self._file = open(self.filename, "a" if self.append else "w", newline="")
+        self._writer = None
+        self.keys = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.keys is None:
+            self.keys = sorted(logs)
+        if self._writer is None:
+            self._writer = csv.DictWriter(
+                self._file, fieldnames=["epoch", *self.keys], delimiter=self.sep
+            )
+            if not self._header_written:
+                self._writer.writeheader()
+        row = {"epoch": epoch, **{k: _cell(logs.get(k, "NA")) for k in self.keys}}
+        self._writer.writerow(row)
+        self._file.flush()
+
+    def on_train_end(self, logs=None):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._writer = None
+
+
+class ProgBar(Callback):
+    """Progress display (`jaxnets.training.progress.ProgressBar`) as a callback.
+
+    ``verbose=1`` draws a bar per epoch, ``2`` prints one line per epoch.
+    ``Model.fit`` adds one after the other callbacks, so it shows what they logged.
+    """
+
+    def __init__(self, verbose=1, file=None):
+        super().__init__()
+        self.verbose = verbose
+        self.file = file
+        self._bar = None
+
+    def on_train_begin(self, logs=None):
+        self._bar = ProgressBar(
+            self.verbose, self.params.get("epochs", 1), self.params.get("steps", 0), file=self.file
+        )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._bar.epoch_begin(epoch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._bar.update(batch + 1, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._bar.epoch_end(epoch, logs or {})

@@ -1,0 +1,175 @@
+"""What ``Model.compile`` resolves: the optimizer, the loss and the training module.
+
+Keras models often end in ``Dense(10, activation='softmax')`` and train with a
+cross-entropy on the probabilities. Taking ``log(softmax(z))`` underflows to
+``-inf`` (or, clipped as Keras does, to a wrong finite value) for large logits.
+`resolve_loss` therefore strips a final softmax (sigmoid for binary
+cross-entropy) from the module used for training and computes the loss from
+the logits with ``log_softmax``; the unstripped module still serves
+``predict``, so predictions stay probabilities as in Keras.
+
+Example:
+  >>> from jaxnets import layers
+  >>> from jaxnets.keras import Sequential
+  >>> model = Sequential([layers.Dense(3, activation="softmax")])
+  >>> loss, train_module = resolve_loss("sparse_categorical_crossentropy", model)
+  >>> loss.from_logits, train_module.layers[-1].activation
+  (True, None)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import optax
+
+from jaxnets import losses as losses_lib
+from jaxnets import optim
+from jaxnets.errors import ConfigError
+from jaxnets.layers import Activation, activations
+
+# Keras's default learning rates (SGD uses 0.01; the adaptive optimizers 1e-3).
+_KERAS_DEFAULT_LR = {"sgd": 0.01, "momentum": 0.01, "nesterov": 0.01}
+# Keras's argument names for the options `jaxnets.optim.make_optimizer` spells the optax way.
+_KERAS_ARG_NAMES = {"beta_1": "b1", "beta_2": "b2", "epsilon": "eps"}
+# Which final activation each cross-entropy can absorb into a stable log-likelihood.
+_ABSORBS = {"sparse": "softmax", "categorical": "softmax", "binary": "sigmoid"}
+_SOFTMAXES = (activations.softmax, jax.nn.softmax)
+_SIGMOIDS = (jax.nn.sigmoid,)
+
+
+def resolve_optimizer(
+    optimizer, optimizer_kwargs: dict
+) -> tuple[optax.GradientTransformation, dict | None]:
+    """Builds the optax transformation; returns it and a JSON config (None if not serializable).
+
+    ``optimizer`` is a name (``'adam'``), a dict ``{'name': 'adam', 'learning_rate': ...}``
+    (Keras's ``class_name`` key is accepted too) or an optax transformation.
+    """
+    if isinstance(optimizer, dict):
+        spec = dict(optimizer)
+        name = spec.pop("name", None) or spec.pop("class_name", None)
+        if not isinstance(name, str):
+            raise ConfigError(
+                f"an optimizer dict needs a 'name' such as 'adam', got keys {sorted(optimizer)}."
+            )
+        config = spec.pop("config", None) or {}  # Keras's {'class_name': 'Adam', 'config': {...}}
+        return resolve_optimizer(name.lower(), {**spec, **config, **optimizer_kwargs})
+    if isinstance(optimizer, str):
+        kwargs = {_KERAS_ARG_NAMES.get(k, k): v for k, v in optimizer_kwargs.items()}
+        if optimizer.lower() == "sgd" and kwargs.get("momentum"):
+            # Keras spells momentum SGD as SGD(momentum=..., nesterov=...).
+            optimizer = "nesterov" if kwargs.pop("nesterov", False) else "momentum"
+        elif optimizer.lower() == "sgd":
+            kwargs.pop("momentum", None)
+            kwargs.pop("nesterov", None)
+        kwargs.setdefault("learning_rate", _KERAS_DEFAULT_LR.get(optimizer.lower(), 1e-3))
+        tx = optim.make_optimizer(optimizer, **kwargs)
+        config = {"name": optimizer, **kwargs}
+        return tx, (config if _is_json_plain(config) else None)
+    if isinstance(optimizer, optax.GradientTransformation):
+        if optimizer_kwargs:
+            raise ConfigError(
+                f"optimizer options {sorted(optimizer_kwargs)} apply to optimizer names only; "
+                "an optax transformation is already configured."
+            )
+        return optimizer, None
+    raise ConfigError(
+        "optimizer must be a name such as 'adam', a dict {'name': 'adam', 'learning_rate': 1e-3} "
+        f"or an optax.GradientTransformation, got {type(optimizer).__name__}."
+    )
+
+
+def _is_json_plain(value) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json_plain(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_is_json_plain(v) for v in value)
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+def final_activation(module) -> str | None:
+    """``'softmax'`` or ``'sigmoid'`` if a `Sequential` ends with that activation, else None."""
+    layers = getattr(module, "layers", None)
+    if not isinstance(layers, tuple) or not layers:
+        return None
+    act = getattr(layers[-1], "activation", None)
+    if isinstance(act, str):
+        return act.lower() if act.lower() in ("softmax", "sigmoid") else None
+    if any(act is f for f in _SOFTMAXES):
+        return "softmax"
+    if any(act is f for f in _SIGMOIDS):
+        return "sigmoid"
+    return None
+
+
+def strip_final_activation(module):
+    """The `Sequential` without its last activation (same parameters, outputs logits)."""
+    last = module.layers[-1]
+    if isinstance(last, Activation):
+        new_layers = module.layers[:-1]
+    else:
+        new_layers = (*module.layers[:-1], last.clone(activation=None))
+    return module.clone(layers=new_layers)
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightedLoss(losses_lib.Loss):
+    """A `jaxnets.losses.Loss` scaled by Keras's ``loss_weights``."""
+
+    weight: float = 1.0
+
+    def __call__(self, outputs, targets):
+        return self.weight * super().__call__(outputs, targets)
+
+
+def resolve_loss(loss, module) -> tuple[losses_lib.Loss, object]:
+    """Returns ``(loss, train_module)``.
+
+    A cross-entropy (by name, or a `Loss` of that kind) meeting a final
+    softmax/sigmoid of a `Sequential` is computed from logits and the
+    activation is stripped from ``train_module``. Otherwise model outputs are
+    taken as logits (the jaxnets convention for classifiers) and
+    ``train_module`` is ``module``.
+    """
+    if loss is None:
+        raise ConfigError("compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'.")
+    if isinstance(loss, list | tuple):
+        if len(loss) != 1:
+            raise ConfigError(f"single-output models take one loss, got {len(loss)}.")
+        loss = loss[0]
+    loss_obj = losses_lib.get(loss)
+    act = final_activation(module)
+    if act is not None and _ABSORBS.get(loss_obj.kind) == act:
+        return dataclasses.replace(loss_obj, from_logits=True), strip_final_activation(module)
+    return loss_obj, module
+
+
+def apply_loss_weights(loss: losses_lib.Loss, loss_weights) -> losses_lib.Loss:
+    """Scales ``loss`` by Keras's ``loss_weights`` (a number or a one-element list/dict)."""
+    if loss_weights is None:
+        return loss
+    if isinstance(loss_weights, dict):
+        loss_weights = list(loss_weights.values())
+    if isinstance(loss_weights, list | tuple):
+        if len(loss_weights) != 1:
+            raise ConfigError(f"single-output models take one loss weight, got {loss_weights}.")
+        loss_weights = loss_weights[0]
+    fields = {f.name: getattr(loss, f.name) for f in dataclasses.fields(losses_lib.Loss)}
+    return WeightedLoss(**fields, weight=float(loss_weights))
+
+
+def resolve_metrics(metrics, weighted_metrics) -> list:
+    """Keras's ``metrics`` plus ``weighted_metrics``, without duplicates, in order.
+
+    jaxnets metrics always use the sample weights when a batch has them, so
+    both lists end up weighted (Keras leaves plain ``metrics`` unweighted).
+    """
+    out, seen = [], set()
+    for m in [*(metrics or []), *(weighted_metrics or [])]:
+        key = m.lower() if isinstance(m, str) else id(m)
+        if key not in seen:
+            seen.add(key)
+            out.append(m)
+    return out

@@ -1,0 +1,207 @@
+"""Keras's loops on a `jaxnets.keras.Model`: fit, evaluate, predict and the on-batch calls.
+
+Each loop is a thin adapter: it turns Keras's arguments into the batch dicts
+of `jaxnets.training` (see `jaxnets.keras.data_adapter`) and calls the
+functional `fit`, `evaluate` or `predict` on ``model.state``. Kept apart from
+`jaxnets.keras.model` only to keep files short; `Model` inherits these methods.
+
+Example:
+  >>> import numpy as np, flax.linen as nn
+  >>> from jaxnets.keras import Model
+  >>> model = Model(nn.Dense(2))
+  >>> model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+  >>> x, y = np.zeros((4, 3), np.float32), np.array([0, 1, 0, 1])
+  >>> model.evaluate(x, y, verbose=0)  # [loss, accuracy]: ln 2 and a coin flip at init
+  [0.6931..., 0.5]
+  >>> model.evaluate(x, y, verbose=0, return_dict=True)
+  {'loss': 0.6931..., 'accuracy': 0.5}
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxnets import losses as losses_lib
+from jaxnets import metrics as metrics_lib
+from jaxnets import training as training_lib
+from jaxnets.callbacks.base import CallbackList
+from jaxnets.callbacks.logging import ProgBar
+from jaxnets.callbacks.misc import History
+from jaxnets.data.batching import pad_to
+from jaxnets.errors import ConfigError
+from jaxnets.keras import data_adapter
+from jaxnets.training.state import TrainState, accepted_call_kwargs
+
+
+class Loops:
+    """fit / evaluate / predict / *_on_batch, mixed into `jaxnets.keras.Model`."""
+
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        validation_split=0.0,
+        validation_data=None,
+        shuffle=True,
+        class_weight=None,
+        sample_weight=None,
+        initial_epoch=0,
+        steps_per_epoch=None,
+        *,
+        log_every: int = 50,
+    ):
+        """Trains for ``epochs`` epochs (Keras ``fit``); returns a `History`.
+
+        Metrics are fetched from the device every ``log_every`` steps and at
+        epoch ends, which is when batch-level callbacks run.
+        """
+        self._require_compiled("fit")
+        arrays, bs, can_shuffle = data_adapter.prepare(
+            x, y, sample_weight, class_weight, steps_per_epoch, batch_size or 32
+        )
+        val = None
+        if validation_data is not None:
+            val = self._validation_arrays(validation_data)
+        elif validation_split:
+            if not can_shuffle:
+                raise ConfigError("validation_split needs arrays; pass validation_data instead.")
+            arrays, val = data_adapter.split_validation(arrays, validation_split)
+        self._ensure_built(arrays["x"][:1])
+        history = History()
+        cbs = [*(callbacks or []), history]
+        if verbose:
+            cbs.append(ProgBar(verbose))
+        state, _ = training_lib.fit(
+            self.state,
+            arrays,
+            epochs=epochs,
+            batch_size=bs,
+            validation_data=val,
+            shuffle=bool(shuffle) and can_shuffle,
+            seed=self.seed,
+            callbacks=cbs,
+            verbose=0,
+            log_every=log_every,
+            initial_epoch=initial_epoch,
+            engine=self._keras.engine,
+            callback_model=self,
+        )
+        self.state = state
+        self.history = history
+        return history
+
+    def _validation_arrays(self, data):
+        if data_adapter.is_batch_iterable(data):
+            return data_adapter.from_batches(data)[0]
+        if isinstance(data, tuple | list) and 2 <= len(data) <= 3:
+            return data_adapter.from_arrays(*data)
+        return data_adapter.from_arrays(data)
+
+    def _format(self, logs: dict, return_dict: bool):
+        ordered = {k: logs[k] for k in self.metrics_names if k in logs}
+        if return_dict:
+            return ordered
+        values = list(ordered.values())
+        return values[0] if len(values) == 1 else values
+
+    def evaluate(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        verbose="auto",
+        sample_weight=None,
+        steps=None,
+        callbacks=None,
+        return_dict=False,
+    ):
+        """Loss and metrics (Keras ``evaluate``): the loss alone without metrics,
+        else ``[loss, *metrics]``; a dict with ``return_dict=True``."""
+        self._require_compiled("evaluate")
+        arrays, bs, _ = data_adapter.prepare(x, y, sample_weight, None, steps, batch_size or 32)
+        self._ensure_built(arrays["x"][:1])
+        cbs = CallbackList(callbacks, model=self)
+        cbs.on_test_begin()
+        logs = training_lib.evaluate(self.state, arrays, batch_size=bs, engine=self._keras.engine)
+        if verbose:
+            print(" - ".join(f"{k}: {v:.4f}" for k, v in self._format(logs, True).items()))
+        cbs.on_test_end(logs)
+        return self._format(logs, return_dict)
+
+    def _predict_state(self) -> TrainState:
+        if self.state is not None:
+            return self.state.replace(apply_fn=self.module.apply)
+        variables = dict(self._keras.variables)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=variables.pop("params", {}),
+            model_state=variables,
+            opt_state=(),
+            rng=jax.random.key(0),
+            skipped=jnp.zeros((), jnp.int32),
+            apply_fn=self.module.apply,
+            tx=optax.identity(),
+            loss=losses_lib.get("mse"),
+            call_kwargs=accepted_call_kwargs(self.module),
+        )
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """Model outputs as numpy (probabilities after a final softmax, as in Keras)."""
+        if data_adapter.is_batch_iterable(x):
+            arrays, bs = data_adapter.from_batches(x, steps)
+            keep = arrays["mask"] > 0
+        else:
+            arrays, bs, keep = data_adapter.from_arrays(x), batch_size or 32, None
+        self._ensure_built(arrays["x"][:1])
+        out = training_lib.predict(
+            self._predict_state(),
+            arrays["x"],
+            batch_size=bs,
+            engine=self._keras.engine,
+            x_mask=arrays.get("x_mask"),
+        )
+        return out if keep is None else out[keep]
+
+    def _one_batch(self, x, y, sample_weight=None, class_weight=None):
+        arrays = data_adapter.add_class_weight(
+            data_adapter.from_arrays(x, y, sample_weight), class_weight
+        )
+        self._ensure_built(arrays["x"][:1])
+        return self._keras.engine.place_batch(pad_to(arrays, len(arrays["x"])))
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        """One optimizer step on one batch; returns that batch's loss (and metrics)."""
+        self._require_compiled("train_on_batch")
+        batch = self._one_batch(x, y, sample_weight, class_weight)
+        step = self._keras.engine.compile(training_lib.train_step, donate_argnums=(0,))
+        self.state, sums = step(self.state, batch)
+        return self._format(metrics_lib.compute_all(self.state.metric_table, sums), return_dict)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        """Loss (and metrics) of one batch in inference mode."""
+        self._require_compiled("test_on_batch")
+        batch = self._one_batch(x, y, sample_weight)
+        sums = self._keras.engine.compile(training_lib.eval_step)(self.state, batch)
+        return self._format(metrics_lib.compute_all(self.state.metric_table, sums), return_dict)
+
+    def predict_on_batch(self, x):
+        """Outputs for one batch, as numpy."""
+        batch = self._one_batch(x, None)
+        step = self._keras.engine.compile(training_lib.predict_step)
+        return np.asarray(step(self._predict_state(), batch))
+
+    def __call__(self, x, training: bool = False):
+        """Applies the model eagerly (Keras ``model(x)``)."""
+        if training:
+            raise ConfigError("model(x, training=True) is not supported; use fit or train_step.")
+        self._ensure_built(np.asarray(x)[:1])
+        st = self._predict_state()
+        kwargs = {"train": False} if "train" in st.call_kwargs else {}
+        return st.apply_fn(st.variables, x, **kwargs)

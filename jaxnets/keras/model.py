@@ -1,0 +1,325 @@
+"""`Model`: Keras's compile / fit / evaluate / predict over the functional core.
+
+``Model(module)`` wraps any Flax Linen module. Everything that trains is the
+functional `jaxnets.training.TrainState` in ``model.state``; ``fit`` calls
+`jaxnets.training.fit` with the model as the callbacks' ``self.model``, and
+``model.train_step`` is the pure step. Take the state out, transform it, and
+put it back (``model.state = new_state``) whenever you like.
+
+The model is built lazily: from the first data it sees, from ``build(shape)``,
+or (`Sequential`) from the first layer's ``input_shape``.
+
+Example:
+  >>> import numpy as np, flax.linen as nn
+  >>> x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+  >>> y = (x[:, 0] > 0).astype(np.int32)
+  >>> model = Model(nn.Dense(2))
+  >>> model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+  ...               metrics=["accuracy"], learning_rate=0.1)
+  >>> history = model.fit(x, y, epochs=5, verbose=0)
+  >>> loss, accuracy = model.evaluate(x, y, verbose=0)
+  >>> len(history.history["loss"]), accuracy > 0.8, model.predict(x[:2]).shape
+  (5, True, (2, 2))
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxnets import metrics as metrics_lib
+from jaxnets import optim
+from jaxnets import training as training_lib
+from jaxnets.errors import ConfigError, ShapeError
+from jaxnets.keras import compile_utils
+from jaxnets.keras.loops import Loops
+from jaxnets.training.engine import LocalEngine, default_engine
+from jaxnets.training.state import TrainState, create_train_state
+
+
+class EagerEngine(LocalEngine):
+    """Runs the steps op by op, uncompiled (``compile(run_eagerly=True)``), for debugging."""
+
+    def compile(self, fn, donate_argnums=()):
+        return fn
+
+
+class FacadeState:
+    """The mutable Keras-side attributes of a model (kept apart from Linen fields)."""
+
+    def __init__(self, module=None, seed: int = 0):
+        self.module = module
+        self.seed = seed
+        self.variables = None  # {'params': ..., other collections} before compile
+        self.input_spec = None  # (shape without the batch axis, dtype name)
+        self.state: TrainState | None = None
+        self.compile_kwargs = None  # what compile() resolved, to rebuild the state
+        self.compile_config = None  # the JSON form of compile()'s arguments, or None
+        self.engine = default_engine()
+        self.stop_training = False
+        self.history = None
+
+
+class OptimizerView:
+    """``model.optimizer``: the learning rate held in the optimizer state, as in Keras."""
+
+    def __init__(self, model):
+        self._model = model
+
+    @property
+    def learning_rate(self) -> float:
+        return float(optim.get_hyperparam(self._model.state.opt_state, "learning_rate"))
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        s = self._model.state
+        self._model.state = s.replace(
+            opt_state=optim.set_hyperparam(s.opt_state, "learning_rate", value)
+        )
+
+    lr = learning_rate
+
+
+class Model(Loops):
+    """Keras's training API for any Flax Linen module.
+
+    Args:
+      module: a Linen module called as ``module(x, train=bool)`` (``train`` optional).
+      name: a name for summaries.
+      seed: seeds the parameters, dropout and the shuffling order.
+    """
+
+    def __init__(self, module, *, name: str | None = None, seed: int = 0):
+        import flax.linen as nn
+
+        if not isinstance(module, nn.Module):
+            raise ConfigError(f"Model wraps a Flax Linen module, got {type(module).__name__}.")
+        self._keras = FacadeState(module, seed)
+        self.name = name or type(module).__name__.lower()
+
+    # -- state -------------------------------------------------------------
+    @property
+    def module(self):
+        """The Linen module with the full outputs (probabilities after a final softmax)."""
+        return self._keras.module if self._keras.module is not None else self
+
+    @property
+    def state(self) -> TrainState | None:
+        """The functional `TrainState` (None until compiled and built)."""
+        return self._keras.state
+
+    @state.setter
+    def state(self, value):
+        if value is not None and not isinstance(value, TrainState):
+            raise ConfigError(f"model.state takes a TrainState, got {type(value).__name__}.")
+        self._keras.state = value
+
+    @property
+    def stop_training(self) -> bool:
+        return self._keras.stop_training
+
+    @stop_training.setter
+    def stop_training(self, value):
+        self._keras.stop_training = bool(value)
+
+    @property
+    def seed(self) -> int:
+        return self._keras.seed
+
+    @seed.setter
+    def seed(self, value):
+        self._keras.seed = int(value)
+
+    @property
+    def history(self):
+        """The `jaxnets.callbacks.History` of the last ``fit``."""
+        return self._keras.history
+
+    @history.setter
+    def history(self, value):
+        self._keras.history = value
+
+    @property
+    def train_step(self):
+        """The pure step ``(state, batch) -> (state, metric sums)`` that ``fit`` compiles."""
+        return training_lib.train_step
+
+    @property
+    def optimizer(self) -> OptimizerView | None:
+        return OptimizerView(self) if self.state is not None else None
+
+    @property
+    def built(self) -> bool:
+        return self._keras.variables is not None or self._keras.state is not None
+
+    @property
+    def compiled(self) -> bool:
+        return self._keras.compile_kwargs is not None
+
+    @property
+    def metrics_names(self) -> list[str]:
+        kw = self._keras.compile_kwargs or {}
+        return ["loss", *(metrics_lib.get(m).name for m in kw.get("metrics", ()))]
+
+    def default_input(self):
+        """A sample input to build from without data (None: wait for data)."""
+        return None
+
+    # -- build and compile ----------------------------------------------------
+    def build(self, input_shape=None, dtype="float32"):
+        """Creates the variables for inputs of ``input_shape`` (batch axis first, may be None)."""
+        if input_shape is None:
+            sample = self.default_input()
+            if sample is None:
+                raise ConfigError("build() needs input_shape, e.g. model.build((None, 28, 28, 1)).")
+        else:
+            shape = tuple(1 if d is None else int(d) for d in input_shape)
+            sample = jnp.zeros(shape, dtype)
+        self._build_from(sample)
+
+    def _build_from(self, sample):
+        sample = np.asarray(sample)[:1]
+        st = create_train_state(self.module, optax.identity(), sample, metrics=(), seed=self.seed)
+        self._keras.variables = st.variables
+        self._keras.input_spec = (tuple(sample.shape[1:]), str(sample.dtype))
+        if self.compiled:
+            self._make_state()
+
+    def _ensure_built(self, sample=None):
+        if not self.built:
+            auto = self.default_input()
+            if auto is None and sample is None:
+                raise ConfigError("the model is not built: call build(input_shape) or pass data.")
+            self._build_from(auto if auto is not None else sample)
+        if self.compiled and self.state is None:
+            self._make_state()
+
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        metrics=None,
+        loss_weights=None,
+        weighted_metrics=None,
+        run_eagerly: bool = False,
+        jit: bool = True,
+        jit_compile: bool | str = "auto",
+        **optimizer_kwargs,
+    ):
+        """Configures training (Keras ``compile``); optimizer options such as
+        ``learning_rate`` may be passed as keywords."""
+        tx, opt_config = compile_utils.resolve_optimizer(optimizer, optimizer_kwargs)
+        loss_obj, train_module = compile_utils.resolve_loss(loss, self.module)
+        loss_obj = compile_utils.apply_loss_weights(loss_obj, loss_weights)
+        metric_list = compile_utils.resolve_metrics(metrics, weighted_metrics)
+        eager = run_eagerly or not jit or jit_compile is False
+        self._keras.engine = EagerEngine() if eager else default_engine()
+        self._keras.compile_kwargs = {
+            "tx": tx,
+            "loss": loss_obj,
+            "train_module": train_module,
+            "metrics": metric_list,
+        }
+        serializable = (
+            opt_config is not None
+            and isinstance(loss, str)
+            and all(isinstance(m, str) for m in metric_list)
+            and (loss_weights is None or isinstance(loss_weights, int | float))
+        )
+        self._keras.compile_config = (
+            {
+                "optimizer": opt_config,
+                "loss": loss,
+                "metrics": metric_list,
+                "loss_weights": loss_weights,
+                "run_eagerly": bool(eager),
+            }
+            if serializable
+            else None
+        )
+        if self.state is not None:  # recompiling keeps the weights, resets the optimizer
+            self._keras.variables = self.state.variables
+            self._keras.state = None
+        if self.built or self.default_input() is not None:
+            self._ensure_built()
+
+    def _make_state(self):
+        kw, k = self._keras.compile_kwargs, self._keras
+        shape, dtype = k.input_spec
+        state = create_train_state(
+            kw["train_module"],
+            kw["tx"],
+            jnp.zeros((1, *shape), dtype),
+            loss=kw["loss"],
+            metrics=kw["metrics"],
+            seed=k.seed,
+        )
+        variables = dict(k.variables)
+        params = variables.pop("params", {})
+        k.state = state.replace(
+            params=params, model_state=variables, opt_state=kw["tx"].init(params)
+        )
+        k.variables = None
+
+    def _require_compiled(self, what: str):
+        if not self.compiled:
+            raise ConfigError(f"{what}() needs a compiled model: call model.compile(...) first.")
+
+    # -- weights, summary, saving ---------------------------------------------
+    def _variables(self) -> dict:
+        self._ensure_built()
+        return self.state.variables if self.state is not None else self._keras.variables
+
+    def _set_variables(self, variables: dict):
+        if self.state is not None:
+            variables = dict(variables)
+            self.state = self.state.replace(params=variables.pop("params"), model_state=variables)
+        else:
+            self._keras.variables = variables
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Every variable (parameters, then other collections such as BatchNorm statistics)."""
+        return [np.asarray(w) for w in jax.tree.leaves(self._variables())]
+
+    def set_weights(self, weights):
+        """Replaces the variables with ``weights`` (same order and shapes as `get_weights`)."""
+        leaves, treedef = jax.tree.flatten(self._variables())
+        if len(weights) != len(leaves):
+            raise ShapeError(f"set_weights needs {len(leaves)} arrays, got {len(weights)}.")
+        new = []
+        for i, (old, w) in enumerate(zip(leaves, weights, strict=True)):
+            w = jnp.asarray(w, dtype=old.dtype)
+            if w.shape != old.shape:
+                raise ShapeError(f"weight {i} must have shape {old.shape}, got {w.shape}.")
+            new.append(w)
+        self._set_variables(jax.tree.unflatten(treedef, new))
+
+    def count_params(self) -> int:
+        """Number of scalars in every variable, trainable or not."""
+        return int(sum(np.prod(w.shape) for w in jax.tree.leaves(self._variables())))
+
+    def summary(self, print_fn=print, batch_size: int = 1):
+        """Prints layers, output shapes, parameter counts, FLOPs and step memory."""
+        from jaxnets.keras.summary import summarize
+
+        print_fn(str(summarize(self, batch_size=batch_size)))
+
+    def save(self, path, overwrite: bool = True):
+        """Saves architecture (JSON), weights and optimizer state (Orbax) to directory ``path``."""
+        from jaxnets.keras.saving import save_model
+
+        save_model(self, path, overwrite=overwrite)
+
+    def save_weights(self, path, overwrite: bool = True):
+        """Saves only the variables (Orbax) to directory ``path``."""
+        from jaxnets.keras.saving import save_weights
+
+        save_weights(self, path, overwrite=overwrite)
+
+    def load_weights(self, path):
+        """Restores variables saved by `save_weights` or `save` into this model."""
+        from jaxnets.keras.saving import load_weights
+
+        load_weights(self, path)

@@ -1,0 +1,109 @@
+"""`Sequential`: a Linen module that is also a Keras-style model.
+
+``Sequential([...layers])`` is an ordinary Flax Linen module: it calls its
+layers in order, passing ``train`` to each layer that takes it, so it can be
+initialised, applied, nested inside other modules or handed to
+`jaxnets.training.create_train_state`. It also carries the `jaxnets.keras.Model`
+methods (``compile``, ``fit``, ``evaluate``, ``predict``, ``summary``,
+``save``...), so a Keras ``Sequential`` model ports line for line.
+
+Masks follow Keras's propagation: an ``Embedding(mask_zero=True)`` (or a
+``mask=`` argument) yields a ``(B, T)`` mask that is passed to each layer
+accepting ``mask=`` until a layer's output has no time axis left.
+
+Parameters are named after each layer's position: ``layers_0``, ``layers_1``...
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> from jaxnets import layers
+  >>> model = Sequential([layers.Dense(4, activation="relu", input_shape=(3,)), layers.Dense(2)])
+  >>> variables = model.init(jax.random.key(0), jnp.ones((1, 3)))
+  >>> sorted(variables["params"])
+  ['layers_0', 'layers_1']
+  >>> model.count_params()  # built from the first layer's input_shape
+  26
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxnets.errors import ConfigError
+from jaxnets.keras.model import FacadeState, Model
+from jaxnets.layers import Embedding
+from jaxnets.training.state import accepted_call_kwargs
+
+# Attributes that live on the Keras side of the object (not Linen fields):
+# assignments to them bypass Flax's frozen-module check.
+_KERAS_ATTRS = frozenset(
+    {"_keras"} | {n for n, v in vars(Model).items() if isinstance(v, property) and v.fset}
+)
+
+
+class Sequential(nn.Module, Model):
+    """A linear stack of layers (Keras ``Sequential``), usable as a Linen module.
+
+    Attributes:
+      layers: the layers (Linen modules or plain functions), called in order.
+    """
+
+    layers: Sequence[Callable] = ()
+
+    def __post_init__(self):
+        # Flax freezes lists to tuples only on assignment; hashing needs a tuple.
+        self.layers = tuple(self.layers)
+        object.__setattr__(self, "_keras", FacadeState())
+        super().__post_init__()
+
+    @nn.nowrap
+    def __setattr__(self, name, value):
+        if name in _KERAS_ATTRS:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def __call__(self, x, train: bool = False, mask=None):
+        for layer in self.layers:
+            if not isinstance(layer, nn.Module):
+                x = layer(x)
+                continue
+            accepts = accepted_call_kwargs(layer)
+            kwargs = {"train": train} if "train" in accepts else {}
+            if mask is not None and "mask" in accepts:
+                kwargs["mask"] = mask
+            inputs = x
+            x = layer(x, **kwargs)
+            if mask is None and isinstance(layer, Embedding) and layer.mask_zero:
+                mask = layer.compute_mask(inputs)
+            if mask is not None and (not hasattr(x, "ndim") or x.ndim < 3):
+                mask = None  # the time axis is gone (e.g. an LSTM without return_sequences)
+        return x
+
+    @nn.nowrap
+    def add(self, layer):
+        """Appends a layer (Keras ``model.add``); only before the model is built."""
+        if self.built:
+            raise ConfigError(
+                "add() changes the architecture, so it must come before the model is built "
+                "(before build/compile-with-input_shape/fit/summary); start a new Sequential."
+            )
+        object.__setattr__(self, "layers", (*self.layers, layer))
+
+    @nn.nowrap
+    def pop(self):
+        """Removes the last layer (Keras ``model.pop``); only before the model is built."""
+        if self.built or not self.layers:
+            raise ConfigError("pop() needs an unbuilt Sequential with at least one layer.")
+        object.__setattr__(self, "layers", self.layers[:-1])
+
+    @nn.nowrap
+    def default_input(self):
+        """A one-row zero input from the first layer's ``input_shape``, or None."""
+        shape = getattr(self.layers[0], "input_shape", None) if self.layers else None
+        if shape is None:
+            return None
+        dtype = jnp.int32 if isinstance(self.layers[0], Embedding) else jnp.float32
+        return jnp.zeros((1, *shape), dtype)
