@@ -73,7 +73,10 @@ class RObject:
     @property
     def names(self) -> list | None:
         names = self.attributes.get("names")
-        return None if names is None else names.value
+        # Only a character vector names things; anything else is malformed data.
+        if not isinstance(names, RObject) or names.kind != "character":
+            return None
+        return names.value
 
 
 class Symbol(str):
@@ -316,6 +319,7 @@ def read_lazyload(rdb: bytes, rdx: bytes, *, where: str = "Rdata") -> dict[str, 
         isinstance(compressed, RObject)
         and compressed.kind in _KINDS_NUMERIC
         and len(compressed.value)
+        and np.isfinite(compressed.value[0])  # NaN/Inf: int() would raise
     ):
         code = int(compressed.value[0])
     out = {}

@@ -98,7 +98,9 @@ def _header(lines, where: str) -> tuple[dict, int]:
         elif key == "timestamps" and words and words[0].lower() == "true":
             raise FormatError(f"{where}: timestamped .ts files are not supported.")
         elif key == "dimensions":
-            if len(words) != 1 or not words[0].isdigit() or int(words[0]) < 1:
+            # isdigit() alone admits '²', which int() rejects: ASCII digits only.
+            digits = words[0] if len(words) == 1 and words[0].isascii() else ""
+            if not digits.isdigit() or int(digits) < 1:
                 raise FormatError(f"{where} line {number}: @dimensions needs a positive integer.")
             info["dims"] = int(words[0])
         elif key == "univariate" and words and words[0].lower() == "true":
