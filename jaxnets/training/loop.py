@@ -31,11 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnets import compile as compile_lib
 from jaxnets import metrics as metrics_lib
 from jaxnets import validation
 from jaxnets.callbacks.base import CallbackList
 from jaxnets.data.batching import iterate_batches
 from jaxnets.errors import ConfigError, DataError
+from jaxnets.training import fused
 from jaxnets.training.engine import default_engine
 from jaxnets.training.progress import ProgressBar
 from jaxnets.training.state import TrainState
@@ -127,6 +129,8 @@ def fit(
     workdir=None,
     save_every: int | str = "epoch",
     keep: int | None = 3,
+    fuse: str | None = None,
+    chunk_steps: int | None = None,
 ) -> tuple[TrainState, dict[str, list]]:
     """Trains ``state`` on ``data`` for ``epochs`` epochs.
 
@@ -155,6 +159,15 @@ def fit(
         `jaxnets.checkpoint.resume`.
       save_every: ``"epoch"`` or a number of steps (mid-epoch saves resume exactly).
       keep: how many recent checkpoints to keep (None: all).
+      fuse: ``"epoch"`` runs each epoch as one compiled `lax.scan` (same batches
+        and keys as the per-step loop, so the same parameters); ``"run"`` runs
+        the whole run, validation and an ``EarlyStopping`` included, as one
+        dispatch. See `jaxnets.training.fused`.
+      chunk_steps: with ``fuse="epoch"``, split each epoch into scans of this
+        many steps; the progress bar and batch callbacks run between them.
+
+    At ``verbose >= 1`` a pre-flight report (compile seconds, FLOPs per step,
+    peak memory, parameters) is printed before the first step; see `jaxnets.compile`.
 
     If the data or a callback raises, the error propagates unchanged and
     ``callback_model.state`` holds the state after the last completed step.
@@ -176,8 +189,21 @@ def fit(
     engine.check_data(arrays, batch_size)
     n = len(arrays["x"])
     steps = math.ceil(n / batch_size)
-    step_fn = engine.compile(train_and_accumulate, donate_argnums=(0, 1))
+    compile_lib.ensure_default_cache()
     history = {} if history is None else history
+    if fuse == "run":
+        if workdir is not None or initial_step:
+            raise ConfigError("fuse='run' cannot checkpoint or resume mid-epoch; use fuse='epoch'.")
+        ctx = callback_model if callback_model is not None else FitContext(state)
+        return fused.fit_run(
+            state, arrays, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
+            shuffle_seed=seed if shuffle else None, callbacks=callbacks, verbose=verbose,
+            initial_epoch=initial_epoch, engine=engine, ctx=ctx, history=history,
+        )  # fmt: skip
+    feed = fused.Feed(
+        arrays, batch_size, seed if shuffle else None, engine,
+        fuse=fuse, chunk_steps=chunk_steps, verbose=verbose,
+    )  # fmt: skip
     ckpt = None
     if workdir is not None:
         from jaxnets.checkpoint.resume import FitCheckpointer
@@ -207,25 +233,18 @@ def fit(
         cbs.on_epoch_begin(epoch)
         state = ctx.state  # after on_epoch_begin, which may replace it
         bar.epoch_begin(epoch, initial=start)
-        batches = iterate_batches(
-            arrays,
-            batch_size,
-            shuffle_seed=seed if shuffle else None,
-            epoch=epoch,
-            start_step=start,
-        )
         sums = None
-        for i, host_batch in enumerate(batches, start=start):
-            batch = engine.place_batch(host_batch)
+        # Steps, or scans of steps with fuse="epoch"; i is the last step of each.
+        for i, batch in feed.epoch(epoch, start):
             if zeros is None:
-                zeros = engine.place_state(_zeros_like_sums(train_step, state, batch))
+                zeros = feed.zero_sums(state, batch)
             if sums is None:
                 sums = ckpt.initial_sums(zeros) if ckpt is not None else None
                 sums = jax.tree.map(jnp.copy, zeros) if sums is None else sums
             cbs.on_train_batch_begin(i)
-            state, sums = step_fn(state, sums, batch)
+            state, sums = feed.step(state, sums, batch)
             ctx.state = state  # the last completed step, kept if the data or a callback raises
-            if (i + 1) % log_every == 0 and i + 1 < steps:
+            if feed.log_due(i, log_every) and i + 1 < steps:
                 logs = _scalars(metrics_lib.compute_all(state.metric_table, engine.fetch(sums)))
                 bar.update(i + 1, logs)
                 ctx.state = state

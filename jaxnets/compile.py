@@ -1,0 +1,289 @@
+"""Compile management: a persistent cache, a pre-flight report and a retrace guard.
+
+* **Persistent cache.** XLA executables are written to ``~/.cache/jaxnets/xla``
+  (or ``$JAXNETS_COMPILE_CACHE``; set it to ``off`` to disable), so a second run
+  of the same program skips compilation. `fit` turns it on at its first call
+  unless `disable_cache` was called or JAX's own cache folder is already set.
+* **Pre-flight report.** `GuardedStep` compiles a jitted function with
+  ``lower(...).compile()`` once, records the compile time, the FLOPs of one
+  call (XLA cost analysis) and its peak memory (XLA memory analysis), and then
+  runs that very executable: nothing is compiled twice.
+* **Retrace guard.** When a `GuardedStep` meets arguments whose shapes, dtypes
+  or static values differ from its first call, it compiles again and warns once
+  with a `RetraceWarning` naming the argument that changed.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> step = GuardedStep(jax.jit(lambda w, x: w * x), "scale", ("w", "x"))
+  >>> float(step(jnp.float32(2.0), jnp.float32(3.0)))
+  6.0
+  >>> step.report.programs[0].flops >= 1.0
+  True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+
+ENV_VAR = "JAXNETS_COMPILE_CACHE"
+_OFF = ("0", "off", "false", "no", "none", "")
+_STATE = {"user_choice": None}  # None until enable_cache/disable_cache is called
+
+
+class RetraceWarning(UserWarning):
+    """A compiled step met arguments of a new shape, dtype or static value."""
+
+
+def default_cache_dir() -> str | None:
+    """``$JAXNETS_COMPILE_CACHE`` (None when it says ``off``), else ``~/.cache/jaxnets/xla``."""
+    env = os.environ.get(ENV_VAR)
+    if env is not None:
+        return None if env.strip().lower() in _OFF else env
+    return str(Path.home() / ".cache" / "jaxnets" / "xla")
+
+
+def enable_cache(path: str | os.PathLike | None = None, *, min_compile_time_s: float = 0.0) -> str:
+    """Turns on JAX's persistent compilation cache in ``path`` and returns the folder.
+
+    Args:
+      path: the cache folder (created if needed); default `default_cache_dir`.
+      min_compile_time_s: only programs that took at least this long to compile
+        are written; the default 0 caches small programs too (JAX's own default
+        is 1 s, which skips most CPU training steps).
+    """
+    from jax._src import compilation_cache  # re-reads the folder on the next compile
+
+    path = str(path or default_cache_dir() or Path.home() / ".cache" / "jaxnets" / "xla")
+    Path(path).mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # no size floor
+    compilation_cache.reset_cache()
+    _STATE["user_choice"] = path
+    return path
+
+
+def disable_cache() -> None:
+    """Turns the persistent compilation cache off for this process."""
+    from jax._src import compilation_cache
+
+    jax.config.update("jax_compilation_cache_dir", None)
+    compilation_cache.reset_cache()
+    _STATE["user_choice"] = False
+
+
+def cache_dir() -> str | None:
+    """The folder the persistent cache writes to now, or None when it is off."""
+    return jax.config.jax_compilation_cache_dir or None
+
+
+def ensure_default_cache() -> str | None:
+    """Enables the default cache once, unless the user chose (or JAX already has a folder)."""
+    if _STATE["user_choice"] is None:
+        if jax.config.jax_compilation_cache_dir or default_cache_dir() is None:
+            _STATE["user_choice"] = jax.config.jax_compilation_cache_dir or False
+        else:
+            enable_cache()
+    return cache_dir()
+
+
+def _si(value: float, unit: str, base: int = 1000) -> str:
+    prefixes = ("", "Ki", "Mi", "Gi", "Ti") if base == 1024 else ("", "k", "M", "G", "T")
+    for prefix in prefixes[:-1]:
+        if abs(value) < base:
+            return f"{value:.3g} {prefix}{unit}"
+        value /= base
+    return f"{value:.3g} {prefixes[-1]}{unit}"
+
+
+@dataclasses.dataclass
+class ProgramReport:
+    """What XLA says about one compiled program."""
+
+    name: str
+    compile_s: float
+    flops: float  # per call (a scan/while body counts once)
+    peak_bytes: int
+    cached: bool = False  # reused from an earlier fit in this process
+    note: str = ""
+
+    def __str__(self) -> str:
+        note = f" [{self.note}]" if self.note else ""
+        reuse = " (reused)" if self.cached else ""
+        return (
+            f"  {self.name}{note}: compile {self.compile_s:.2f}s{reuse}, "
+            f"{_si(self.flops, 'FLOP')} per step, peak memory {_si(self.peak_bytes, 'B', 1024)}"
+        )
+
+
+@dataclasses.dataclass
+class CompileReport:
+    """The pre-flight report: one line per compiled program, plus the parameter count."""
+
+    params: int = 0
+    programs: list[ProgramReport] = dataclasses.field(default_factory=list)
+
+    def __str__(self) -> str:
+        head = f"pre-flight: {self.params:,} parameters; compile cache: {cache_dir() or 'off'}"
+        return "\n".join([head, *map(str, self.programs)])
+
+
+def param_count(params) -> int:
+    """Number of scalars in a pytree of arrays.
+
+    Example:
+      >>> param_count({"w": np.zeros((3, 4)), "b": np.zeros(4)})
+      16
+    """
+    return int(sum(np.size(x) for x in jax.tree.leaves(params)))
+
+
+def _skeleton(tree):
+    """The tree with array leaves replaced by their abstract value (static fields kept)."""
+    return jax.tree.map(lambda x: jax.typeof(x), tree)
+
+
+def _fmt(aval) -> str:
+    return str(aval).replace("~", "weak ")
+
+
+def describe_change(old, new, path: str) -> str | None:
+    """The first difference between two skeletons, as ``"path: what -> what"``."""
+    if jax.tree.structure(old) == jax.tree.structure(new):
+        for (kp, a), b in zip(
+            jax.tree_util.tree_flatten_with_path(old)[0], jax.tree.leaves(new), strict=True
+        ):
+            if a != b:
+                return f"{path}{jax.tree_util.keystr(kp)}: {_fmt(a)} -> {_fmt(b)}"
+        return None
+    if dataclasses.is_dataclass(old) and type(old) is type(new):
+        for f in dataclasses.fields(old):
+            a, b = getattr(old, f.name), getattr(new, f.name)
+            if f.metadata.get("pytree_node", True):
+                found = describe_change(a, b, f"{path}.{f.name}")
+            else:
+                found = None if a == b else f"{path}.{f.name} (static): {a!r} -> {b!r}"
+            if found:
+                return found
+    if isinstance(old, dict) and isinstance(new, dict):
+        if set(old) != set(new):
+            return f"{path}: keys {sorted(old)} -> {sorted(new)}"
+        for k in old:
+            found = describe_change(old[k], new[k], f"{path}[{k!r}]")
+            if found:
+                return found
+    if isinstance(old, tuple) and isinstance(new, tuple) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            found = describe_change(a, b, f"{path}[{i}]")
+            if found:
+                return found
+    return f"{path}: structure {jax.tree.structure(old)} -> {jax.tree.structure(new)}"
+
+
+# Executables shared by every GuardedStep, so a second fit of the same model reuses them.
+_EXECUTABLES: OrderedDict = OrderedDict()
+_MAX_EXECUTABLES = 64
+STATS = {"compiles": 0}
+
+
+class GuardedStep:
+    """Runs a jitted function through executables compiled once per argument signature.
+
+    Args:
+      jitted: a ``jax.jit`` function.
+      name: what the report and warnings call it.
+      arg_names: a name for each positional argument.
+      expected_variants: signatures that may compile without a warning (e.g. one
+        per length bucket, or a shorter last chunk).
+      on_compile: called with each new `ProgramReport` (the loop prints it).
+    """
+
+    def __init__(
+        self,
+        jitted,
+        name: str,
+        arg_names: Sequence[str],
+        *,
+        expected_variants: int = 1,
+        on_compile: Callable[[ProgramReport], None] | None = None,
+        report: CompileReport | None = None,
+    ):
+        self.jitted, self.name, self.arg_names = jitted, name, tuple(arg_names)
+        self.expected_variants = expected_variants
+        self.on_compile = on_compile
+        self.report = report if report is not None else CompileReport()
+        self._variants: dict = {}  # treedef/avals key -> executable
+        self._first = None  # skeletons of the first call's arguments
+        self._warned = False
+        self._current = None
+
+    def __call__(self, *args):
+        if self._current is not None:
+            try:
+                return self._current(*args)
+            except TypeError:
+                pass  # another signature: find or compile its executable below
+        self._current = self._executable(args)
+        return self._current(*args)
+
+    def compile_for(self, *args, note: str = ""):
+        """Compiles (or finds) the executable for ``args`` without running it."""
+        self._current = self._executable(args, note)
+        return self._current
+
+    def _executable(self, args, note: str = ""):
+        leaves, treedef = jax.tree.flatten(args)
+        key = (treedef, tuple(jax.typeof(x) for x in leaves))
+        if key in self._variants:
+            return self._variants[key]
+        skeleton = tuple(_skeleton(a) for a in args)
+        if self._first is None:
+            self._first = skeleton
+        elif len(self._variants) >= self.expected_variants and not self._warned:
+            self._warned = True
+            change = next(
+                (
+                    c
+                    for old, new, nm in zip(self._first, skeleton, self.arg_names, strict=True)
+                    if (c := describe_change(old, new, nm))
+                ),
+                "an argument",
+            )
+            warnings.warn(
+                f"{self.name} compiles again because {change}. Each new shape, dtype or "
+                "static value costs a compile; keep them fixed (pad batches, keep "
+                "hyperparameters as arrays of the same dtype).",
+                RetraceWarning,
+                stacklevel=3,
+            )
+        shared = (self.jitted, key)
+        if shared in _EXECUTABLES:
+            compiled, rep = _EXECUTABLES[shared]
+            rep = dataclasses.replace(rep, cached=True, note=note or rep.note)
+        else:
+            start = time.perf_counter()
+            compiled = self.jitted.lower(*args).compile()
+            seconds = time.perf_counter() - start
+            STATS["compiles"] += 1
+            cost = compiled.cost_analysis() or {}
+            cost = cost[0] if isinstance(cost, list) else cost
+            mem = compiled.memory_analysis()
+            peak = int(getattr(mem, "peak_memory_in_bytes", 0) or 0) if mem else 0
+            rep = ProgramReport(self.name, seconds, float(cost.get("flops", 0.0)), peak, note=note)
+            _EXECUTABLES[shared] = (compiled, rep)
+            while len(_EXECUTABLES) > _MAX_EXECUTABLES:
+                _EXECUTABLES.popitem(last=False)
+        self._variants[key] = compiled
+        self.report.programs.append(rep)
+        if self.on_compile is not None:
+            self.on_compile(rep)
+        return compiled
