@@ -109,6 +109,7 @@ def launch(
     cpu_devices: int | None = None,
     env: dict | None = None,
     grace: float = 5.0,
+    timeout: float | None = None,
     stdout=None,
     stderr=None,
 ) -> int:
@@ -121,11 +122,12 @@ def launch(
       cpu_devices: fake CPU devices per process (sets ``JAX_NUM_CPU_DEVICES``).
       env: extra environment variables for every process.
       grace: seconds between SIGTERM and SIGKILL when stopping processes.
+      timeout: stop every process after this many seconds (exit code 124).
       stdout, stderr: where prefixed output goes (default ``sys.stdout``/``sys.stderr``).
 
     Returns:
       0 if every process succeeded, else the first failing process's exit
-      code (``128 + signal`` if a signal killed it).
+      code (``128 + signal`` if a signal killed it), or 124 on ``timeout``.
     """
     if isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes < 1:
         raise ValueError(f"num_processes must be a positive int, got {num_processes!r}.")
@@ -161,9 +163,15 @@ def launch(
                 )
                 t.start()
                 pumps.append(t)
-        failed = None
+        failed, deadline = None, None if timeout is None else time.monotonic() + timeout
         while failed is None and any(p.poll() is None for p in procs):
             failed = next((r for r, p in enumerate(procs) if (p.poll() or 0) != 0), None)
+            if deadline is not None and time.monotonic() > deadline:
+                _stop(procs, grace)
+                stderr.write(
+                    f"jaxnets launch: timed out after {timeout:g}s; stopped every process.\n"
+                )
+                return 124
             time.sleep(0.05)
         if failed is None:
             failed = next((r for r, p in enumerate(procs) if p.returncode != 0), None)
