@@ -143,7 +143,8 @@ class CheckpointManager:
             best_fn=rank,
             best_mode="max",  # rank is "higher is better" whatever the mode
             enable_async_checkpointing=async_save,
-            read_only=read_only,
+            # Orbax's own read_only mode logs warnings on every open; this class
+            # guards writes itself, and Orbax writes nothing before a save.
             create=not read_only,
             cleanup_tmp_directories=not read_only,
         )

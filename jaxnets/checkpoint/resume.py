@@ -76,10 +76,10 @@ class FitCheckpointer:
             if run.stopped:
                 initial_epoch = 2**31 - 1
             if self.verbose:
-                print(
-                    f"resuming from {self.manager.directory} step {run.step} "
-                    f"(epoch {run.epoch + 1}, batch {run.step_in_epoch})"
-                )
+                where = f"after epoch {run.epoch}"
+                if run.step_in_epoch:
+                    where = f"epoch {run.epoch + 1}, batch {run.step_in_epoch}"
+                print(f"resuming from {self.manager.directory} step {run.step} ({where})")
         self.host_step = int(state.step)
         return state, initial_epoch, initial_step, history
 
