@@ -8,6 +8,8 @@ library, which does the work (and is as usable from a notebook).
   jaxnets evaluate --workdir runs/cnn
   jaxnets models
   jaxnets datasets
+  jaxnets train --devices all --engine jit      # split each batch over every device
+  jaxnets launch -n 2 -- jaxnets train          # two local processes, one JAX runtime
 """
 
 from __future__ import annotations
@@ -27,6 +29,57 @@ accuracy. `jaxnets models` and `jaxnets datasets` list what --model and
 its configuration and its weights there; `jaxnets evaluate --workdir DIR`
 evaluates them again on the test split.
 """
+
+
+def _devices(text: str):
+    if text == "all":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 'all' or a positive integer, got {text!r}")
+    return value
+
+
+def _parallel_options(p):
+    g = p.add_argument_group("devices and processes (see README: Multi-device and multi-host)")
+    g.add_argument(
+        "--devices",
+        type=_devices,
+        default=None,
+        help="split each batch over this many devices, or 'all' "
+        "(default: one; every device of every process in a multi-process run)",
+    )
+    g.add_argument(
+        "--engine",
+        choices=("jit", "pmap", "local"),
+        default="jit",
+        help="with several devices: jit (jax.jit + NamedSharding) or pmap",
+    )
+    g.add_argument(
+        "--accumulate",
+        type=int,
+        default=1,
+        help="gradient accumulation: split each batch into this many microbatches",
+    )
+    g.add_argument(
+        "--coordinator",
+        default=None,
+        help="host:port of process 0 in a multi-process run (else $JAXNETS_COORDINATOR)",
+    )
+    g.add_argument(
+        "--num-processes", type=int, default=None, help="processes (else $JAXNETS_NUM_PROCESSES)"
+    )
+    g.add_argument(
+        "--process-id", type=int, default=None, help="this process's id (else $JAXNETS_PROCESS_ID)"
+    )
+    g.add_argument(
+        "--distributed",
+        action="store_true",
+        help="start the multi-process runtime from JAX's cluster detection (Slurm, Open MPI, TPU)",
+    )
 
 
 def _train_parser(sub):
@@ -70,6 +123,7 @@ def _train_parser(sub):
         default=None,
         help="folder with dataset files (else $JAXNETS_DATA and system locations)",
     )
+    _parallel_options(p)
     return p
 
 
@@ -86,6 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=256)
     sub.add_parser("models", help="list the models --model accepts")
     sub.add_parser("datasets", help="list the datasets --dataset accepts")
+    from jaxnets.parallel import launch  # no JAX import
+
+    launch.add_arguments(
+        sub.add_parser(
+            "launch",
+            help="run a command in N local processes that form one JAX runtime",
+            description="Start N local processes of a command (after --) as one multi-process "
+            "JAX run on 127.0.0.1, e.g. `jaxnets launch -n 2 -- jaxnets train`.",
+        )
+    )
     return parser
 
 
@@ -95,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if args.command == "launch":
+        from jaxnets.parallel import launch
+
+        return launch.run(args)
     from jaxnets import runner  # heavy imports (JAX) only when needed
 
     try:
@@ -108,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             runner.list_datasets()
     except JaxnetsError as e:
         print(f"jaxnets {args.command}: error: {e}", file=sys.stderr)
+        from jaxnets.parallel.distributed import exit_now
+
+        exit_now(2)  # multi-process: don't wait at exit for peers stuck in a collective
         return 2
     return 0
 

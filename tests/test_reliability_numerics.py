@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from jaxnets import precision
-from jaxnets.training import LocalEngine, create_train_state, fit, train_step
-from jaxnets.training import loop as loop_lib
+from jaxnets.training import LocalEngine, create_train_state, fit, fused, train_step
 
 
 class TinyNet(nn.Module):
@@ -172,33 +171,60 @@ class Holder:
     stop_training = False
 
 
+def _feed_cut_after(monkeypatch, units: int, error: Exception | None):
+    """Makes fit's data feed stop (or raise ``error``) after ``units`` steps of epoch 0."""
+    real = fused.Feed.epoch
+
+    def epoch(self, epoch, start=0):
+        for k, unit in enumerate(real(self, epoch, start)):
+            if k == units:
+                if error is not None:
+                    raise error
+                return
+            yield unit
+
+    monkeypatch.setattr(fused.Feed, "epoch", epoch)
+
+
 def test_data_that_raises_mid_epoch_propagates_and_keeps_the_last_completed_state(
     monkeypatch,
 ):
     x, y = _data(40)
-    real = loop_lib.iterate_batches
+    state = create_train_state(TinyNet(), "adam", x[:1], learning_rate=0.05)
+    fresh = lambda: jax.tree.map(jnp.copy, state)  # fit donates its input
+    # Oracle: the same run with an epoch that simply ends after three steps.
+    _feed_cut_after(monkeypatch, 3, None)
+    expected, _ = fit(fresh(), (x, y), epochs=1, batch_size=8, verbose=0)
+    monkeypatch.undo()
+    _feed_cut_after(monkeypatch, 3, Boom("disk went away"))
+    holder = Holder()
+    with pytest.raises(Boom, match="disk went away"):
+        fit(fresh(), (x, y), epochs=2, batch_size=8, verbose=0, callback_model=holder)
+    assert int(holder.state.step) == 3
+    assert _bits(holder.state.params) == _bits(expected.params)
+    assert _bits(holder.state.opt_state) == _bits(expected.opt_state)
+    assert _bits(holder.state.model_state) == _bits(expected.model_state)
+
+
+def test_host_batches_that_raise_keep_the_last_completed_state(monkeypatch):
+    # The host-fed path (multi-device engines, data too big for the device).
+    x, y = _data(40)
+    real = fused.iterate_batches
 
     def failing(*args, **kwargs):
         for i, batch in enumerate(real(*args, **kwargs)):
-            if i == 3:
-                raise Boom("disk went away")
+            if i == 2:
+                raise Boom("reader died")
             yield batch
 
-    state = create_train_state(TinyNet(), "adam", x[:1], learning_rate=0.05)
-    # Oracle: the same three steps by hand, on a copy (fit donates its input).
-    expected = jax.tree.map(jnp.copy, state)
-    step = jax.jit(loop_lib.train_and_accumulate)
-    batches = [jax.device_put(b) for b in real({"x": x, "y": y}, 8, shuffle_seed=0, epoch=0)]
-    sums = loop_lib._zeros_like_sums(train_step, expected, batches[0])
-    for batch in batches[:3]:
-        expected, sums = step(expected, sums, batch)
-    monkeypatch.setattr(loop_lib, "iterate_batches", failing)
+    monkeypatch.setattr(fused, "can_keep_on_device", lambda *a, **k: False)
+    monkeypatch.setattr(fused, "iterate_batches", failing)
     holder = Holder()
-    with pytest.raises(Boom, match="disk went away"):
-        fit(state, (x, y), epochs=2, batch_size=8, verbose=0, callback_model=holder)
-    assert int(holder.state.step) == 3
-    assert _bits(holder.state.params) == _bits(expected.params)
-    assert _bits(holder.state.model_state) == _bits(expected.model_state)
+    state = create_train_state(TinyNet(), "adam", x[:1], learning_rate=0.05)
+    with pytest.raises(Boom, match="reader died"):
+        fit(state, (x, y), epochs=1, batch_size=8, verbose=0, callback_model=holder)
+    assert int(holder.state.step) == 2
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(holder.state.params))
 
 
 def test_callback_that_raises_keeps_the_epoch_end_state():
