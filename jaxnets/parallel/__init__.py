@@ -38,6 +38,8 @@ _EXPORTS = {
     "check_same_data": "distributed",
     "assert_same_config": "distributed",
     "global_train_step": "step",
+    "Run": "run",
+    "start": "run",
     "launch": "launch",
 }
 

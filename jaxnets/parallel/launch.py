@@ -64,11 +64,17 @@ def resolve_command(command: list[str]) -> list[str]:
 
 
 def _pump(stream, rank: int, out, lock: threading.Lock, tail: collections.deque):
+    writable = True
     for line in iter(stream.readline, ""):
         tail.append(line.rstrip("\n"))
+        if not writable:
+            continue  # keep draining, or the child would block on a full pipe
         with lock:
-            out.write(f"[{rank}] {line}" if line.endswith("\n") else f"[{rank}] {line}\n")
-            out.flush()
+            try:
+                out.write(f"[{rank}] {line}" if line.endswith("\n") else f"[{rank}] {line}\n")
+                out.flush()
+            except (BrokenPipeError, ValueError):  # e.g. piped into `head`
+                writable = False
     stream.close()
 
 
