@@ -25,10 +25,23 @@ jaxnets: train neural networks with JAX from the command line.
 Start with `jaxnets train`: it trains a small MLP on the scikit-learn digits
 (built in, no download), prints the metrics of every epoch and the final test
 accuracy. `jaxnets models` and `jaxnets datasets` list what --model and
---dataset accept. With --workdir, the run writes its history (JSON and CSV),
-its configuration and its weights there; `jaxnets evaluate --workdir DIR`
-evaluates them again on the test split.
+--dataset accept. With --workdir, the run writes its configuration, checkpoints
+(every epoch, or every --save-every steps) and history there; running the same
+command again resumes it (raise --epochs to train longer), and
+`jaxnets evaluate --workdir DIR` evaluates the newest checkpoint on the test split.
 """
+
+
+def _save_every(text: str):
+    if text == "epoch":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 'epoch' or a positive integer, got {text!r}")
+    return value
 
 
 def _devices(text: str):
@@ -114,7 +127,17 @@ def _train_parser(sub):
         default=0.0,
         help="hold out this fraction of training data for validation",
     )
-    p.add_argument("--workdir", default=None, help="folder for history, config and weights")
+    p.add_argument(
+        "--workdir",
+        default=None,
+        help="folder for config, checkpoints and history; running again resumes the run there",
+    )
+    p.add_argument(
+        "--save-every",
+        type=_save_every,
+        default="epoch",
+        help="with --workdir: checkpoint every N steps, or 'epoch'",
+    )
     p.add_argument(
         "--verbose", type=int, default=2, help="0 silent, 1 progress bar, 2 one line per epoch"
     )

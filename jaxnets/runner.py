@@ -1,9 +1,13 @@
 """What ``jaxnets train`` and ``jaxnets evaluate`` do, as importable functions.
 
 A run is described by a plain config dict (model, dataset, optimizer...). It is
-written to ``<workdir>/config.json`` with the history (``history.json``,
-``history.csv``) and the final weights (Orbax, ``<workdir>/weights``), so
-`evaluate_workdir` can rebuild the model from data alone: nothing is pickled.
+written to ``<workdir>/config.json`` before training; checkpoints of the whole
+run go to ``<workdir>/checkpoints`` (`jaxnets.checkpoint`, every epoch or every
+``--save-every`` steps), so running the same command again resumes exactly
+where it stopped (or does nothing if the run is complete; raise ``--epochs`` to
+continue it). The history (``history.json``, ``history.csv``) and test metrics
+follow at the end, and `evaluate_workdir` rebuilds the model from data alone
+and restores the newest checkpoint: nothing is pickled.
 """
 
 from __future__ import annotations
@@ -80,15 +84,26 @@ def write_history(workdir: Path, history: dict):
             writer.writerow([i, *row])
 
 
-def save_weights(path: Path, state):
-    import orbax.checkpoint as ocp
-
-    tree = {"params": state.params, "model_state": state.model_state}
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(path.absolute(), jax.device_get(tree), force=True)
+def check_same_run(workdir: Path, config: dict):
+    """Raises `ConfigError` if ``workdir`` holds a run with another config (epochs may grow)."""
+    path = workdir / "config.json"
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    diffs = [
+        f"{k}: {old.get(k)!r} -> {config.get(k)!r}"
+        for k in sorted(set(old) | set(config))
+        if k not in ("epochs", "save_every") and old.get(k) != config.get(k)
+    ]
+    if diffs:
+        raise ConfigError(
+            f"{workdir} holds a run with another configuration ({'; '.join(diffs)}); "
+            "resume it with the same options (only --epochs may change) or use a new --workdir."
+        )
 
 
 def restore_weights(path: Path, state):
+    """Restores final weights written by older versions (``<workdir>/weights``)."""
     import orbax.checkpoint as ocp
 
     target = {"params": state.params, "model_state": state.model_state}
@@ -111,12 +126,19 @@ def train(args) -> dict:
         "seed": args.seed,
         "val_fraction": args.val_fraction,
         "data_dir": args.data_dir,
+        "save_every": getattr(args, "save_every", "epoch"),
     }
     if args.epochs <= 0 or args.batch_size <= 0:
         raise ConfigError("--epochs and --batch-size must be positive integers.")
+    workdir = Path(args.workdir) if args.workdir else None
+    if workdir is not None:
+        check_same_run(workdir, config)
     dataset = load_dataset(config)
     steps = args.epochs * -(-len(dataset.x_train) // args.batch_size)
     state = make_state(config, dataset, steps)
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(json.dumps(config, indent=1))
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     print(
         f"jaxnets train: model={args.model} ({n_params:,} parameters) dataset={args.dataset} "
@@ -131,6 +153,8 @@ def train(args) -> dict:
         validation_data=_validation(dataset),
         seed=args.seed,
         verbose=args.verbose,
+        workdir=workdir,
+        save_every=config["save_every"],
     )
     seconds = time.perf_counter() - start
     test = evaluate(state, (dataset.x_test, dataset.y_test), batch_size=256)
@@ -138,16 +162,12 @@ def train(args) -> dict:
     print(f"test: {summary} ({seconds:.1f}s training)")
     if "accuracy" in test:
         print(f"final test accuracy: {test['accuracy']:.4f}")
-    if args.workdir:
-        workdir = Path(args.workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(json.dumps(config, indent=1))
+    if workdir is not None:
         write_history(workdir, history)
         (workdir / "test_metrics.json").write_text(
             json.dumps({k: v for k, v in test.items() if isinstance(v, float)}, indent=1)
         )
-        save_weights(workdir / "weights", state)
-        print(f"wrote {workdir}/config.json, history.json, history.csv, weights/")
+        print(f"wrote {workdir}/config.json, history.json, history.csv, checkpoints/")
     return test
 
 
@@ -161,7 +181,13 @@ def evaluate_workdir(workdir: str, batch_size: int = 256) -> dict:
         )
     config = json.loads((path / "config.json").read_text())
     dataset = load_dataset(config)
-    state = restore_weights(path / "weights", make_state(config, dataset, total_steps=1))
+    target = make_state(config, dataset, total_steps=1)
+    if (path / "checkpoints").is_dir():
+        from jaxnets.checkpoint import restore_state
+
+        state = restore_state(path / "checkpoints", target)
+    else:
+        state = restore_weights(path / "weights", target)
     test = evaluate(state, (dataset.x_test, dataset.y_test), batch_size=batch_size)
     print(" - ".join(f"{k}: {v:.4f}" for k, v in test.items() if isinstance(v, float)))
     return test
