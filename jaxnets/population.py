@@ -1,0 +1,251 @@
+"""Populations: N models trained at once, vmapped over params, optimizer state and keys.
+
+`fit_population` builds (or takes) N `TrainState` members that share an
+architecture and optimizer, gives each its own seed (initialization, dropout
+keys and batch order) and its own injected hyperparameters (learning rate,
+weight decay: `jaxnets.optim.set_hyperparam` on each member's optimizer
+state), stacks them, and trains them together: each epoch is one compiled
+``vmap`` of the fused epoch of `jaxnets.training.fused`. Member ``i`` takes
+exactly the steps ``fit(member_i, data, seed=seeds[i])`` would take.
+
+Each member has its own metrics and its own early stopping (Keras rules on the
+monitored quantity); a stopped member's state stops changing while the others
+go on. ``Population.best()`` returns the winner as an ordinary `TrainState`.
+
+A per-member dropout rate is not supported: the rate is a static module field,
+so members with different rates would be different programs.
+
+Example:
+  >>> import numpy as np, flax.linen as nn
+  >>> from jaxnets.training import create_train_state
+  >>> x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+  >>> y = (x[:, 0] > 0).astype(np.int32)
+  >>> make = lambda seed: create_train_state(nn.Dense(2), "adam", x[:1], seed=seed)
+  >>> pop = fit_population(make, (x, y), n=3, hparams={"learning_rate": [1e-3, 1e-2, 1e-1]},
+  ...                      epochs=3, batch_size=16, verbose=0)
+  >>> len(pop), pop.hparams[pop.best_index()]["learning_rate"]
+  (3, 0.1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnets import compile as compile_lib
+from jaxnets import metrics as metrics_lib
+from jaxnets import optim
+from jaxnets.errors import ConfigError
+from jaxnets.training import fused
+from jaxnets.training.engine import default_engine
+from jaxnets.training.loop import as_arrays
+from jaxnets.training.state import TrainState
+from jaxnets.training.step import eval_step, train_step
+
+
+def stack_states(states: Sequence[TrainState]) -> TrainState:
+    """Stacks members leaf by leaf (axis 0); static fields are the first member's."""
+    leaves0, treedef = jax.tree.flatten(states[0])
+    rows = [jax.tree.leaves(s) for s in states]
+    for i, leaves in enumerate(rows):
+        shapes = [(np.shape(a), jnp.result_type(a)) for a in leaves]
+        if shapes != [(np.shape(a), jnp.result_type(a)) for a in leaves0]:
+            raise ConfigError(
+                f"population member {i} differs from member 0 in its parameter or optimizer "
+                "shapes; members must share the architecture and the optimizer."
+            )
+    return jax.tree.unflatten(treedef, [jnp.stack(col) for col in zip(*rows, strict=True)])
+
+
+def unstack_member(states: TrainState, i: int) -> TrainState:
+    """Member ``i`` of stacked states, as an ordinary `TrainState`."""
+    return jax.tree.map(lambda a: a[i], states)
+
+
+def population_epoch(states, active, data, index, valid, zeros):
+    """One fused epoch of every member (``index`` ``(N, steps, B)``); stopped ones keep their state."""
+
+    def one(state, idx):
+        return fused.train_chunk(state, zeros, data, {"index": idx, "valid": valid})
+
+    new, sums = jax.vmap(one)(states, index)
+    keep = lambda a, b: jnp.where(active.reshape(-1, *([1] * (a.ndim - 1))), a, b)
+    return jax.tree.map(keep, new, states), sums
+
+
+def population_eval(states, data, plan, zeros):
+    """The evaluation metric sums of every member on the same data."""
+    return jax.vmap(lambda s: fused.eval_chunk(s, zeros, data, plan))(states)
+
+
+def _mode(metric: str) -> str:
+    return "min" if "loss" in metric or "error" in metric else "max"
+
+
+@dataclasses.dataclass
+class Population:
+    """The result of `fit_population`: stacked states plus each member's record."""
+
+    states: TrainState
+    histories: list[dict]
+    seeds: list[int]
+    hparams: list[dict]
+    stopped_epoch: list[int | None]
+    monitor: str
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def member(self, i: int) -> TrainState:
+        """Member ``i`` as an ordinary `TrainState`."""
+        return unstack_member(self.states, i)
+
+    def scores(self, metric: str | None = None) -> np.ndarray:
+        """Each member's last logged ``metric`` (default: the monitored quantity)."""
+        metric = metric or self.monitor
+        return np.array([h.get(metric, [np.nan])[-1] for h in self.histories], np.float64)
+
+    def best_index(self, metric: str | None = None, mode: str | None = None) -> int:
+        metric = metric or self.monitor
+        scores = self.scores(metric)
+        if np.all(np.isnan(scores)):
+            raise ConfigError(f"no member logged {metric!r}; logged: {sorted(self.histories[0])}.")
+        sign = 1.0 if (mode or _mode(metric)) == "min" else -1.0
+        return int(np.nanargmin(sign * scores))
+
+    def best(self, metric: str | None = None, mode: str | None = None) -> TrainState:
+        """The winning member (lowest loss / highest other metric) as a `TrainState`."""
+        return self.member(self.best_index(metric, mode))
+
+    def table(self) -> list[dict]:
+        """One dict per member: seed, hyperparameters, last logged metrics, epochs run."""
+        rows = []
+        for i, h in enumerate(self.histories):
+            last = {k: v[-1] for k, v in h.items() if v and isinstance(v[-1], float)}
+            rows.append({"member": i, "seed": self.seeds[i], **self.hparams[i], **last,
+                         "epochs": len(h.get("loss", []))})  # fmt: skip
+        return rows
+
+
+def _member_hparams(hparams: Mapping | None, n: int) -> list[dict]:
+    rows = [{} for _ in range(n)]
+    for name, values in (hparams or {}).items():
+        values = list(values) if isinstance(values, (list, tuple, np.ndarray)) else [values] * n
+        if len(values) != n:
+            raise ConfigError(f"hparams[{name!r}] has {len(values)} values for {n} members.")
+        for row, v in zip(rows, values, strict=True):
+            row[name] = float(v)
+    return rows
+
+
+def fit_population(
+    make_state: Callable[[int], TrainState] | Sequence[TrainState],
+    data,
+    *,
+    n: int | None = None,
+    seeds: Sequence[int] | None = None,
+    hparams: Mapping[str, Sequence[float] | float] | None = None,
+    epochs: int = 1,
+    batch_size: int = 32,
+    validation_data=None,
+    shuffle: bool = True,
+    patience: int | None = None,
+    min_delta: float = 0.0,
+    monitor: str | None = None,
+    verbose: int = 1,
+    engine=None,
+) -> Population:
+    """Trains N members at once; member ``i`` equals ``fit(member_i, data, seed=seeds[i])``.
+
+    Args:
+      make_state: ``make_state(seed) -> TrainState``, or the member states.
+      data: training data as for `jaxnets.training.fit`.
+      n: number of members (default: ``len(seeds)`` or the number of states).
+      seeds: one per member (default ``0..n-1``): passed to ``make_state`` and
+        used as the member's shuffle seed.
+      hparams: injected optimizer hyperparameters, e.g.
+        ``{"learning_rate": [1e-3, 3e-3], "weight_decay": 1e-4}`` (a list gives
+        one value per member, a number is shared).
+      epochs, batch_size, shuffle: as in `fit`.
+      validation_data: evaluated for every member at each epoch end.
+      patience, min_delta, monitor: per-member early stopping with Keras's
+        rules on ``monitor`` (default ``val_loss``, or ``loss`` without
+        validation data); None trains every member for ``epochs`` epochs.
+      verbose: 0 silent, 1 the pre-flight report and one line per epoch.
+    """
+    states = None if callable(make_state) else list(make_state)
+    n = n or (len(seeds) if seeds is not None else len(states or []))
+    seeds = list(range(n)) if seeds is None else [int(s) for s in seeds]
+    if n < 1 or len(seeds) != n or (states is not None and len(states) != n):
+        raise ConfigError(f"a population needs n >= 1 members with one seed each; got n={n}.")
+    states = states or [make_state(s) for s in seeds]
+    member_hp = _member_hparams(hparams, n)
+    for i, hp in enumerate(member_hp):
+        for name, value in hp.items():
+            opt_state = optim.set_hyperparam(states[i].opt_state, name, value)
+            states[i] = states[i].replace(opt_state=opt_state)
+    engine = engine or default_engine()
+    compile_lib.ensure_default_cache()
+    arrays = as_arrays(data)
+    fused.check_fuse("epoch", None, engine, arrays)
+    stacked = engine.place_state(stack_states(states))
+    count = len(arrays["x"])
+    data_dev = engine.place_state(arrays)
+    plan0 = fused.epoch_plan(count, batch_size, None, 0)
+    valid = engine.place_state(plan0["valid"])
+    row = engine.place_state({k: v for k, v in plan0.items()})
+    zeros = fused.zero_sums(train_step, states[0], data_dev, row)
+    report = compile_lib.CompileReport(params=compile_lib.param_count(states[0].params))
+    show = (lambda p: fused.print_report(report)) if verbose else None
+    run = compile_lib.GuardedStep(
+        engine.compile(population_epoch, donate_argnums=(0,)),
+        f"population epoch (N={n})",
+        ("states", "active", "data", "index", "valid", "zeros"),
+        on_compile=show,
+        report=report,
+    )
+    val = None
+    if validation_data is not None:
+        varrays = as_arrays(validation_data)
+        vdata = engine.place_state(varrays)
+        vplan = engine.place_state(fused.epoch_plan(len(varrays["x"]), batch_size, None, 0))
+        vzeros = fused.zero_sums(eval_step, states[0], vdata, vplan)
+        val = (engine.compile(population_eval), vdata, vplan, vzeros)
+    monitor = monitor or ("val_loss" if val else "loss")
+    sign = 1.0 if _mode(monitor) == "min" else -1.0
+    best, wait = np.full(n, np.inf), np.zeros(n, int)
+    active = np.ones(n, bool)
+    stopped: list[int | None] = [None] * n
+    histories: list[dict] = [{} for _ in range(n)]
+    table = states[0].metric_table
+    for epoch in range(epochs):
+        orders = [fused.epoch_plan(count, batch_size, s if shuffle else None, epoch) for s in seeds]
+        index = engine.place_state(np.stack([p["index"] for p in orders]))
+        stacked, sums = run(stacked, jnp.asarray(active), data_dev, index, valid, zeros)
+        vsums = val[0](stacked, *val[1:]) if val else None
+        host, vhost = engine.fetch((sums, vsums))
+        for i in np.flatnonzero(active):
+            logs = metrics_lib.compute_all(table, jax.tree.map(lambda a, i=i: a[i], host))
+            if vhost is not None:
+                vlogs = metrics_lib.compute_all(table, jax.tree.map(lambda a, i=i: a[i], vhost))
+                logs.update({f"val_{k}": v for k, v in vlogs.items()})
+            for k, v in logs.items():
+                histories[i].setdefault(k, []).append(v)
+            if patience is not None and monitor in logs:  # Keras EarlyStopping, per member
+                current = sign * float(logs[monitor])
+                wait[i] += 1
+                if current + abs(min_delta) < best[i]:
+                    best[i], wait[i] = current, 0
+                elif wait[i] >= patience and epoch > 0:
+                    active[i], stopped[i] = False, epoch
+        if verbose:
+            scores = [sign * h[monitor][-1] for h in histories if monitor in h]
+            best_now = f" - best {monitor}: {sign * min(scores):.4f}" if scores else ""
+            print(f"Epoch {epoch + 1}/{epochs} - {int(active.sum())}/{n} active{best_now}")
+        if not active.any():
+            break
+    return Population(stacked, histories, seeds, member_hp, stopped, monitor)

@@ -1,0 +1,170 @@
+"""Hyperparameter search where each generation of trials trains as one population.
+
+`search` draws trials (random search, or every point of a grid) over injected
+optimizer hyperparameters such as ``learning_rate`` and ``weight_decay``, runs
+them ``population`` at a time with `jaxnets.population.fit_population` (one
+vmapped, compiled epoch per generation), and returns a `Results` table sorted
+best first.
+
+A search space maps a hyperparameter to a list of values (grid points or random
+choices) or to a `LogUniform` / `Uniform` range (random search only).
+
+Example:
+  >>> import numpy as np, flax.linen as nn
+  >>> from jaxnets.training import create_train_state
+  >>> x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+  >>> y = (x[:, 0] > 0).astype(np.int32)
+  >>> make = lambda seed: create_train_state(nn.Dense(2), "adam", x[:1], seed=seed)
+  >>> results = search(make, (x, y), {"learning_rate": [1e-3, 1e-1]}, method="grid",
+  ...                  epochs=2, batch_size=16, verbose=0)
+  >>> [round(r["learning_rate"], 3) for r in results]
+  [0.1, 0.001]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from jaxnets.errors import ConfigError
+from jaxnets.population import _mode, fit_population
+
+
+@dataclasses.dataclass(frozen=True)
+class Uniform:
+    """Values drawn uniformly from ``[low, high]``."""
+
+    low: float
+    high: float
+
+    def sample(self, rng: np.random.Generator) -> float:
+        return float(rng.uniform(self.low, self.high))
+
+
+@dataclasses.dataclass(frozen=True)
+class LogUniform:
+    """Values whose logarithm is uniform on ``[log low, log high]`` (learning rates)."""
+
+    low: float
+    high: float
+
+    def sample(self, rng: np.random.Generator) -> float:
+        if not 0 < self.low <= self.high:
+            raise ConfigError(f"LogUniform needs 0 < low <= high, got {self.low}, {self.high}.")
+        return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
+
+
+class Results(list):
+    """Trials as dicts, best first; ``str()`` (or `show`) prints them as a table."""
+
+    def __init__(self, rows, metric: str, best_state=None):
+        super().__init__(rows)
+        self.metric = metric
+        self.best_state = best_state  # the winning member as a TrainState
+
+    @property
+    def best(self) -> dict:
+        return self[0]
+
+    def __str__(self) -> str:
+        if not self:
+            return "(no trials)"
+        cols = list(dict.fromkeys(k for row in self for k in row))
+        fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
+        cells = [[fmt(row.get(c, "")) for c in cols] for row in self]
+        widths = [max(len(c), *(len(r[j]) for r in cells)) for j, c in enumerate(cols)]
+        line = lambda items: "  ".join(s.rjust(w) for s, w in zip(items, widths, strict=True))
+        return "\n".join([line(cols), line(["-" * w for w in widths]), *map(line, cells)])
+
+    def show(self) -> None:
+        print(self)
+
+
+def trials(space: Mapping, method: str = "random", n: int = 8, seed: int = 0) -> list[dict]:
+    """The hyperparameter settings a search runs.
+
+    Example:
+      >>> trials({"learning_rate": [0.1, 0.01], "weight_decay": [0.0, 1e-4]}, "grid")[1]
+      {'learning_rate': 0.1, 'weight_decay': 0.0001}
+    """
+    if not space:
+        raise ConfigError(
+            "the search space is empty; e.g. {'learning_rate': LogUniform(1e-4, 1e-1)}."
+        )
+    if method == "grid":
+        bad = [k for k, v in space.items() if not isinstance(v, (list, tuple))]
+        if bad:
+            raise ConfigError(f"grid search needs lists of values; {bad} are ranges.")
+        return [
+            dict(zip(space, combo, strict=True)) for combo in itertools.product(*space.values())
+        ]
+    if method != "random":
+        raise ConfigError(f"method must be 'random' or 'grid', got {method!r}.")
+    rng = np.random.default_rng(seed)
+    draw = lambda v: v.sample(rng) if hasattr(v, "sample") else float(rng.choice(list(v)))
+    return [{k: draw(v) for k, v in space.items()} for _ in range(n)]
+
+
+def search(
+    make_state: Callable,
+    data,
+    space: Mapping,
+    *,
+    method: str = "random",
+    n_trials: int = 8,
+    population: int = 16,
+    epochs: int = 1,
+    batch_size: int = 32,
+    validation_data=None,
+    metric: str | None = None,
+    mode: str | None = None,
+    patience: int | None = None,
+    seed: int = 0,
+    verbose: int = 1,
+) -> Results:
+    """Random or grid search, each generation of ``population`` trials as one population.
+
+    Args:
+      make_state: ``make_state(seed) -> TrainState`` (see `fit_population`).
+      data, validation_data, epochs, batch_size, patience: as in `fit_population`.
+      space: hyperparameter name -> list of values, `Uniform` or `LogUniform`.
+      method: ``"random"`` (``n_trials`` draws) or ``"grid"`` (every combination).
+      population: trials trained at once.
+      metric, mode: what ranks the trials (default ``val_loss`` or ``loss``,
+        lowest first; metrics without "loss" rank highest first).
+      seed: seeds the draws; trial ``t`` trains with seed ``seed + t``.
+
+    Returns:
+      `Results`: one dict per trial (hyperparameters, seed, final metrics,
+      epochs run), best first, with the best member in ``results.best_state``.
+    """
+    configs = trials(space, method, n_trials, seed)
+    rows, best_state, best_score = [], None, None
+    for start in range(0, len(configs), population):
+        group = configs[start : start + population]
+        seeds = [seed + start + j for j in range(len(group))]
+        hp = {k: [c[k] for c in group] for k in group[0]}
+        pop = fit_population(
+            make_state, data, seeds=seeds, hparams=hp, epochs=epochs, batch_size=batch_size,
+            validation_data=validation_data, patience=patience, verbose=max(0, verbose - 1),
+        )  # fmt: skip
+        metric = metric or pop.monitor
+        mode = mode or _mode(metric)
+        for j, row in enumerate(pop.table()):
+            rows.append({"trial": start + j, **{k: row.pop(k) for k in group[0]}, **row})
+            del rows[-1]["member"]
+        i = pop.best_index(metric, mode)
+        score = pop.scores(metric)[i] * (1 if mode == "min" else -1)
+        if best_score is None or score < best_score:
+            best_state, best_score = pop.member(i), score
+        if verbose:
+            print(f"generation {start // population + 1}: {len(group)} trials, best {metric} "
+                  f"{pop.scores(metric)[i]:.4f}")  # fmt: skip
+    sign = 1.0 if mode == "min" else -1.0
+    finite = lambda v: isinstance(v, float) and math.isfinite(v)
+    rows.sort(key=lambda r: sign * r[metric] if finite(r.get(metric)) else math.inf)
+    return Results(rows, metric, best_state)

@@ -1,0 +1,70 @@
+"""`fit_population`: each member equals training it alone; early stopping per member."""
+
+import jax
+import numpy as np
+import pytest
+
+from jaxnets import models, optim
+from jaxnets.errors import ConfigError
+from jaxnets.population import fit_population, stack_states
+from jaxnets.training import TrainState, create_train_state, fit
+
+
+def make_data(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5)).astype(np.float32)
+    return x, (x[:, 0] - x[:, 1] > 0).astype(np.int32)
+
+
+def make(seed):
+    module = models.get("mlp_784_128_10", features=(8,), num_classes=2, dropout_rate=0.2,
+                        input_shape=(5,))  # fmt: skip
+    return create_train_state(module, "adam", np.zeros((1, 5), np.float32), seed=seed)
+
+
+def test_each_member_equals_training_it_alone():
+    data, seeds, lrs = make_data(), [3, 4], [1e-3, 5e-2]
+    pop = fit_population(
+        make, data, seeds=seeds, hparams={"learning_rate": lrs, "weight_decay": 1e-3},
+        epochs=2, batch_size=16, validation_data=data, verbose=0,
+    )  # fmt: skip
+    for i, (seed, lr) in enumerate(zip(seeds, lrs, strict=True)):
+        state = make(seed)
+        opt = optim.set_hyperparam(state.opt_state, "learning_rate", lr)
+        state = state.replace(opt_state=optim.set_hyperparam(opt, "weight_decay", 1e-3))
+        solo, hist = fit(state, data, epochs=2, batch_size=16, seed=seed,
+                         validation_data=data, verbose=0)  # fmt: skip
+        member = pop.member(i)
+        assert isinstance(member, TrainState) and int(member.step) == int(solo.step)
+        for a, b in zip(jax.tree.leaves(solo.params), jax.tree.leaves(member.params), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=0)
+        np.testing.assert_allclose(hist["val_loss"], pop.histories[i]["val_loss"], rtol=1e-5)
+    best = pop.best_index()
+    assert pop.scores()[best] == min(pop.scores())
+    assert pop.table()[best]["learning_rate"] == lrs[best]
+
+
+def test_a_stopped_member_stops_changing_while_the_others_train():
+    data = make_data()
+    # At a learning rate of 1 the validation loss jumps back up at epoch 3; 0.01 improves steadily.
+    pop = fit_population(
+        make, data, seeds=[0, 1], hparams={"learning_rate": [1.0, 0.01]}, epochs=6,
+        batch_size=16, validation_data=data, patience=1, verbose=0,
+    )  # fmt: skip
+    fast, slow = pop.stopped_epoch
+    assert fast is not None and fast < 5 and slow is None
+    assert len(pop.histories[0]["loss"]) == fast + 1
+    steps = -(-40 // 16)
+    assert int(pop.member(0).step) == (fast + 1) * steps
+    assert int(pop.member(1).step) > int(pop.member(0).step)
+
+
+def test_states_must_share_shapes():
+    other = create_train_state(
+        models.get("mlp_784_128_10", features=(4,), num_classes=2, input_shape=(5,)),
+        "adam", np.zeros((1, 5), np.float32),
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="share the architecture"):
+        stack_states([make(0), other])
+    with pytest.raises(ConfigError, match="values for 2 members"):
+        fit_population(make, make_data(), n=2, hparams={"learning_rate": [0.1]}, verbose=0)

@@ -1,0 +1,40 @@
+"""`jaxnets.tune`: grids, random draws, and a sorted results table."""
+
+import flax.linen as nn
+import numpy as np
+import pytest
+
+from jaxnets.errors import ConfigError
+from jaxnets.training import TrainState, create_train_state
+from jaxnets.tune import LogUniform, Uniform, search, trials
+
+
+def make(seed):
+    return create_train_state(nn.Dense(2), "adam", np.zeros((1, 3), np.float32), seed=seed)
+
+
+def test_search_returns_every_trial_sorted_best_first():
+    x = np.random.default_rng(0).normal(size=(48, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    space = {"learning_rate": LogUniform(1e-4, 1e-1), "weight_decay": [0.0, 1e-3]}
+    results = search(make, (x, y), space, n_trials=5, population=3, epochs=2, batch_size=16,
+                     validation_data=(x, y), verbose=0)  # fmt: skip
+    assert sorted(r["trial"] for r in results) == list(range(5))
+    losses = [r["val_loss"] for r in results]
+    assert losses == sorted(losses)
+    assert results.best is results[0] and isinstance(results.best_state, TrainState)
+    text = str(results)
+    assert text.splitlines()[0].split()[:3] == ["trial", "learning_rate", "weight_decay"]
+    assert len(text.splitlines()) == 2 + 5
+
+
+def test_trials_grid_and_random_draws():
+    grid = trials({"a": [1, 2], "b": [3, 4, 5]}, "grid")
+    assert len(grid) == 6 and {"a": 2, "b": 5} in grid
+    draws = trials({"lr": LogUniform(1e-4, 1e-2), "m": Uniform(0.5, 0.9)}, "random", n=50)
+    assert all(1e-4 <= d["lr"] <= 1e-2 and 0.5 <= d["m"] <= 0.9 for d in draws)
+    assert draws == trials({"lr": LogUniform(1e-4, 1e-2), "m": Uniform(0.5, 0.9)}, n=50)
+    with pytest.raises(ConfigError, match="grid search needs lists"):
+        trials({"lr": LogUniform(1e-4, 1e-2)}, "grid")
+    with pytest.raises(ConfigError, match="method"):
+        trials({"lr": [1.0]}, "bayes")
