@@ -159,12 +159,14 @@ def _fmt(aval) -> str:
 def describe_change(old, new, path: str) -> str | None:
     """The first difference between two skeletons, as ``"path: what -> what"``."""
     if jax.tree.structure(old) == jax.tree.structure(new):
-        for (kp, a), b in zip(
-            jax.tree_util.tree_flatten_with_path(old)[0], jax.tree.leaves(new), strict=True
-        ):
-            if a != b:
-                return f"{path}{jax.tree_util.keystr(kp)}: {_fmt(a)} -> {_fmt(b)}"
-        return None
+        pairs = zip(jax.tree_util.tree_flatten_with_path(old)[0], jax.tree.leaves(new), strict=True)
+        changes = [
+            f"{path}{jax.tree_util.keystr(kp)}: {_fmt(a)} -> {_fmt(b)}"
+            for (kp, a), b in pairs
+            if a != b
+        ]
+        more = f" (and {len(changes) - 3} more)" if len(changes) > 3 else ""
+        return "; ".join(changes[:3]) + more if changes else None
     if dataclasses.is_dataclass(old) and type(old) is type(new):
         for f in dataclasses.fields(old):
             a, b = getattr(old, f.name), getattr(new, f.name)

@@ -1,0 +1,92 @@
+"""`jaxnets.compile`: persistent cache, pre-flight report, retrace guard."""
+
+import warnings
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxnets import compile as compile_lib
+from jaxnets.callbacks import Callback
+from jaxnets.compile import GuardedStep, RetraceWarning
+from jaxnets.training import create_train_state, fit, train_step
+
+
+def small_state(**kw):
+    return create_train_state(nn.Dense(2), "sgd", np.zeros((1, 3), np.float32), **kw)
+
+
+def batch(rows=4, dtype=np.float32):
+    return {"x": np.ones((rows, 3), dtype), "y": np.zeros(rows, np.int32),
+            "mask": np.ones(rows, np.float32)}  # fmt: skip
+
+
+def test_retrace_guard_warns_once_naming_the_changed_argument():
+    step = GuardedStep(jax.jit(train_step), "train step", ("state", "batch"))
+    state = small_state()
+    step(state, batch(4))
+    step(state, batch(4))  # same signature: the same executable
+    assert len(step.report.programs) == 1
+    with pytest.warns(RetraceWarning, match=r"batch\['x'\]: float32\[4,3\] -> float32\[8,3\]"):
+        step(state, batch(8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a third signature compiles without a second warning
+        step(state, batch(2))
+    assert len(step.report.programs) == 3
+
+
+def test_retrace_guard_names_a_changed_static_field_inside_fit():
+    class RaiseL2(Callback):  # replaces the state with one of another static config
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.state = self.model.state.replace(l2=0.5)
+
+    x, y = np.ones((8, 3), np.float32), np.zeros(8, np.int32)
+    with pytest.warns(RetraceWarning, match=r"state\.l2 \(static\): 0\.0 -> 0\.5"):
+        fit(small_state(seed=7), (x, y), epochs=2, batch_size=4, callbacks=[RaiseL2()], verbose=0)
+
+
+def test_describe_change_finds_dtypes_and_keys():
+    old = compile_lib._skeleton({"a": jnp.zeros(2), "b": jnp.zeros(3)})
+    new = compile_lib._skeleton({"a": jnp.zeros(2, jnp.int32), "b": jnp.zeros(3)})
+    assert compile_lib.describe_change(old, new, "x") == "x['a']: float32[2] -> int32[2]"
+    other = compile_lib._skeleton({"a": jnp.zeros(2)})
+    assert "keys ['a', 'b'] -> ['a']" in compile_lib.describe_change(old, other, "x")
+
+
+def test_preflight_report_has_flops_compile_time_memory_and_parameters(capsys):
+    x, y = np.ones((8, 3), np.float32), np.zeros(8, np.int32)
+    fit(small_state(seed=11), (x, y), epochs=1, batch_size=4, verbose=2)
+    out = capsys.readouterr().out
+    assert "pre-flight: 8 parameters" in out
+    line = next(l for l in out.splitlines() if "train step" in l)
+    assert "compile" in line and "FLOP per step" in line and "peak memory" in line
+    step = GuardedStep(jax.jit(train_step), "train step", ("state", "batch"))
+    step(small_state(seed=12), batch(4))
+    program = step.report.programs[0]
+    # Dense(3 -> 2) on 4 rows: forward 4*3*2 multiply-adds = 48 FLOPs; backward twice that.
+    assert program.flops >= 3 * 48 and program.peak_bytes > 0
+
+
+def test_persistent_cache_directory_gets_entries(tmp_path):
+    before = compile_lib.cache_dir()
+    try:
+        path = compile_lib.enable_cache(tmp_path / "xla")
+        assert compile_lib.cache_dir() == path
+        jax.jit(lambda v: jnp.sin(v) * 3.25 + 1.5)(jnp.arange(7.0)).block_until_ready()
+        assert any(Path(path).iterdir())
+        compile_lib.disable_cache()
+        assert compile_lib.cache_dir() is None
+    finally:
+        compile_lib.enable_cache(before) if before else compile_lib.disable_cache()
+
+
+def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(compile_lib.ENV_VAR, str(tmp_path))
+    assert compile_lib.default_cache_dir() == str(tmp_path)
+    monkeypatch.setenv(compile_lib.ENV_VAR, "off")
+    assert compile_lib.default_cache_dir() is None
+    monkeypatch.delenv(compile_lib.ENV_VAR)
+    assert compile_lib.default_cache_dir().endswith(str(Path(".cache", "jaxnets", "xla")))
