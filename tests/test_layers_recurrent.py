@@ -68,8 +68,9 @@ def x(rng):
     return jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32)
 
 
-def test_lstm_matches_numpy(x):
-    layer = LSTM(U, return_sequences=True, return_state=True)
+@pytest.mark.parametrize("hoist", [True, False])
+def test_lstm_matches_numpy(x, hoist):
+    layer = LSTM(U, return_sequences=True, return_state=True, hoist_input=hoist)
     v = _init(layer, x)
     seq, h, c = layer.apply(v, x)
     want_seq, want_h, want_c = np_lstm(np.asarray(x, np.float64), v["params"])
@@ -84,9 +85,10 @@ def test_lstm_unit_forget_bias():
     )
 
 
+@pytest.mark.parametrize("hoist", [True, False])
 @pytest.mark.parametrize("reset_after", [True, False])
-def test_gru_matches_numpy(x, reset_after):
-    layer = GRU(U, return_sequences=True, reset_after=reset_after)
+def test_gru_matches_numpy(x, reset_after, hoist):
+    layer = GRU(U, return_sequences=True, reset_after=reset_after, hoist_input=hoist)
     v = _init(layer, x)
     assert v["params"]["bias"].shape == ((2, 3 * U) if reset_after else (3 * U,))
     want_seq, want_h = np_gru(np.asarray(x, np.float64), v["params"], reset_after)
@@ -107,13 +109,14 @@ def test_simple_rnn_matches_numpy(x):
     )
 
 
+@pytest.mark.parametrize("hoist", [True, False])
 @pytest.mark.parametrize("cls", [SimpleRNN, LSTM, GRU])
-def test_masked_steps_leave_state_unchanged(x, cls):
+def test_masked_steps_leave_state_unchanged(x, cls, hoist):
     lengths = np.array([6, 3, 1])
     mask = jnp.asarray(np.arange(T)[None] < lengths[:, None])
     # Garbage in the padded steps must not matter.
     x_noisy = jnp.where(mask[..., None], x, 100.0)
-    layer = cls(U, return_sequences=True, return_state=True)
+    layer = cls(U, return_sequences=True, return_state=True, hoist_input=hoist)
     v = _init(layer, x)
     seq, *state = layer.apply(v, x_noisy, mask=mask)
     for i, n in enumerate(lengths):

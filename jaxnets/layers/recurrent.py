@@ -1,9 +1,11 @@
 """SimpleRNN, LSTM and GRU with Keras equations and parameters, and Bidirectional.
 
-Each layer projects the inputs of every time step at once, one
-``(B*T, F) @ (F, gates*units)`` product before the loop, so the `lax.scan`
-body keeps only the recurrent ``(B, units) @ (units, gates*units)`` product;
-on CPU that is most of the speed-up over a cell that does both per step.
+With ``hoist_input=True`` a layer projects the inputs of every time step
+at once, one ``(B*T, F) @ (F, gates*units)`` product before the loop, so the
+`lax.scan` body keeps only the recurrent ``(B, units) @ (units, gates*units)``
+product. ``hoist_input=None`` (default) hoists on GPU/TPU but not on CPU,
+where XLA ran the hoisted loop about 2.7x slower in an LSTM training step
+(see ``benchmarks/bench_layers.py``). Parameters are the same either way.
 ``unroll`` is `lax.scan`'s unroll factor (True unrolls fully).
 
 Masking (``mask`` (B, T), True = valid step): a masked step leaves the carry
@@ -57,6 +59,7 @@ class _RNN(Layer):
     return_state: bool = False
     go_backwards: bool = False
     unroll: int | bool = 1
+    hoist_input: bool | None = None
 
     def _bias(self):
         init = initializers.get(self.bias_initializer)
@@ -80,11 +83,21 @@ class _RNN(Layer):
             "recurrent_kernel", initializers.get(self.recurrent_initializer), (self.units, gu)
         )
         bias = self._bias() if self.use_bias else None
-        # Hoisted input projection: every step's x @ kernel in one product.
-        xp = jnp.dot(x.reshape(b * t, f), kernel.astype(x.dtype)).reshape(b, t, gu)
-        if bias is not None:
-            xp = xp + (bias if bias.ndim == 1 else bias[0]).astype(x.dtype)
-        xs = jnp.swapaxes(xp, 0, 1)  # (T, B, G*U): scan runs over the leading axis.
+        in_bias = None if bias is None else (bias if bias.ndim == 1 else bias[0]).astype(x.dtype)
+        kernel = kernel.astype(x.dtype)
+        hoist = self.hoist_input
+        if hoist is None:
+            # Measured on XLA CPU (jax 0.10): the hoisted loop made an LSTM
+            # training step ~2.7x slower than projecting inside the loop (its
+            # per-step dynamic slice lands in the elementwise gate fusion), so
+            # hoist only on GPU/TPU, where one big product beats T small ones.
+            hoist = jax.default_backend() != "cpu"
+        if hoist:
+            # Every step's x @ kernel in one product; the loop keeps h @ rk only.
+            xp = jnp.dot(x.reshape(b * t, f), kernel).reshape(b, t, gu)
+            xs = jnp.swapaxes(xp if in_bias is None else xp + in_bias, 0, 1)  # (T, B, G*U)
+        else:
+            xs = jnp.swapaxes(x, 0, 1)  # (T, B, F): projected inside the loop.
         ms = None if mask is None else jnp.swapaxes(mask.astype(bool), 0, 1)[..., None]
         if self.go_backwards:
             xs = xs[::-1]
@@ -107,6 +120,9 @@ class _RNN(Layer):
 
         def step(carry, inputs):
             xt, mt = inputs
+            if not hoist:
+                xt = jnp.dot(xt, kernel)
+                xt = xt if in_bias is None else xt + in_bias
             new, out = self._cell(carry, xt, rk, bias)
             if mt is not None:
                 new = tuple(jnp.where(mt, n, c) for n, c in zip(new, carry, strict=True))
@@ -125,6 +141,17 @@ class SimpleRNN(_RNN):
     ``__call__(x, train=False, mask=None, initial_state=None)``: x (B, T, F);
     returns ``(B, units)``, or ``(B, T, units)`` with ``return_sequences``;
     with ``return_state``, ``(output, h)``.
+
+    Attributes:
+      units: state size.
+      activation: Keras name or callable (default tanh).
+      use_bias, kernel_initializer, recurrent_initializer, bias_initializer: as Keras.
+      return_sequences: return every step's output instead of the last.
+      return_state: also return the final state(s).
+      go_backwards: read the sequence in reverse; outputs stay in that order.
+      unroll: `lax.scan` unroll factor (int, or True for full unrolling).
+      hoist_input: project all steps' inputs before the loop; None picks by
+        backend (off on CPU, on elsewhere).
     """
 
     def _cell(self, carry, xt, rk, bias):

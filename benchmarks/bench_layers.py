@@ -1,0 +1,173 @@
+"""CPU training-step throughput of jaxnets layers against plain Flax.
+
+Measures steps/s of a full Adam training step (forward, backward, update):
+
+* the small CNN Conv(32, 3x3, relu)-MaxPool2-Conv(64, 3x3, relu)-MaxPool2-
+  Flatten-Dense(10) on 28x28x1 images, batch 128: Flax ``nn.Conv`` +
+  ``nn.max_pool``, then jaxnets with ``impl='xla'`` and ``impl='im2col'``,
+  each jitted per step and inside `lax.scan` (several steps per call);
+* an LSTM (128 units, 64 steps, 32 features, batch 64): Flax
+  ``nn.RNN(nn.OptimizedLSTMCell)`` against jaxnets ``LSTM`` with the input
+  projection hoisted out of the loop or not (``hoist_input``), unroll 1/4/8.
+
+Usage::
+
+    python benchmarks/bench_layers.py            # about 2-3 minutes on 2 cores
+    python benchmarks/bench_layers.py --quick    # smoke run, a few seconds
+
+Numbers are noisy on a shared machine; each row is the best of a few timed
+windows after one compile-and-warm-up call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from jaxnets import layers
+
+
+class FlaxCNN(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.max_pool(nn.relu(nn.Conv(32, (3, 3), padding="VALID")(x)), (2, 2), (2, 2))
+        x = nn.max_pool(nn.relu(nn.Conv(64, (3, 3), padding="VALID")(x)), (2, 2), (2, 2))
+        return nn.Dense(10)(x.reshape(x.shape[0], -1))
+
+
+class JaxnetsCNN(nn.Module):
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = layers.Conv2D(32, 3, activation="relu", impl=self.impl)(x)
+        x = layers.MaxPooling2D(2, impl=self.impl)(x)
+        x = layers.Conv2D(64, 3, activation="relu", impl=self.impl)(x)
+        x = layers.MaxPooling2D(2, impl=self.impl)(x)
+        return layers.Dense(10)(layers.Flatten()(x))
+
+
+class FlaxLSTM(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        h = nn.RNN(nn.OptimizedLSTMCell(128))(x)[:, -1]
+        return nn.Dense(1)(h)
+
+
+class JaxnetsLSTM(nn.Module):
+    unroll: int = 1
+    hoist: bool = False
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        lstm = layers.LSTM(128, unroll=self.unroll, hoist_input=self.hoist)
+        return layers.Dense(1)(lstm(x))
+
+
+def make_step(model, tx, loss_fn):
+    """A pure Adam training step ``(params, opt_state, x, y) -> (params, opt_state, loss)``."""
+
+    def step(carry, batch):
+        params, opt_state = carry
+        x, y = batch
+        loss, grads = jax.value_and_grad(lambda p: loss_fn(model.apply(p, x), y))(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    return step
+
+
+def xent(logits, y):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def mse(pred, y):
+    return jnp.mean((pred[:, 0] - y) ** 2)
+
+
+def measure(model, x, y, loss_fn, *, scan: int, seconds: float, repeats: int):
+    """``(best steps/s over repeats windows of ~seconds, compile-and-first-call s)``."""
+    params = model.init(jax.random.key(0), x)
+    tx = optax.adam(1e-3)
+    carry = (params, tx.init(params))
+    step = make_step(model, tx, loss_fn)
+    if scan:
+        xs = jnp.broadcast_to(x, (scan, *x.shape))
+        ys = jnp.broadcast_to(y, (scan, *y.shape))
+        run = jax.jit(lambda c: lax.scan(step, c, (xs, ys)))
+        per_call = scan
+    else:
+        run = jax.jit(lambda c: step(c, (x, y)))
+        per_call = 1
+    t0 = time.perf_counter()
+    carry, _ = jax.block_until_ready(run(carry))  # compile and warm up
+    compile_s = time.perf_counter() - t0
+    best = 0.0
+    for _ in range(repeats):
+        n, start = 0, time.perf_counter()
+        while True:
+            carry, loss = run(carry)
+            jax.block_until_ready(loss)
+            n += per_call
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds:
+                break
+        best = max(best, n / elapsed)
+    return best, compile_s
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run (a few seconds)")
+    args = parser.parse_args(argv)
+    seconds, repeats, scan = (0.02, 1, 2) if args.quick else (2.0, 3, 20)
+    # XLA's convolution inside scan is very slow on CPU (~0.3 steps/s): give
+    # it a short scan so the run stays within minutes, and skip it in --quick.
+    slow_scan = 4
+
+    key = jax.random.key(0)
+    # --quick shrinks batch and sequence length: it checks that everything
+    # runs, and its numbers mean little.
+    batch, steps = (8, 8) if args.quick else (128, 64)
+    img = jax.random.normal(key, (batch, 28, 28, 1))
+    labels = jax.random.randint(key, (batch,), 0, 10)
+    seq = jax.random.normal(key, (batch // 2, steps, 32))
+    target = jax.random.normal(key, (batch // 2,))
+
+    rows = [
+        ("CNN flax nn.Conv + nn.max_pool", "jit", FlaxCNN(), 0),
+        ("CNN jaxnets impl=xla", "jit", JaxnetsCNN("xla"), 0),
+        ("CNN jaxnets impl=im2col", "jit", JaxnetsCNN("im2col"), 0),
+        ("CNN jaxnets impl=xla", f"scan x{slow_scan}", JaxnetsCNN("xla"), slow_scan),
+        ("CNN jaxnets impl=im2col", f"scan x{scan}", JaxnetsCNN("im2col"), scan),
+    ]
+    if args.quick:
+        rows.pop(3)
+    lstm_rows = [
+        ("LSTM flax nn.RNN(OptimizedLSTMCell)", "jit", FlaxLSTM(), 0),
+        ("LSTM jaxnets hoisted input, unroll=1", "jit", JaxnetsLSTM(1, True), 0),
+        ("LSTM jaxnets hoisted input, unroll=4", "jit", JaxnetsLSTM(4, True), 0),
+        ("LSTM jaxnets in-loop input, unroll=1", "jit", JaxnetsLSTM(1), 0),
+        ("LSTM jaxnets in-loop input, unroll=4", "jit", JaxnetsLSTM(4), 0),
+        ("LSTM jaxnets in-loop input, unroll=8", "jit", JaxnetsLSTM(8), 0),
+    ]
+    print(f"backend={jax.default_backend()} devices={jax.device_count()} quick={args.quick}")
+    print(f"CNN batch {batch} 28x28x1, LSTM batch {batch // 2} x {steps} steps x 32 features")
+    print(f"{'model':<38} {'mode':<10} {'steps/s':>9} {'compile s':>10}")
+    print("-" * 70)
+    for name, mode, model, n in rows:
+        rate, comp = measure(model, img, labels, xent, scan=n, seconds=seconds, repeats=repeats)
+        print(f"{name:<38} {mode:<10} {rate:>9.1f} {comp:>10.1f}", flush=True)
+    for name, mode, model, n in lstm_rows:
+        rate, comp = measure(model, seq, target, mse, scan=n, seconds=seconds, repeats=repeats)
+        print(f"{name:<38} {mode:<10} {rate:>9.1f} {comp:>10.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
