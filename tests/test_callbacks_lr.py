@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxnets import compile as compile_lib
 from jaxnets import optim
 from jaxnets.callbacks import LambdaCallback, LearningRateScheduler, ReduceLROnPlateau
 from jaxnets.errors import ConfigError
@@ -101,13 +102,19 @@ def test_fit_with_reduce_lr_traces_the_step_once():
     per_epoch = []
     # monitor a quantity that never improves after epoch 0: the rate changes every epoch.
     flat = LambdaCallback(on_epoch_end=lambda e, logs: logs.update(flat=1.0))
-    record = LambdaCallback(on_epoch_end=lambda e, logs: per_epoch.append((len(TRACES), logs)))
+    record = LambdaCallback(
+        on_epoch_end=lambda e, logs: per_epoch.append(
+            (len(TRACES), compile_lib.STATS["compiles"], logs)
+        )
+    )
     cb = ReduceLROnPlateau(monitor="flat", mode="min", patience=1, factor=0.5)
     model.fit(x, y, epochs=5, batch_size=16, verbose=0, callbacks=[flat, cb, record])
-    rates = [logs["learning_rate"] for _, logs in per_epoch]
+    rates = [logs["learning_rate"] for _, _, logs in per_epoch]
     np.testing.assert_allclose(rates, [0.1, 0.1, 0.05, 0.025, 0.0125], rtol=1e-6)
-    counts = [n for n, _ in per_epoch]
-    assert counts[0] >= 1 and counts == [counts[0]] * 5  # nothing retraced after epoch 0
+    traces = [n for n, _, _ in per_epoch]
+    assert traces[0] >= 1 and traces == [traces[0]] * 5  # nothing retraced after epoch 0
+    compiles = [c for _, c, _ in per_epoch]
+    assert compiles == [compiles[0]] * 5  # and nothing recompiled
     # the new rate is really used: a step at lr 0 leaves the parameters unchanged.
     model.optimizer.learning_rate = 0.0
     before = jax.tree.map(np.asarray, model.state.params)

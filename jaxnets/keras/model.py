@@ -39,11 +39,40 @@ from jaxnets.training.engine import LocalEngine, default_engine
 from jaxnets.training.state import TrainState, create_train_state
 
 
+class EagerFunction:
+    """A step run op by op, shaped like a jitted function for the loops.
+
+    The loops call ``fn.lower(*args).compile()`` (to report FLOPs) and then the
+    executable; here both return this object, whose call runs ``fn`` eagerly.
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+    def lower(self, *args):
+        return self
+
+    def compile(self):
+        return self
+
+    def cost_analysis(self):
+        return {}
+
+    def memory_analysis(self):
+        return None
+
+
 class EagerEngine(LocalEngine):
-    """Runs the steps op by op, uncompiled (``compile(run_eagerly=True)``), for debugging."""
+    """Runs the steps uncompiled (``compile(run_eagerly=True)``), for debugging with prints."""
 
     def compile(self, fn, donate_argnums=()):
-        return fn
+        key = (fn, donate_argnums)
+        if key not in self._compiled:
+            self._compiled[key] = EagerFunction(fn)
+        return self._compiled[key]
 
 
 class FacadeState:

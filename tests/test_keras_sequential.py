@@ -1,0 +1,162 @@
+"""Sequential: the Keras snippet, stable softmax losses, and Linen behaviour."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxnets
+from jaxnets import data, layers
+from jaxnets.errors import ConfigError
+from jaxnets.keras import Sequential
+from jaxnets.training import create_train_state
+
+
+def keras_snippet(input_shape, padding="valid"):
+    # The TensorFlow tutorial's CNN; padding='same' only for inputs too small for 'valid'.
+    return jaxnets.Sequential([
+        layers.Conv2D(32, (3, 3), activation='relu', padding=padding, input_shape=input_shape),
+        layers.MaxPooling2D((2, 2)),
+        layers.Conv2D(64, (3, 3), activation='relu', padding=padding),
+        layers.MaxPooling2D((2, 2)),
+        layers.Flatten(),
+        layers.Dense(10, activation='softmax')])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_keras_snippet_learns_digits(digits):
+    x_train = digits.x_train.reshape(-1, 8, 8, 1) / 16.0
+    x_test = digits.x_test.reshape(-1, 8, 8, 1) / 16.0
+    model = keras_snippet((8, 8, 1), padding="same")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x_train, digits.y_train, epochs=3, verbose=0)
+    loss, accuracy = model.evaluate(x_test, digits.y_test, verbose=2)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert accuracy > 0.6 and loss < 2.0  # chance: accuracy 0.1, loss ln(10) = 2.3
+    probs = model.predict(x_test[:5])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)  # probabilities, as Keras
+
+
+@pytest.mark.slow
+def test_keras_snippet_runs_unchanged_on_28x28():
+    ds = data.load("synthetic_image", n=320, height=28, width=28, num_classes=4)
+    model = keras_snippet((28, 28, 1))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(ds.x_train, ds.y_train, epochs=3, verbose=0)
+    loss, accuracy = model.evaluate(ds.x_test, ds.y_test, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert accuracy > 0.9
+
+
+def _extreme_model(kind):
+    units, act = (2, "softmax") if kind != "binary" else (1, "sigmoid")
+    model = Sequential([layers.Dense(units, activation=act, input_shape=(1,))])
+    model.build()
+    w = np.array([[1000.0, -1000.0]]) if units == 2 else np.array([[1000.0]])
+    model.set_weights([np.zeros(units), w])  # leaves sorted: bias, kernel
+    return model
+
+
+@pytest.mark.parametrize(
+    "loss, y",
+    [
+        ("sparse_categorical_crossentropy", np.array([1])),
+        ("categorical_crossentropy", np.array([[0.0, 1.0]])),
+        ("binary_crossentropy", np.array([[0.0]])),
+    ],
+)
+def test_final_softmax_is_trained_from_logits(loss, y):
+    kind = "binary" if loss.startswith("binary") else "softmax"
+    model = _extreme_model(kind)
+    model.compile(optimizer="sgd", loss=loss)
+    x = np.ones((1, 1), np.float32)
+    # the probability of the true class underflows: log(softmax) would be -inf
+    probs = model.predict(x)
+    with np.errstate(divide="ignore"):
+        assert np.log(probs[0, 1] if kind == "softmax" else 1 - probs[0, 0]) == -np.inf
+    value = model.evaluate(x, y, verbose=0)
+    true_loss = 2000.0 if kind == "softmax" else 1000.0  # the exact -log-likelihood
+    assert np.isfinite(value) and value == pytest.approx(true_loss, rel=1e-6)
+    # gradients are finite too, so training moves the weights
+    before = model.get_weights()
+    model.train_on_batch(x, y)
+    after = model.get_weights()
+    assert all(np.isfinite(w).all() for w in after)
+    assert any((a != b).any() for a, b in zip(before, after, strict=True))
+    assert int(model.state.skipped) == 0
+
+
+def test_activation_layer_and_linear_outputs_are_handled():
+    model = Sequential([layers.Dense(3, input_shape=(2,)), layers.Activation("softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    assert len(model._keras.compile_kwargs["train_module"].layers) == 1
+    np.testing.assert_allclose(model.predict(np.ones((2, 2))).sum(axis=1), 1.0, rtol=1e-6)
+    # without a final softmax, outputs are logits (the jaxnets convention)
+    logits = Sequential([layers.Dense(3, input_shape=(2,))])
+    logits.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    assert logits._keras.compile_kwargs["train_module"] is logits
+    assert logits._keras.compile_kwargs["loss"].from_logits
+
+
+def test_sequential_is_a_linen_module():
+    seq = Sequential([layers.Dense(4, activation="relu"), layers.Dropout(0.5), layers.Dense(2)])
+    x = jnp.ones((3, 5))
+    variables = seq.init(jax.random.key(0), x)
+    assert sorted(variables["params"]) == ["layers_0", "layers_2"]
+    train = seq.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)})
+    assert train.shape == (3, 2)
+    np.testing.assert_array_equal(seq.apply(variables, x), seq.apply(variables, x, train=False))
+
+    class Outer(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            return Sequential([layers.Dense(3), jax.nn.relu])(x, train=train) + 1.0
+
+    out = Outer().apply(Outer().init(jax.random.key(0), x), x)
+    assert out.shape == (3, 3) and bool((out >= 1.0).all())
+    # and the functional core takes it as it is
+    state = create_train_state(seq, "adam", x, loss="mse", metrics=())
+    assert state.call_kwargs == ("train", "mask")
+    assert hash(seq) == hash(
+        Sequential([layers.Dense(4, activation="relu"), layers.Dropout(0.5), layers.Dense(2)])
+    )
+
+
+def test_add_pop_and_build():
+    model = Sequential()
+    model.add(layers.Dense(8, input_shape=(4,)))
+    model.add(layers.Dense(2))
+    model.add(layers.Dense(3))
+    model.pop()
+    assert len(model.layers) == 2 and model.count_params() == 4 * 8 + 8 + 8 * 2 + 2
+    with pytest.raises(ConfigError, match="before the model is built"):
+        model.add(layers.Dense(1))
+    unbuilt = Sequential([layers.Dense(2)])
+    with pytest.raises(ConfigError, match="build"):
+        unbuilt.summary()
+    unbuilt.build((None, 7))
+    assert unbuilt.count_params() == 16
+    unbuilt.stop_training = True  # Keras-side attributes can be set on the frozen module
+    assert unbuilt.stop_training
+
+
+@pytest.mark.slow
+def test_mask_from_embedding_reaches_the_lstm():
+    model = Sequential([
+        layers.Embedding(10, 4, mask_zero=True, input_shape=(6,)),
+        layers.LSTM(5),
+        layers.Dense(2),
+    ])  # fmt: skip
+    model.build()
+    tokens = np.array([[3, 4, 5, 0, 0, 0], [3, 4, 5, 6, 7, 0]], np.int32)
+    out = model.predict(tokens)
+    # the padded steps are skipped: same output as the unpadded sequence
+    short = Sequential([
+        layers.Embedding(10, 4, mask_zero=True, input_shape=(3,)),
+        layers.LSTM(5),
+        layers.Dense(2),
+    ])  # fmt: skip
+    short.build()
+    short.set_weights(model.get_weights())
+    np.testing.assert_allclose(out[0], short.predict(tokens[:1, :3])[0], rtol=1e-5, atol=1e-6)
