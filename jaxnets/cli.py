@@ -142,6 +142,17 @@ def _train_parser(sub):
         "--verbose", type=int, default=2, help="0 silent, 1 progress bar, 2 one line per epoch"
     )
     p.add_argument(
+        "--fuse",
+        choices=("epoch", "run"),
+        default=None,
+        help="compile each epoch (or the whole run) as one program; same results, fewer dispatches",
+    )
+    p.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not read or write the persistent compilation cache (~/.cache/jaxnets/xla)",
+    )
+    p.add_argument(
         "--data-dir",
         default=None,
         help="folder with dataset files (else $JAXNETS_DATA and system locations)",

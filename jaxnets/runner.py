@@ -19,6 +19,7 @@ from pathlib import Path
 
 import jax
 
+from jaxnets import compile as compile_lib
 from jaxnets import data as data_lib
 from jaxnets import models as models_lib
 from jaxnets.errors import ConfigError
@@ -130,6 +131,8 @@ def train(args) -> dict:
     }
     if args.epochs <= 0 or args.batch_size <= 0:
         raise ConfigError("--epochs and --batch-size must be positive integers.")
+    if getattr(args, "no_compile_cache", False):
+        compile_lib.disable_cache()
     workdir = Path(args.workdir) if args.workdir else None
     if workdir is not None:
         check_same_run(workdir, config)
@@ -153,6 +156,7 @@ def train(args) -> dict:
         validation_data=_validation(dataset),
         seed=args.seed,
         verbose=args.verbose,
+        fuse=getattr(args, "fuse", None),  # fit prints the pre-flight report at verbose >= 1
         workdir=workdir,
         save_every=config["save_every"],
     )
