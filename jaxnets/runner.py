@@ -23,6 +23,7 @@ from jaxnets import compile as compile_lib
 from jaxnets import data as data_lib
 from jaxnets import models as models_lib
 from jaxnets.errors import ConfigError
+from jaxnets.parallel import run as parallel_run
 from jaxnets.training import create_train_state, evaluate, fit
 
 # Classifier metrics reported by the CLI; regression gets errors instead.
@@ -133,40 +134,46 @@ def train(args) -> dict:
         raise ConfigError("--epochs and --batch-size must be positive integers.")
     if getattr(args, "no_compile_cache", False):
         compile_lib.disable_cache()
+    # Devices, engine and multi-process start-up (before any other JAX work).
+    run = parallel_run.start(args, config)
     workdir = Path(args.workdir) if args.workdir else None
     if workdir is not None:
         check_same_run(workdir, config)
     dataset = load_dataset(config)
-    steps = args.epochs * -(-len(dataset.x_train) // args.batch_size)
+    train_data = run.shard((dataset.x_train, dataset.y_train))  # this process's rows
+    batch_size = run.batch_size(args.batch_size)  # ... and its share of each batch
+    steps = args.epochs * -(-len(train_data["x"]) // batch_size)
     state = make_state(config, dataset, steps)
-    if workdir is not None:
+    if workdir is not None and run.is_main:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(json.dumps(config, indent=1))
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
-    print(
+    run.print(
         f"jaxnets train: model={args.model} ({n_params:,} parameters) dataset={args.dataset} "
-        f"({len(dataset.x_train)} train / {len(dataset.x_test)} test) on {jax.devices()[0].platform}"
+        f"({len(dataset.x_train)} train / {len(dataset.x_test)} test) on {run.describe()}"
     )
     start = time.perf_counter()
     state, history = fit(
         state,
-        (dataset.x_train, dataset.y_train),
+        train_data,
         epochs=args.epochs,
-        batch_size=args.batch_size,
-        validation_data=_validation(dataset),
+        batch_size=batch_size,
+        validation_data=run.shard(_validation(dataset)),
         seed=args.seed,
-        verbose=args.verbose,
+        verbose=run.verbose(args.verbose),
         fuse=getattr(args, "fuse", None),  # fit prints the pre-flight report at verbose >= 1
+        engine=run.engine,
         workdir=workdir,
         save_every=config["save_every"],
     )
     seconds = time.perf_counter() - start
-    test = evaluate(state, (dataset.x_test, dataset.y_test), batch_size=256)
+    test_data = run.shard((dataset.x_test, dataset.y_test))
+    test = evaluate(state, test_data, batch_size=256, engine=run.engine)
     summary = " - ".join(f"{k}: {v:.4f}" for k, v in test.items() if isinstance(v, float))
-    print(f"test: {summary} ({seconds:.1f}s training)")
+    run.print(f"test: {summary} ({seconds:.1f}s training)")
     if "accuracy" in test:
-        print(f"final test accuracy: {test['accuracy']:.4f}")
-    if workdir is not None:
+        run.print(f"final test accuracy: {test['accuracy']:.4f}")
+    if workdir is not None and run.is_main:
         write_history(workdir, history)
         (workdir / "test_metrics.json").write_text(
             json.dumps({k: v for k, v in test.items() if isinstance(v, float)}, indent=1)

@@ -39,9 +39,13 @@ class Run:
         return self.process_index == 0
 
     def shard(self, data):
-        """This process's rows of ``(x, y)`` (all of them in a single-process run)."""
-        if data is None or self.process_count == 1:
-            return data
+        """This process's rows of ``(x, y)`` as a dict (all of them in a single-process run)."""
+        if data is None:
+            return None
+        if self.process_count == 1:
+            from jaxnets.training.loop import as_arrays
+
+            return as_arrays(data, need_targets=False)
         return distributed.process_shard(data, self.process_index, self.process_count)
 
     def batch_size(self, global_batch_size: int) -> int:
