@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxnets import layers
 from jaxnets.errors import ConfigError, ShapeError
 from jaxnets.models.mlp import random_input
 
@@ -59,24 +60,27 @@ class DenseAutoencoder(nn.Module):
         return random_input((batch_size, *self.input_shape), seed)
 
     def setup(self):
-        self.encoder_layers = [nn.Dense(w, name=f"enc_{i}") for i, w in enumerate(self.hidden)]
-        self.code = nn.Dense(self.latent_dim, name="code")
-        self.decoder_layers = [
-            nn.Dense(w, name=f"dec_{i}") for i, w in enumerate(reversed(self.hidden))
+        self.encoder_layers = [
+            layers.Dense(w, activation="relu", name=f"enc_{i}") for i, w in enumerate(self.hidden)
         ]
-        self.reconstruction = nn.Dense(math.prod(self.input_shape), name="reconstruction")
+        self.code = layers.Dense(self.latent_dim, name="code")
+        self.decoder_layers = [
+            layers.Dense(w, activation="relu", name=f"dec_{i}")
+            for i, w in enumerate(reversed(self.hidden))
+        ]
+        self.reconstruction = layers.Dense(math.prod(self.input_shape), name="reconstruction")
 
     def encode(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         """``(B, *input_shape)`` -> ``(B, latent_dim)``."""
         x = _check_input(x, self.input_shape, "DenseAutoencoder").reshape((x.shape[0], -1))
         for layer in self.encoder_layers:
-            x = nn.relu(layer(x))
+            x = layer(x)
         return self.code(x)
 
     def decode(self, z: jax.Array, *, train: bool = False) -> jax.Array:
         """``(B, latent_dim)`` -> ``(B, *input_shape)``."""
         for layer in self.decoder_layers:
-            z = nn.relu(layer(z))
+            z = layer(z)
         return self.reconstruction(z).reshape((z.shape[0], *self.input_shape))
 
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -96,7 +100,7 @@ class ConvAutoencoder(nn.Module):
       input_shape: shape of one image ``(H, W, C)``.
     """
 
-    filters: Sequence[int] = (8, 16)
+    filters: Sequence[int] = (16, 32)
     latent_dim: int = 16
     input_shape: tuple[int, int, int] = (28, 28, 1)
 
@@ -116,15 +120,22 @@ class ConvAutoencoder(nn.Module):
             )
         self.bottom = (h // scale, w // scale, self.filters[-1])  # smallest feature map
         self.convs = [
-            nn.Conv(f, (3, 3), (2, 2), "SAME", name=f"enc_conv_{i}")
+            layers.Conv2D(f, 3, 2, "same", activation="relu", name=f"enc_conv_{i}")
             for i, f in enumerate(self.filters)
         ]
-        self.code = nn.Dense(self.latent_dim, name="code")
-        self.expand = nn.Dense(math.prod(self.bottom), name="expand")
-        # Mirror: back through the encoder widths, ending at the input channels.
+        self.code = layers.Dense(self.latent_dim, name="code")
+        self.expand = layers.Dense(math.prod(self.bottom), activation="relu", name="expand")
+        # Mirror: back through the encoder widths, ending linear at the input channels.
         widths = [*reversed(self.filters[:-1]), c]
         self.deconvs = [
-            nn.ConvTranspose(f, (3, 3), (2, 2), "SAME", name=f"dec_deconv_{i}")
+            layers.Conv2DTranspose(
+                f,
+                3,
+                2,
+                "same",
+                activation="relu" if i < len(widths) - 1 else None,
+                name=f"dec_deconv_{i}",
+            )
             for i, f in enumerate(widths)
         ]
 
@@ -132,16 +143,14 @@ class ConvAutoencoder(nn.Module):
         """``(B, H, W, C)`` -> ``(B, latent_dim)``."""
         x = _check_input(x, self.input_shape, "ConvAutoencoder")
         for conv in self.convs:
-            x = nn.relu(conv(x))
+            x = conv(x)
         return self.code(x.reshape((x.shape[0], -1)))
 
     def decode(self, z: jax.Array, *, train: bool = False) -> jax.Array:
         """``(B, latent_dim)`` -> ``(B, H, W, C)``."""
-        x = nn.relu(self.expand(z)).reshape((z.shape[0], *self.bottom))
-        for i, deconv in enumerate(self.deconvs):
+        x = self.expand(z).reshape((z.shape[0], *self.bottom))
+        for deconv in self.deconvs:
             x = deconv(x)
-            if i < len(self.deconvs) - 1:
-                x = nn.relu(x)
         return x
 
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:

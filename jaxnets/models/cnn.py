@@ -23,8 +23,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxnets import layers
 from jaxnets.errors import ShapeError
-from jaxnets.models.mlp import activation, random_input
+from jaxnets.models.mlp import random_input
 
 
 def check_images(x: jax.Array, model: str) -> jax.Array:
@@ -66,23 +67,24 @@ class CNN(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         """Maps ``(B, H, W, C)`` images to ``(B, num_classes)`` logits."""
         x = check_images(x, "CNN")
-        act = activation(self.activation)
-        k = (self.kernel_size, self.kernel_size)
         for i, width in enumerate(self.filters):
-            x = act(nn.Conv(width, k, padding="VALID", name=f"conv_{i}")(x))
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
-        x = x.reshape((x.shape[0], -1))  # (B, H' * W' * C')
+            x = layers.Conv2D(
+                width, self.kernel_size, activation=self.activation, name=f"conv_{i}"
+            )(x)
+            x = layers.MaxPooling2D(2)(x)
+        x = layers.Flatten()(x)  # (B, H' * W' * C')
         if self.dropout_rate > 0:
-            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, name="logits")(x)
+            x = layers.Dropout(self.dropout_rate)(x, train=train)
+        return layers.Dense(self.num_classes, name="logits")(x)
 
 
 class ConvNetBN(nn.Module):
     """Conv-BatchNorm-ReLU blocks, global average pooling, Dense logits.
 
     The convolutions have no bias: the BatchNorm offset that follows plays its part.
-    BatchNorm uses the Keras defaults (momentum 0.99, epsilon 1e-3) and keeps running
-    statistics in 'batch_stats' (pass ``mutable=['batch_stats']`` when ``train=True``).
+    `jaxnets.layers.BatchNormalization` uses the Keras defaults (momentum 0.99, epsilon
+    1e-3) and keeps running statistics in 'batch_stats' (pass ``mutable=['batch_stats']``
+    when ``train=True``).
 
     Attributes:
       filters: channels of each block.
@@ -107,15 +109,11 @@ class ConvNetBN(nn.Module):
         """Maps ``(B, H, W, C)`` images to ``(B, num_classes)`` logits."""
         x = check_images(x, "ConvNetBN")
         for i, (width, stride) in enumerate(zip(self.filters, self.strides, strict=True)):
-            x = nn.Conv(width, (3, 3), (stride, stride), "SAME", use_bias=False, name=f"conv_{i}")(
-                x
-            )
-            x = nn.BatchNorm(
-                use_running_average=not train, momentum=0.99, epsilon=1e-3, name=f"bn_{i}"
-            )(x)
+            x = layers.Conv2D(width, 3, stride, "same", use_bias=False, name=f"conv_{i}")(x)
+            x = layers.BatchNormalization(name=f"bn_{i}")(x, train=train)
             x = nn.relu(x)
-        x = jnp.mean(x, axis=(1, 2))  # (B, C): global average pooling
-        return nn.Dense(self.num_classes, name="logits")(x)
+        x = layers.GlobalAveragePooling2D()(x)  # (B, C)
+        return layers.Dense(self.num_classes, name="logits")(x)
 
 
 cnn = CNN

@@ -27,8 +27,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxnets import layers
 from jaxnets.errors import ShapeError
-from jaxnets.models.mlp import activation, random_input
+from jaxnets.models.mlp import random_input
 
 
 class CNN1D(nn.Module):
@@ -68,12 +69,14 @@ class CNN1D(nn.Module):
                 f"CNN1D expects sequences of shape (B, T) or (B, T, C), got {tuple(x.shape)}."
             )
         x = jnp.asarray(x, jnp.float32)
-        act = activation(self.activation)
-        pad = [(self.padding, self.padding)]
         for i, (width, k) in enumerate(zip(self.channels, self.kernel_sizes, strict=True)):
-            x = act(nn.Conv(width, (k,), (self.strides,), pad, name=f"conv_{i}")(x))
-        x = x.reshape((x.shape[0], -1))  # (B, T' * C')
-        return nn.Dense(self.num_classes, name="logits")(x)
+            # PyTorch-style symmetric zero padding, then a 'valid' Keras convolution.
+            x = jnp.pad(x, ((0, 0), (self.padding, self.padding), (0, 0)))
+            x = layers.Conv1D(width, k, self.strides, activation=self.activation, name=f"conv_{i}")(
+                x
+            )
+        x = layers.Flatten()(x)  # (B, T' * C')
+        return layers.Dense(self.num_classes, name="logits")(x)
 
 
 cnn1d = partial(CNN1D)

@@ -14,11 +14,11 @@ against the updated discriminator with the non-saturating loss
 ``fold_in(state.key, state.step)``. Jit it where it is called.
 
 Example:
-  >>> import jax, optax
+  >>> import jax, numpy as np, optax
   >>> state = GANState.create(
-  ...     dcgan_generator_8x8(), dcgan_discriminator_8x8(), optax.adam(2e-4), optax.adam(2e-4),
+  ...     gan_mlp_generator(), gan_mlp_discriminator(), optax.adam(1e-3), optax.adam(1e-3),
   ...     jax.random.key(0))
-  >>> real = jax.random.uniform(jax.random.key(1), (4, 8, 8, 1), minval=-1, maxval=1)
+  >>> real = np.random.default_rng(0).uniform(-1, 1, (4, 2)).astype(np.float32)
   >>> state, metrics = jax.jit(gan_train_step)(state, {"x": real})
   >>> int(state.step), sorted(metrics)
   (1, ['d_fake', 'd_loss', 'd_real', 'g_loss'])
@@ -41,6 +41,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from jaxnets import layers
 from jaxnets.errors import ConfigError, ShapeError
 from jaxnets.models.mlp import random_input
 
@@ -61,8 +62,8 @@ class MLPGenerator(nn.Module):
     @nn.compact
     def __call__(self, z: jax.Array, *, train: bool = False) -> jax.Array:
         for i, width in enumerate(self.features):
-            z = nn.relu(nn.Dense(width, name=f"dense_{i}")(z))
-        x = nn.Dense(math.prod(self.output_shape), name="output")(z)
+            z = layers.Dense(width, activation="relu", name=f"dense_{i}")(z)
+        x = layers.Dense(math.prod(self.output_shape), name="output")(z)
         return jnp.tanh(x).reshape((z.shape[0], *self.output_shape))
 
 
@@ -82,8 +83,8 @@ class MLPDiscriminator(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         x = jnp.asarray(x, jnp.float32).reshape((x.shape[0], -1))
         for i, width in enumerate(self.features):
-            x = nn.leaky_relu(nn.Dense(width, name=f"dense_{i}")(x), 0.2)
-        return nn.Dense(1, name="logit")(x)[:, 0]
+            x = layers.Dense(width, activation="leaky_relu", name=f"dense_{i}")(x)  # slope 0.2
+        return layers.Dense(1, name="logit")(x)[:, 0]
 
 
 def _check_quarter(image_shape: tuple[int, int, int]) -> tuple[int, int]:
@@ -112,12 +113,11 @@ class DCGANGenerator(nn.Module):
     @nn.compact
     def __call__(self, z: jax.Array, *, train: bool = False) -> jax.Array:
         h, w = _check_quarter(self.image_shape)
-        x = nn.relu(nn.Dense(h * w * 2 * self.filters, name="project")(z))
+        x = layers.Dense(h * w * 2 * self.filters, activation="relu", name="project")(z)
         x = x.reshape((z.shape[0], h, w, 2 * self.filters))  # (B, H/4, W/4, 2f)
-        x = nn.ConvTranspose(self.filters, (4, 4), (2, 2), "SAME", name="deconv_0")(x)
-        x = nn.relu(x)  # (B, H/2, W/2, f)
-        x = nn.ConvTranspose(self.image_shape[2], (4, 4), (2, 2), "SAME", name="deconv_1")(x)
-        return jnp.tanh(x)  # (B, H, W, C)
+        up = partial(layers.Conv2DTranspose, kernel_size=4, strides=2, padding="same")
+        x = up(self.filters, activation="relu", name="deconv_0")(x)  # (B, H/2, W/2, f)
+        return up(self.image_shape[2], activation="tanh", name="deconv_1")(x)  # (B, H, W, C)
 
 
 class DCGANDiscriminator(nn.Module):
@@ -136,9 +136,10 @@ class DCGANDiscriminator(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         if x.ndim != 4:
             raise ShapeError(f"DCGANDiscriminator expects (B, H, W, C), got {tuple(x.shape)}.")
-        x = nn.leaky_relu(nn.Conv(self.filters, (4, 4), (2, 2), "SAME", name="conv_0")(x), 0.2)
-        x = nn.leaky_relu(nn.Conv(2 * self.filters, (4, 4), (2, 2), "SAME", name="conv_1")(x), 0.2)
-        return nn.Dense(1, name="logit")(x.reshape((x.shape[0], -1)))[:, 0]
+        down = partial(layers.Conv2D, kernel_size=4, strides=2, padding="same")
+        x = down(self.filters, activation="leaky_relu", name="conv_0")(x)  # slope 0.2
+        x = down(2 * self.filters, activation="leaky_relu", name="conv_1")(x)
+        return layers.Dense(1, name="logit")(layers.Flatten()(x))[:, 0]
 
 
 gan_mlp_generator = partial(MLPGenerator)
@@ -165,12 +166,8 @@ class GANState(struct.PyTreeNode):
 
     @classmethod
     def create(cls, generator, discriminator, g_tx, d_tx, key: jax.Array) -> GANState:
-        """Initialises both networks (the discriminator on a generated sample)."""
-        k_g, k_d, k_state = jax.random.split(key, 3)
-        z = jnp.zeros((1, generator.latent_dim), jnp.float32)
-        g_params = generator.init(k_g, z)["params"]
-        fake = generator.apply({"params": g_params}, z)
-        d_params = discriminator.init(k_d, fake)["params"]
+        """Initialises both networks (the discriminator on a generated sample), jit-compiled."""
+        k_state, g_params, d_params = jax.jit(partial(_init_pair, generator, discriminator))(key)
         return cls(
             step=jnp.zeros((), jnp.int32),
             key=k_state,
@@ -183,6 +180,14 @@ class GANState(struct.PyTreeNode):
             g_tx=g_tx,
             d_tx=d_tx,
         )
+
+
+def _init_pair(generator, discriminator, key):
+    k_g, k_d, k_state = jax.random.split(key, 3)
+    z = jnp.zeros((1, generator.latent_dim), jnp.float32)
+    g_params = generator.init(k_g, z)["params"]
+    d_params = discriminator.init(k_d, generator.apply({"params": g_params}, z))["params"]
+    return k_state, g_params, d_params
 
 
 def gan_train_step(state: GANState, batch: dict) -> tuple[GANState, dict]:

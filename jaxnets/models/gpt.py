@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
 from typing import Any, ClassVar
 
@@ -29,7 +30,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxnets import layers
 from jaxnets.errors import ConfigError, DTypeError, ShapeError
+from jaxnets.models.mlp import random_tokens
 from jaxnets.models.transformer import TransformerBlock
 
 
@@ -61,7 +64,7 @@ class GPT(nn.Module):
     def example_input(self, batch_size: int = 2, seed: int = 0) -> jax.Array:
         """Int tokens of shape ``(batch_size, min(example_length, block_size))``."""
         length = min(self.example_length, self.block_size)
-        return jax.random.randint(jax.random.key(seed), (batch_size, length), 0, self.vocab_size)
+        return random_tokens((batch_size, length), self.vocab_size, seed)
 
     @nn.compact
     def __call__(
@@ -86,16 +89,16 @@ class GPT(nn.Module):
         )
         wpe = self.param("wpe", nn.initializers.normal(0.02), (self.block_size, self.d_model))
         x = wte(tokens) + wpe[:steps]  # (B, T, D)
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        attention_mask = nn.make_causal_mask(tokens)  # (B, 1, T, T)
-        if mask is not None:
-            keys = nn.make_attention_mask(jnp.ones_like(mask, bool), jnp.asarray(mask, bool))
-            attention_mask = nn.combine_masks(attention_mask, keys)
+        x = layers.Dropout(self.dropout_rate)(x, train=train)
         for i in range(self.num_layers):
             x = TransformerBlock(
-                self.num_heads, self.mlp_ratio * self.d_model, self.dropout_rate, name=f"block_{i}"
-            )(x, train=train, mask=attention_mask)
-        x = nn.LayerNorm(name="ln_final")(x)
+                self.num_heads,
+                self.mlp_ratio * self.d_model,
+                self.dropout_rate,
+                causal=True,
+                name=f"block_{i}",
+            )(x, train=train, mask=mask)
+        x = layers.LayerNormalization(name="ln_final")(x)
         return wte.attend(x)  # (B, T, V): the output projection is wte's matrix
 
 
@@ -198,7 +201,7 @@ def generate(
         lengths = jnp.full((prompt.shape[0],), prompt.shape[1], jnp.int32)
     else:
         lengths = jnp.asarray(prompt_lengths, jnp.int32).reshape(prompt.shape[0])
-    variables = params if isinstance(params, dict) and "params" in params else {"params": params}
+    variables = params if isinstance(params, Mapping) and "params" in params else {"params": params}
     out = _generate(
         model,
         variables,

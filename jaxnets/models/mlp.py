@@ -1,11 +1,10 @@
 """Multi-layer perceptrons: the smallest classifier in the zoo.
 
 `MLP` flattens every input to ``(B, features)``, so the same model reads
-``(B, 784)`` vectors or ``(B, 28, 28, 1)`` images. ``ACTIVATIONS`` and
-`activation` are the by-name activation table the other families share.
+``(B, 784)`` vectors or ``(B, 28, 28, 1)`` images.
 
 Example:
-  >>> import jax, jax.numpy as jnp
+  >>> import jax
   >>> model = mlp_784_128_10()
   >>> x = model.example_input(batch_size=2)
   >>> variables = model.init(jax.random.key(0), x)
@@ -15,46 +14,38 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxnets.errors import lookup
-
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "relu": nn.relu,
-    "gelu": nn.gelu,
-    "tanh": jnp.tanh,
-    "sigmoid": nn.sigmoid,
-    "elu": nn.elu,
-    "selu": nn.selu,
-    "silu": nn.silu,
-    "swish": nn.swish,
-    "leaky_relu": nn.leaky_relu,
-    "softplus": nn.softplus,
-    "linear": lambda x: x,
-}
-
-
-def activation(name: str | Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
-    """Returns the activation called ``name`` (or ``name`` itself if it is callable).
-
-    Example:
-      >>> float(activation("relu")(-1.0))
-      0.0
-    """
-    if callable(name):
-        return name
-    return lookup(name, ACTIVATIONS, kind="activation")
+from jaxnets import layers
 
 
 def random_input(shape: Sequence[int], seed: int = 0) -> jax.Array:
-    """Standard-normal float32 array of ``shape``: the zoo's sample inputs."""
-    return jax.random.normal(jax.random.key(seed), tuple(shape), jnp.float32)
+    """Standard-normal float32 array of ``shape``: the zoo's sample inputs.
+
+    Drawn with NumPy, so building a sample compiles nothing.
+
+    Example:
+      >>> random_input((2, 3)).dtype
+      dtype('float32')
+    """
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(tuple(shape)), jnp.float32)
+
+
+def random_tokens(shape: Sequence[int], vocab_size: int, seed: int = 0) -> jax.Array:
+    """Uniform int32 tokens in ``[0, vocab_size)`` of ``shape`` (NumPy-drawn).
+
+    Example:
+      >>> random_tokens((2, 3), vocab_size=5).dtype
+      dtype('int32')
+    """
+    return jnp.asarray(np.random.default_rng(seed).integers(0, vocab_size, tuple(shape)), jnp.int32)
 
 
 class MLP(nn.Module):
@@ -63,7 +54,7 @@ class MLP(nn.Module):
     Attributes:
       features: widths of the hidden layers, in order.
       num_classes: width of the output (logits) layer.
-      activation: name in ``ACTIVATIONS`` (or a callable) applied after each hidden layer.
+      activation: Keras activation name (or callable) after each hidden layer.
       dropout_rate: dropout after each hidden activation in train mode ('dropout' rng).
       input_shape: shape of one example; only used by `example_input`.
     """
@@ -83,13 +74,12 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         """Maps ``(B, ...)`` inputs to ``(B, num_classes)`` logits."""
-        act = activation(self.activation)
         x = jnp.asarray(x, jnp.float32).reshape((x.shape[0], -1))  # (B, F)
         for i, width in enumerate(self.features):
-            x = act(nn.Dense(width, name=f"dense_{i}")(x))
+            x = layers.Dense(width, activation=self.activation, name=f"dense_{i}")(x)
             if self.dropout_rate > 0:
-                x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, name="logits")(x)
+                x = layers.Dropout(self.dropout_rate)(x, train=train)
+        return layers.Dense(self.num_classes, name="logits")(x)
 
 
 # 784 -> 128 -> 10: the classic MNIST baseline.

@@ -6,9 +6,11 @@ bidirectional) over ``(B, T, F)`` float sequences or ``(B, T)`` int tokens
 the last valid hidden state and returns ``(B, num_classes)`` logits; with
 ``return_sequences=True`` it returns per-step logits ``(B, T, num_classes)``.
 
-``mask`` ``(B, T)`` (True = valid) marks right-padded sequences: each row is
-read up to its length, so the padding never reaches the logits of a classifier.
-Per-step logits at padded steps are meaningless; mask them out of the loss.
+``mask`` ``(B, T)`` (True = valid) marks padded steps: a masked step leaves the
+recurrent state unchanged (`jaxnets.layers` semantics), so with right-padded
+sequences the classifier reads each row's last valid state and the padding
+never reaches its logits. Per-step logits at padded steps are meaningless; mask
+them out of the loss.
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -30,16 +32,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxnets import layers
 from jaxnets.errors import ConfigError, DTypeError, ShapeError, lookup
-from jaxnets.models.mlp import random_input
+from jaxnets.models.mlp import random_input, random_tokens
 
-CELLS = {"rnn": nn.SimpleCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+CELLS = {"rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
 
 
 def embed_or_check(x: jax.Array, vocab_size: int | None, embed_dim: int, model: str) -> jax.Array:
     """Embeds int tokens ``(B, T)`` or checks floats ``(B, T, F)``; returns ``(B, T, F)``.
 
-    Must be called inside a compact method: it creates an ``nn.Embed`` named 'embed'.
+    Must be called inside a compact method: it creates a `jaxnets.layers.Embedding`
+    named 'embed'.
     """
     if jnp.issubdtype(x.dtype, jnp.integer):
         if vocab_size is None:
@@ -49,17 +53,12 @@ def embed_or_check(x: jax.Array, vocab_size: int | None, embed_dim: int, model: 
             )
         if x.ndim != 2:
             raise ShapeError(f"{model} expects int tokens of shape (B, T), got {tuple(x.shape)}.")
-        return nn.Embed(vocab_size, embed_dim, name="embed")(x)
+        return layers.Embedding(vocab_size, embed_dim, name="embed")(x)
     if x.ndim == 2:
         x = x[..., None]  # (B, T, 1): a univariate series
     if x.ndim != 3:
         raise ShapeError(f"{model} expects sequences of shape (B, T, F), got {tuple(x.shape)}.")
     return jnp.asarray(x, jnp.float32)
-
-
-def last_hidden(carry, cell: str) -> jax.Array:
-    """The hidden state ``h`` in a cell's carry (LSTM carries ``(c, h)``)."""
-    return carry[1] if cell == "lstm" else carry
 
 
 class RecurrentClassifier(nn.Module):
@@ -98,7 +97,7 @@ class RecurrentClassifier(nn.Module):
         """A ``(batch_size, *input_shape)`` sample: floats, or int tokens with a vocabulary."""
         shape = (batch_size, *self.input_shape)
         if self.vocab_size is not None:
-            return jax.random.randint(jax.random.key(seed), shape, 0, self.vocab_size)
+            return random_tokens(shape, self.vocab_size, seed)
         return random_input(shape, seed)
 
     @nn.compact
@@ -110,30 +109,21 @@ class RecurrentClassifier(nn.Module):
         if self.num_layers < 1:
             raise ConfigError(f"num_layers must be >= 1, got {self.num_layers}.")
         x = embed_or_check(x, self.vocab_size, self.embed_dim, "RecurrentClassifier")
-        batch, steps = x.shape[:2]
-        if mask is None:
-            lengths = jnp.full((batch,), steps, jnp.int32)
-        else:
-            if mask.shape != (batch, steps):
-                raise ShapeError(f"mask must have shape {(batch, steps)}, got {tuple(mask.shape)}.")
-            lengths = jnp.sum(mask, axis=1, dtype=jnp.int32)
+        if mask is not None and mask.shape != x.shape[:2]:
+            raise ShapeError(f"mask must have shape {x.shape[:2]}, got {tuple(mask.shape)}.")
         for i in range(self.num_layers):
-            fwd = nn.RNN(cell_cls(self.hidden_size), return_carry=True, name=f"rnn_{i}")
+            # Lower layers feed the whole sequence up; the top one returns the last state
+            # (B, H) unless per-step outputs are asked for.
+            sequences = self.return_sequences or i < self.num_layers - 1
             if self.bidirectional:
-                bwd = nn.RNN(cell_cls(self.hidden_size), return_carry=True, name=f"rnn_{i}_back")
-                layer = nn.Bidirectional(fwd, bwd, return_carry=True, name=f"bidirectional_{i}")
-                (carry_f, carry_b), x = layer(x, seq_lengths=lengths)
-                h = jnp.concatenate(
-                    [last_hidden(carry_f, self.cell), last_hidden(carry_b, self.cell)], -1
-                )
+                inner = cell_cls(self.hidden_size, return_sequences=sequences, parent=None)
+                layer = layers.Bidirectional(inner, name=f"bidirectional_{i}")
             else:
-                carry, x = fwd(x, seq_lengths=lengths)  # x: (B, T, H)
-                h = last_hidden(carry, self.cell)  # (B, H): state at each row's last valid step
+                layer = cell_cls(self.hidden_size, return_sequences=sequences, name=f"rnn_{i}")
+            x = layer(x, train=train, mask=mask)  # (B, T, H) or (B, H); x2 H if bidirectional
             if self.dropout_rate > 0:
-                x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-                h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
-        out = x if self.return_sequences else h
-        return nn.Dense(self.num_classes, name="logits")(out)
+                x = layers.Dropout(self.dropout_rate)(x, train=train)
+        return layers.Dense(self.num_classes, name="logits")(x)
 
 
 rnn = partial(RecurrentClassifier, cell="rnn")

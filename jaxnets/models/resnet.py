@@ -13,13 +13,14 @@ Example:
   >>> import jax
   >>> model = resnet_tiny()
   >>> x = model.example_input(batch_size=2)
-  >>> variables = jax.jit(model.init)(jax.random.key(0), x)
+  >>> # jax.eval_shape traces without computing: the variables' structure, no FLOPs.
+  >>> variables = jax.eval_shape(model.init, jax.random.key(0), x)
   >>> sorted(variables)
   ['batch_stats', 'params']
-  >>> train_apply = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))
-  >>> logits, updates = train_apply(variables, x)
-  >>> logits.shape
-  (2, 10)
+  >>> train_apply = lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"])
+  >>> logits, updates = jax.eval_shape(train_apply, variables, x)
+  >>> logits.shape, sorted(updates)
+  ((2, 10), ['batch_stats'])
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from typing import ClassVar
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
+from jaxnets import layers
 from jaxnets.models.cnn import check_images
 from jaxnets.models.mlp import random_input
 
@@ -46,22 +47,17 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        norm = partial(
-            nn.BatchNorm,
-            use_running_average=not train,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-        )
-        s = (self.strides, self.strides)
-        y = nn.Conv(self.filters, (3, 3), s, "SAME", use_bias=False, name="conv_0")(x)
-        y = nn.relu(norm(name="bn_0")(y))
-        y = nn.Conv(self.filters, (3, 3), (1, 1), "SAME", use_bias=False, name="conv_1")(y)
+        bn = partial(layers.BatchNormalization, momentum=self.bn_momentum, epsilon=self.bn_epsilon)
+        conv = partial(layers.Conv2D, padding="same", use_bias=False)
+        y = conv(self.filters, 3, self.strides, name="conv_0")(x)
+        y = nn.relu(bn(name="bn_0")(y, train=train))
+        y = conv(self.filters, 3, name="conv_1")(y)
         # A zero scale makes each block start as the identity (Goyal et al. 2017,
         # https://arxiv.org/abs/1706.02677), as flax's imagenet example does.
-        y = norm(name="bn_1", scale_init=nn.initializers.zeros)(y)
+        y = bn(gamma_initializer="zeros", name="bn_1")(y, train=train)
         if x.shape != y.shape:
-            x = nn.Conv(self.filters, (1, 1), s, use_bias=False, name="proj_conv")(x)
-            x = norm(name="proj_bn")(x)
+            x = conv(self.filters, 1, self.strides, name="proj_conv")(x)
+            x = bn(name="proj_bn")(x, train=train)
         return nn.relu(x + y)
 
 
@@ -94,9 +90,11 @@ class ResNet(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         """Maps ``(B, H, W, C)`` images to ``(B, num_classes)`` logits."""
         x = check_images(x, "ResNet")
-        bn = dict(momentum=self.bn_momentum, epsilon=self.bn_epsilon)
-        x = nn.Conv(self.num_filters, (3, 3), padding="SAME", use_bias=False, name="stem_conv")(x)
-        x = nn.relu(nn.BatchNorm(use_running_average=not train, name="stem_bn", **bn)(x))
+        x = layers.Conv2D(self.num_filters, 3, padding="same", use_bias=False, name="stem_conv")(x)
+        bn = layers.BatchNormalization(
+            momentum=self.bn_momentum, epsilon=self.bn_epsilon, name="stem_bn"
+        )
+        x = nn.relu(bn(x, train=train))
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
                 x = BasicBlock(
@@ -106,8 +104,8 @@ class ResNet(nn.Module):
                     bn_epsilon=self.bn_epsilon,
                     name=f"stage{i + 1}_block{j + 1}",
                 )(x, train=train)
-        x = jnp.mean(x, axis=(1, 2))  # (B, C): global average pooling
-        return nn.Dense(self.num_classes, name="logits")(x)
+        x = layers.GlobalAveragePooling2D()(x)  # (B, C)
+        return layers.Dense(self.num_classes, name="logits")(x)
 
 
 resnet18 = partial(ResNet, stage_sizes=(2, 2, 2, 2), num_filters=64)

@@ -34,6 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxnets import layers
 from jaxnets.errors import ConfigError, ShapeError
 from jaxnets.models.cnn import CNN
 from jaxnets.models.mlp import MLP, random_input
@@ -76,7 +77,7 @@ class Siamese(nn.Module):
         else:
             self.encoder_a = make(name="encoder_a")
             self.encoder_b = make(name="encoder_b")
-        self.head = nn.Dense(self.num_classes, name="head")
+        self.head = layers.Dense(self.num_classes, name="head")
 
     def embed(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         """Embeds single inputs ``(B, *input_shape)`` -> ``(B, embed_dim)`` (first encoder)."""

@@ -11,11 +11,12 @@ prepended [CLS] token.
 out of the pooled mean, so a padded step's value never changes the logits.
 
 Example:
-  >>> import jax
+  >>> import jax, jax.numpy as jnp
   >>> model = transformer()
   >>> x = model.example_input(batch_size=2)
-  >>> variables = model.init(jax.random.key(0), x)
-  >>> model.apply(variables, x).shape
+  >>> variables = jax.eval_shape(model.init, jax.random.key(0), x)  # shapes only
+  >>> mask = jnp.arange(16) < jnp.array([[16], [5]])  # row 2: 5 valid steps, then padding
+  >>> jax.eval_shape(lambda v: model.apply(v, x, mask=mask), variables).shape
   (2, 10)
 """
 
@@ -29,8 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnets import layers
 from jaxnets.errors import ConfigError, ShapeError
-from jaxnets.models.mlp import random_input
+from jaxnets.models.mlp import random_input, random_tokens
 from jaxnets.models.recurrent import embed_or_check
 
 
@@ -50,30 +52,37 @@ def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LN block: ``x += MHA(LN(x), mask)``, then ``x += MLP(LN(x))``."""
+    """Pre-LN block: ``x += MHA(LN(x))``, then ``x += MLP(LN(x))``.
+
+    Attributes:
+      num_heads: attention heads; each has ``D // num_heads`` dimensions.
+      mlp_dim: hidden width of the MLP.
+      dropout_rate: dropout on attention weights and on both residual branches.
+      causal: let step t attend to steps <= t only (decoders).
+    """
 
     num_heads: int
     mlp_dim: int
     dropout_rate: float = 0.0
+    causal: bool = False
 
     @nn.compact
     def __call__(
         self, x: jax.Array, *, train: bool = False, mask: jax.Array | None = None
     ) -> jax.Array:
-        """``x`` ``(B, T, D)``; ``mask`` a ``(B, 1, T, T)`` attention mask (True = attend)."""
-        drop = partial(nn.Dropout, rate=self.dropout_rate, deterministic=not train)
-        h = nn.LayerNorm(name="ln_attention")(x)
-        h = nn.MultiHeadDotProductAttention(
-            self.num_heads,
-            dropout_rate=self.dropout_rate,
-            deterministic=not train,
-            name="attention",
-        )(h, h, mask=mask)
-        x = x + drop()(h)
-        h = nn.LayerNorm(name="ln_mlp")(x)
-        h = nn.gelu(nn.Dense(self.mlp_dim, name="mlp_in")(h))
-        h = nn.Dense(x.shape[-1], name="mlp_out")(h)
-        return x + drop()(h)
+        """``x`` ``(B, T, D)``; ``mask`` ``(B, T)`` hides padded keys (True = valid)."""
+        d = x.shape[-1]
+        if d % self.num_heads:
+            raise ConfigError(f"width {d} is not divisible by num_heads={self.num_heads}.")
+        h = layers.LayerNormalization(name="ln_attention")(x)
+        h = layers.MultiHeadAttention(
+            self.num_heads, d // self.num_heads, dropout=self.dropout_rate, name="attention"
+        )(h, train=train, mask=mask, use_causal_mask=self.causal)
+        x = x + layers.Dropout(self.dropout_rate)(h, train=train)
+        h = layers.LayerNormalization(name="ln_mlp")(x)
+        h = layers.Dense(self.mlp_dim, activation="gelu", name="mlp_in")(h)
+        h = layers.Dense(d, name="mlp_out")(h)
+        return x + layers.Dropout(self.dropout_rate)(h, train=train)
 
 
 class TransformerClassifier(nn.Module):
@@ -111,7 +120,7 @@ class TransformerClassifier(nn.Module):
         """A ``(batch_size, *input_shape)`` sample: floats, or int tokens with a vocabulary."""
         shape = (batch_size, *self.input_shape)
         if self.vocab_size is not None:
-            return jax.random.randint(jax.random.key(seed), shape, 0, self.vocab_size)
+            return random_tokens(shape, self.vocab_size, seed)
         return random_input(shape, seed)
 
     @nn.compact
@@ -128,7 +137,7 @@ class TransformerClassifier(nn.Module):
         is_tokens = jnp.issubdtype(x.dtype, jnp.integer)
         x = embed_or_check(x, self.vocab_size, self.d_model, "TransformerClassifier")
         if not is_tokens:
-            x = nn.Dense(self.d_model, name="input_projection")(x)  # (B, T, D)
+            x = layers.Dense(self.d_model, name="input_projection")(x)  # (B, T, D)
         batch, steps = x.shape[:2]
         mask = jnp.ones((batch, steps), bool) if mask is None else jnp.asarray(mask, bool)
         if mask.shape != (batch, steps):
@@ -148,20 +157,17 @@ class TransformerClassifier(nn.Module):
             )
         else:
             table = jnp.asarray(sinusoidal_positions(self.max_len, self.d_model))
-        x = x + table[:steps]
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        attention_mask = nn.make_attention_mask(mask, mask)  # (B, 1, T, T)
+        x = layers.Dropout(self.dropout_rate)(x + table[:steps], train=train)
         for i in range(self.num_layers):
             x = TransformerBlock(
                 self.num_heads, self.mlp_dim, self.dropout_rate, name=f"block_{i}"
-            )(x, train=train, mask=attention_mask)
-        x = nn.LayerNorm(name="ln_final")(x)
+            )(x, train=train, mask=mask)
+        x = layers.LayerNormalization(name="ln_final")(x)
         if self.pooling == "cls":
             pooled = x[:, 0]
         else:
-            weights = mask.astype(x.dtype)[..., None]  # (B, T, 1)
-            pooled = jnp.sum(x * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
-        return nn.Dense(self.num_classes, name="logits")(pooled)
+            pooled = layers.GlobalAveragePooling1D()(x, mask=mask)  # mean over valid steps
+        return layers.Dense(self.num_classes, name="logits")(pooled)
 
 
 transformer = partial(TransformerClassifier)
