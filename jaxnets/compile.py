@@ -207,6 +207,7 @@ class GuardedStep:
       expected_variants: signatures that may compile without a warning (e.g. one
         per length bucket, or a shorter last chunk).
       on_compile: called with each new `ProgramReport` (the loop prints it).
+      describe: ``describe(args) -> str`` notes what a new variant is for (e.g. a bucket).
     """
 
     def __init__(
@@ -218,10 +219,11 @@ class GuardedStep:
         expected_variants: int = 1,
         on_compile: Callable[[ProgramReport], None] | None = None,
         report: CompileReport | None = None,
+        describe: Callable | None = None,
     ):
         self.jitted, self.name, self.arg_names = jitted, name, tuple(arg_names)
         self.expected_variants = expected_variants
-        self.on_compile = on_compile
+        self.on_compile, self.describe = on_compile, describe
         self.report = report if report is not None else CompileReport()
         self._variants: dict = {}  # treedef/avals key -> executable
         self._first = None  # skeletons of the first call's arguments
@@ -248,6 +250,7 @@ class GuardedStep:
         if key in self._variants:
             return self._variants[key]
         skeleton = tuple(_skeleton(a) for a in args)
+        note = note or (self.describe(args) if self.describe else "")
         if self._first is None:
             self._first = skeleton
         elif len(self._variants) >= self.expected_variants and not self._warned:

@@ -90,3 +90,26 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     assert compile_lib.default_cache_dir() is None
     monkeypatch.delenv(compile_lib.ENV_VAR)
     assert compile_lib.default_cache_dir().endswith(str(Path(".cache", "jaxnets", "xla")))
+
+
+class MaskedMean(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False, mask=None):
+        mask = jnp.ones(x.shape[:2], bool) if mask is None else mask
+        m = mask[..., None].astype(jnp.float32)  # (B, T, 1)
+        return nn.Dense(2)((x * m).sum(1) / jnp.maximum(m.sum(1), 1.0))
+
+
+def test_buckets_compile_once_each_and_show_in_the_report(capsys):
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 13, size=30)
+    x = rng.normal(size=(30, 12, 2)).astype(np.float32)
+    data = {"x": x, "y": (lengths > 6).astype(np.int32), "x_mask": np.arange(12) < lengths[:, None]}
+    state = create_train_state(MaskedMean(), "adam", x[:1], learning_rate=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RetraceWarning)
+        _, hist = fit(state, data, epochs=2, batch_size=4, buckets=[4, 8], verbose=2)
+    out = capsys.readouterr().out
+    for length in (4, 8, 12):
+        assert out.count(f"train step [length {length}]") == 1
+    assert len(hist["loss"]) == 2

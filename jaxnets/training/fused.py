@@ -42,7 +42,7 @@ from jax import lax
 
 from jaxnets import compile as compile_lib
 from jaxnets import metrics as metrics_lib
-from jaxnets.data.batching import epoch_order, iterate_batches
+from jaxnets.data.batching import bucket_by_length, epoch_order, iterate_batches, iterate_bucketed
 from jaxnets.errors import ConfigError
 from jaxnets.training.engine import LocalEngine
 from jaxnets.training.step import eval_step, train_step
@@ -151,10 +151,21 @@ class Feed:
       fuse: None (one step per unit) or ``"epoch"`` (one `lax.scan` per unit).
       chunk_steps: steps per unit with ``fuse="epoch"`` (default: the whole epoch).
       verbose: at >= 1 the pre-flight report is printed when the step compiles.
+      buckets: bucket boundaries for variable-length rows (lengths from
+        ``x_mask``): batches of one bucket, cut to its length; one compile each.
     """
 
     def __init__(
-        self, arrays, batch_size, shuffle_seed, engine, *, fuse=None, chunk_steps=None, verbose=0
+        self,
+        arrays,
+        batch_size,
+        shuffle_seed,
+        engine,
+        *,
+        fuse=None,
+        chunk_steps=None,
+        verbose=0,
+        buckets=None,
     ):
         check_fuse(fuse, chunk_steps, engine, arrays)
         self.arrays, self.batch_size, self.shuffle_seed = arrays, batch_size, shuffle_seed
@@ -163,6 +174,18 @@ class Feed:
         self.steps = math.ceil(self.n / batch_size)
         self.chunk = self.steps if fuse and chunk_steps is None else (chunk_steps or 1)
         self.device = fuse is not None or can_keep_on_device(engine, arrays)
+        self.buckets, self.lengths, variants, describe = buckets, None, 1, None
+        if buckets is not None:
+            if fuse or "x_mask" not in arrays:
+                raise ConfigError(
+                    "buckets= needs an 'x_mask' (n, T) in the data (True = valid step) and "
+                    "the per-step loop (no fuse=)."
+                )
+            self.lengths = np.asarray(arrays["x_mask"]).astype(bool).sum(axis=1)
+            groups = bucket_by_length(self.lengths, buckets)
+            self.steps = sum(math.ceil(len(ix) / batch_size) for ix in groups.values())
+            self.device, variants = False, len(groups)
+            describe = lambda args: f"length {args[2]['x'].shape[1]}"
         self.data = engine.place_state(arrays) if self.device else None
         self._zeros = None
         report = compile_lib.CompileReport()
@@ -181,7 +204,7 @@ class Feed:
             fn, names, name = train_and_accumulate, ("state", "sums", "batch"), "train step"
         # Chunks of two lengths (a shorter last one, or a shorter first one on resume)
         # are planned, not retraces.
-        variants = 3 if fuse and self.chunk < self.steps else 1
+        variants = 3 if fuse and self.chunk < self.steps else variants
         self.runner = compile_lib.GuardedStep(
             engine.compile(fn, donate_argnums=(0, 1)),
             name,
@@ -189,11 +212,20 @@ class Feed:
             expected_variants=variants,
             on_compile=on_compile,
             report=report,
+            describe=describe,
         )
         self.report = report
 
     def epoch(self, epoch: int, start: int = 0):
         """Yields ``(i, unit)``: ``i`` the index of the last step the unit runs."""
+        if self.lengths is not None:
+            batches = iterate_bucketed(
+                self.arrays, self.lengths, self.buckets, self.batch_size,
+                shuffle_seed=self.shuffle_seed, epoch=epoch, start_step=start,
+            )  # fmt: skip
+            for i, host_batch in enumerate(batches, start=start):
+                yield i, (self.engine.place_batch(host_batch),)
+            return
         if not self.device:
             batches = iterate_batches(
                 self.arrays,

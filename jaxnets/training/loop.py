@@ -131,6 +131,7 @@ def fit(
     keep: int | None = 3,
     fuse: str | None = None,
     chunk_steps: int | None = None,
+    buckets: Sequence[int] | None = None,
 ) -> tuple[TrainState, dict[str, list]]:
     """Trains ``state`` on ``data`` for ``epochs`` epochs.
 
@@ -165,6 +166,9 @@ def fit(
         dispatch. See `jaxnets.training.fused`.
       chunk_steps: with ``fuse="epoch"``, split each epoch into scans of this
         many steps; the progress bar and batch callbacks run between them.
+      buckets: for variable-length rows (lengths from ``x_mask``), increasing
+        bucket lengths: each batch holds one bucket cut to its length (see
+        `jaxnets.data.batching.iterate_bucketed`); one compile per bucket.
 
     At ``verbose >= 1`` a pre-flight report (compile seconds, FLOPs per step,
     peak memory, parameters) is printed before the first step; see `jaxnets.compile`.
@@ -202,8 +206,9 @@ def fit(
         )  # fmt: skip
     feed = fused.Feed(
         arrays, batch_size, seed if shuffle else None, engine,
-        fuse=fuse, chunk_steps=chunk_steps, verbose=verbose,
+        fuse=fuse, chunk_steps=chunk_steps, verbose=verbose, buckets=buckets,
     )  # fmt: skip
+    steps = feed.steps
     ckpt = None
     if workdir is not None:
         from jaxnets.checkpoint.resume import FitCheckpointer
