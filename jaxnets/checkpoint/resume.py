@@ -5,10 +5,11 @@
 epoch, and it saves when due:
 
 - ``save_every="epoch"``: after each epoch's callbacks;
-- ``save_every=k``: whenever ``state.step`` is a multiple of ``k``, mid-epoch
-  included (with the epoch's running metric sums). A multiple that falls on an
-  epoch's last batch is saved after that epoch's validation and callbacks
-  instead, so a resumed run never repeats an epoch end;
+- ``save_every=k``: whenever ``state.step`` reaches a multiple of ``k``,
+  mid-epoch included (with the epoch's running metric sums); with
+  ``fit(fuse="epoch", chunk_steps=c)`` at the end of the chunk that passed it.
+  A multiple that falls on an epoch's last batch is saved after that epoch's
+  validation and callbacks instead, so a resumed run never repeats an epoch end;
 - always after the last epoch and when a callback stops training.
 
 The step count is tracked on the host, so deciding costs no device sync.
@@ -59,6 +60,8 @@ class FitCheckpointer:
         self.manager = CheckpointManager(Path(workdir) / CHECKPOINT_DIR, keep=keep, monitor=None)
         self.run: RunState | None = None
         self.host_step = 0
+        self.position = 0  # steps done in the current epoch
+        self.deferred = False  # a save fell due on an epoch's last step
         self.last_saved: int | None = None
 
     def resume(self, state, callbacks, initial_epoch: int, initial_step: int, history):
@@ -80,7 +83,7 @@ class FitCheckpointer:
                 if run.step_in_epoch:
                     where = f"epoch {run.epoch + 1}, batch {run.step_in_epoch}"
                 print(f"resuming from {self.manager.directory} step {run.step} ({where})")
-        self.host_step = int(state.step)
+        self.host_step, self.position = int(state.step), initial_step
         return state, initial_epoch, initial_step, history
 
     def _check_data(self, run: RunState):
@@ -105,18 +108,28 @@ class FitCheckpointer:
         return unflatten_like(zeros, codec.place_like(run.sums, flatten(zeros)))
 
     def after_step(self, state, sums, *, epoch, step_in_epoch, steps, history, callbacks):
-        """Counts a step; saves mid-epoch when a multiple of ``save_every`` is reached."""
+        """Notes the steps done (one, or a fused chunk); saves once a multiple of ``save_every``
+        is reached or passed (with ``fit(fuse="epoch")`` at the end of that chunk)."""
         self.run = None
-        self.host_step += 1
-        due = self.save_every != "epoch" and self.host_step % self.save_every == 0
-        if due and step_in_epoch < steps:
+        before = self.host_step
+        self.host_step += step_in_epoch - self.position
+        self.position = step_in_epoch
+        if (
+            self.save_every == "epoch"
+            or before // self.save_every == self.host_step // self.save_every
+        ):
+            return
+        if step_in_epoch < steps:
             self._save(state, epoch, step_in_epoch, history, callbacks, sums=sums)
+        else:
+            self.deferred = True
 
     def after_epoch(self, state, *, epoch, history, callbacks, logs, last: bool, stopped: bool):
         """Saves after an epoch's callbacks when due, at the end and when stopped."""
-        due = self.save_every == "epoch" or self.host_step % self.save_every == 0
-        if due or last or stopped:
+        self.position = 0
+        if self.save_every == "epoch" or self.deferred or last or stopped:
             self._save(state, epoch + 1, 0, history, callbacks, logs=logs, stopped=stopped)
+        self.deferred = False
 
     def _save(
         self, state, epoch, step_in_epoch, history, callbacks, sums=None, logs=None, stopped=False

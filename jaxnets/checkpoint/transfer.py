@@ -12,7 +12,8 @@ Paths are ``/``-joined inside a collection, e.g. ``conv_0/kernel`` in
 regular expressions matched against whole path components from the start, so
 ``{"encoder": "backbone"}`` renames ``encoder/conv/kernel`` but not
 ``encoder2/...``; replacements may use groups (``{r"block_(\\d+)": r"layer_\\1"}``)
-and ``None`` drops the matching paths. The first matching rule wins.
+``None`` drops the matching paths and ``""`` strips the prefix. The first
+matching rule wins.
 
 Example:
   >>> import jax.numpy as jnp, flax.linen as nn
@@ -135,7 +136,9 @@ def rename_path(path: str, rules) -> str | None:
         if m:
             if repl is None:
                 return None
-            return f"{collection}{SEP}{m.expand(repl)}{inner[m.end() :]}"
+            head, rest = m.expand(repl), inner[m.end() :]
+            # An empty replacement removes the prefix and its separator.
+            return f"{collection}{SEP}{head + rest if head else rest.lstrip(SEP)}"
     return path
 
 
