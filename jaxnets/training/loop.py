@@ -36,7 +36,7 @@ from jaxnets import metrics as metrics_lib
 from jaxnets import validation
 from jaxnets.callbacks.base import CallbackList
 from jaxnets.data.batching import iterate_batches
-from jaxnets.errors import ConfigError, DataError
+from jaxnets.errors import ConfigError, DataError, lookup
 from jaxnets.training import fused
 from jaxnets.training.engine import default_engine
 from jaxnets.training.progress import ProgressBar
@@ -104,6 +104,17 @@ def _count(value) -> int:
     return int(np.max(np.asarray(value)))
 
 
+def _rollback(ckpt, state, verbose) -> TrainState:
+    # Params, model and optimizer state of the newest checkpoint; the step (so the
+    # RNG and the data position) moves on, leaving the batches that diverged behind.
+    if ckpt.manager.latest_step() is None:
+        return state  # nothing saved yet; the in-graph guard kept the params finite
+    good = ckpt.manager.restore(state).state
+    if verbose:
+        print(f"non-finite values this epoch: rolled back to step {int(good.step)}")
+    return state.replace(params=good.params, model_state=good.model_state, opt_state=good.opt_state)
+
+
 def _scalars(logs: dict) -> dict:
     return {k: v for k, v in logs.items() if isinstance(v, float)}
 
@@ -132,6 +143,7 @@ def fit(
     fuse: str | None = None,
     chunk_steps: int | None = None,
     buckets: Sequence[int] | None = None,
+    on_nonfinite: str = "skip",
 ) -> tuple[TrainState, dict[str, list]]:
     """Trains ``state`` on ``data`` for ``epochs`` epochs.
 
@@ -169,6 +181,10 @@ def fit(
       buckets: for variable-length rows (lengths from ``x_mask``), increasing
         bucket lengths: each batch holds one bucket cut to its length (see
         `jaxnets.data.batching.iterate_bucketed`); one compile per bucket.
+      on_nonfinite: ``"skip"`` (the step skips non-finite updates and counts
+        them) or ``"rollback"``: after an epoch with a skipped update or a
+        non-finite loss, restore params, model and optimizer state from the
+        newest checkpoint of ``workdir`` and go on with the next batches.
 
     At ``verbose >= 1`` a pre-flight report (compile seconds, FLOPs per step,
     peak memory, parameters) is printed before the first step; see `jaxnets.compile`.
@@ -183,6 +199,9 @@ def fit(
     _check_positive_int("epochs", epochs)
     _check_positive_int("batch_size", batch_size)
     _check_positive_int("log_every", log_every)
+    lookup(on_nonfinite, {"skip": 0, "rollback": 1}, kind="on_nonfinite option")
+    if on_nonfinite == "rollback" and workdir is None:
+        raise ConfigError("on_nonfinite='rollback' restores checkpoints: pass workdir= too.")
     arrays = validation.check_inputs(state, as_arrays(data), allow_nonfinite=allow_nonfinite)
     if validation_data is not None:
         validation_data = validation.check_inputs(
@@ -265,11 +284,15 @@ def fit(
                     history=history,
                     callbacks=callbacks,
                 )
+            if ctx.stop_training:  # e.g. TerminateOnNaN at a logged batch, as in Keras
+                break
         logs = {}
         if sums:
             host_sums, skipped = engine.fetch((sums, state.skipped))
             logs = metrics_lib.compute_all(state.metric_table, host_sums)
             logs["skipped"], skipped_total = _count(skipped) - skipped_total, _count(skipped)
+            if on_nonfinite == "rollback" and (logs["skipped"] or not np.isfinite(logs["loss"])):
+                state = _rollback(ckpt, state, verbose)
         if validation_data is not None:
             val = evaluate(state, validation_data, batch_size=batch_size, verbose=0, engine=engine)
             logs.update({f"val_{k}": v for k, v in val.items()})
