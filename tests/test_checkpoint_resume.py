@@ -193,3 +193,17 @@ def test_crash_during_save_resumes_from_previous_checkpoint(tmp_path):
     for k in p_ref:
         np.testing.assert_array_equal(p_res[k], p_ref[k], strict=True)
     assert h_res == h_ref
+
+
+def test_fused_epochs_save_at_chunk_ends_and_resume_exactly(tmp_path):
+    reference, ref_history = run(fuse="epoch", chunk_steps=3)
+    run(fuse="epoch", chunk_steps=3, workdir=tmp_path, save_every=2, keep=None)
+    ckpts = tmp_path / "checkpoints"
+    # 4 steps per epoch in chunks of 3 + 1: a save at the end of each chunk that passed
+    # a multiple of 2 (mid-epoch 3, 7, 11), and at epoch ends where 4 steps passed one.
+    assert sorted(int(p.name) for p in ckpts.iterdir()) == [3, 4, 7, 8, 11, 12]
+    for later in (8, 11, 12):
+        os.rename(ckpts / str(later), tmp_path / f"gone{later}")
+    state, history = run(fuse="epoch", chunk_steps=3, workdir=tmp_path, save_every=2)
+    assert_same_params(state.params, reference.params)
+    assert history == ref_history
