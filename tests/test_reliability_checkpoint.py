@@ -10,7 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxnets import parallel
+from jaxnets import parallel, precision
 from jaxnets.callbacks import LambdaCallback, ModelCheckpoint
 from jaxnets.checkpoint import CheckpointManager, restore_state
 from jaxnets.errors import CheckpointError
@@ -116,3 +116,17 @@ def test_model_checkpoint_best_only_never_takes_a_nan(tmp_path):
     fit(_state(), (X, Y), epochs=4, batch_size=8, verbose=0,
         callbacks=[LambdaCallback(on_epoch_end=fake_loss), saver])  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e1", "e4"] and saver.best == 0.5
+
+
+def test_float16_loss_scale_survives_a_resume(tmp_path):
+    def fp16():
+        state = create_train_state(Net(), "adam", X[:1], learning_rate=0.01, precision="float16")
+        return state.replace(loss_scale=precision.DynamicScale.create(initial=2.0**40, period=3))
+
+    kw = {"batch_size": 8, "verbose": 0}
+    expected, _ = fit(fp16(), (X, Y), epochs=3, **kw)
+    fit(fp16(), (X, Y), epochs=1, workdir=tmp_path, **kw)  # then the process "dies"
+    state, _ = fit(fp16(), (X, Y), epochs=3, workdir=tmp_path, **kw)
+    assert float(state.loss_scale.scale) == float(expected.loss_scale.scale) < 2.0**40
+    assert int(state.skipped) == int(expected.skipped) > 0
+    assert _bits(state.params) == _bits(expected.params)
