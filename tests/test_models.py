@@ -56,7 +56,7 @@ PARAM_COUNTS = {
     "transformer": 21_866,
     "transformer_text": 20_714,
     "gpt_char": 818_048,
-    "gpt_tiny": 4_080,
+    "gpt_tiny": 4_208,
     "gan_mlp_generator": 5_378,
     "gan_mlp_discriminator": 4_417,
     "dcgan_generator": 136_801,
