@@ -41,6 +41,7 @@ def _random_params(layer, *args):
     )
 
 
+@pytest.mark.slow
 def test_one_head_matches_numpy(qv):
     q, v = qv
     mha = MultiHeadAttention(num_heads=1, key_dim=3)
@@ -71,6 +72,7 @@ def test_causal_mask_by_perturbation(rng):
         assert not np.allclose(out2[:, t + 1 :], out[:, t + 1 :])
 
 
+@pytest.mark.slow
 def test_padding_mask_by_perturbation(qv, rng):
     q, v = qv
     mha = MultiHeadAttention(num_heads=3, key_dim=2)

@@ -83,6 +83,7 @@ def test_col2im_transpose_matches_lax(rng, k, stride, padding):
     assert got.shape == (2, 5 * stride + extra, 5 * stride + extra, 4)
 
 
+@pytest.mark.slow
 def test_col2im_transpose_gradients(rng):
     x, w = _arrays(rng, 2, 4, 4, cin=2, cout=2)
     f = lambda x, w: conv_ops.conv_transpose_col2im(x, w, strides=(2, 2), padding="same")

@@ -59,3 +59,26 @@ def test_layernorm_hand_computed(rng):
     y = ln.apply(ln.init(jax.random.key(0), jnp.asarray(x)), jnp.asarray(x))
     mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
     np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-3), rtol=1e-4, atol=1e-5)
+
+
+def test_batchnorm_syncs_under_pmap(rng):
+    # conftest gives 8 fake CPU devices; two replicas must agree with one batch.
+    n = 2
+    assert jax.local_device_count() >= n
+    x = jnp.asarray(rng.normal(size=(n, 5, 3)), jnp.float32)
+    bn = BatchNormalization(axis_name="batch")
+    variables = bn.init(jax.random.key(0), x[0])
+    step = jax.pmap(
+        lambda v, xs: bn.apply(v, xs, train=True, mutable=["batch_stats"]),
+        axis_name="batch",
+        in_axes=(None, 0),
+    )
+    y, upd = step(variables, x)
+    y_full, upd_full = BatchNormalization().apply(
+        variables, x.reshape(10, 3), train=True, mutable=["batch_stats"]
+    )
+    np.testing.assert_allclose(np.asarray(y).reshape(10, 3), y_full, rtol=1e-5, atol=1e-5)
+    for replica in range(n):
+        np.testing.assert_allclose(
+            upd["batch_stats"]["var"][replica], upd_full["batch_stats"]["var"], rtol=1e-5
+        )

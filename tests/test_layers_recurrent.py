@@ -136,6 +136,7 @@ def test_go_backwards_reads_reversed_input(x, cls):
     np.testing.assert_allclose(bwd.apply(v, x), fwd.apply(v, x[:, ::-1]), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_bidirectional_concat_and_masking(x):
     inner = LSTM(U, return_sequences=True)
     bi = Bidirectional(inner)
@@ -182,3 +183,12 @@ def test_shape_errors(x):
         LSTM(U).init(jax.random.key(0), x[0])
     with pytest.raises(ShapeError, match="mask"):
         LSTM(U).init(jax.random.key(0), x, mask=jnp.ones((B, T + 1), bool))
+
+
+def test_bidirectional_return_state(x):
+    bi = Bidirectional(LSTM(U, return_state=True))
+    v = bi.init(jax.random.key(0), x)
+    out, fh, fc, bh, bc = bi.apply(v, x)
+    assert out.shape == (B, 2 * U)
+    np.testing.assert_allclose(out, np.concatenate([fh, bh], -1))
+    assert fc.shape == bc.shape == (B, U)

@@ -6,9 +6,10 @@ pooling is the elementwise `jnp.maximum` of the window's p*p shifted,
 strided slices, whose gradient is a select per slice. Average pooling with
 pool size == stride (windows tile the input) is a reshape to
 ``(B, Ho, p, Wo, p, C)`` and a sum, whose gradient is a broadcast; other
-strides sum the shifted slices. In a small CNN's training step the slices
-beat a reshape-and-max (its gradient compares with the max, counts ties and
-divides) by about 1.3x. ``impl='xla'`` (the default off CPU) uses
+strides sum the shifted slices. For max pooling the slices beat a
+reshape-and-max, whose gradient compares with the max, counts ties and
+divides (small-CNN training step, best of three on a loaded 2-core CPU:
+25.5 against 22.4 steps/s). ``impl='xla'`` (the default off CPU) uses
 `lax.reduce_window`.
 
 'same' padding follows Keras: pads are placed as TensorFlow places them, max
