@@ -1,7 +1,8 @@
 """jaxnets: a functional neural-network framework for JAX.
 
 The Keras-style names (``Sequential``, ``Model``, ``load_model``) and the
-subpackages (``layers``, ``models``, ``data``, ``callbacks``, ``training``...)
+subpackages (``layers``, ``models``, ``data``, ``callbacks``, ``training``,
+``checkpoint``...)
 are imported on first use, so ``import jaxnets`` stays cheap.
 
 Example:
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "callbacks",
+    "checkpoint",
     "data",
     "errors",
     "keras",
