@@ -210,11 +210,14 @@ class Model(Loops):
 
     def _build_from(self, sample):
         sample = np.asarray(sample)[:1]
-        st = create_train_state(self.module, optax.identity(), sample, metrics=(), seed=self.seed)
-        self._keras.variables = st.variables
         self._keras.input_spec = (tuple(sample.shape[1:]), str(sample.dtype))
-        if self.compiled:
-            self._make_state()
+        if self.compiled:  # one initialisation: straight to the TrainState
+            self._make_state(sample)
+        else:
+            st = create_train_state(
+                self.module, optax.identity(), sample, metrics=(), seed=self.seed
+            )
+            self._keras.variables = st.variables
 
     def _ensure_built(self, sample=None):
         if not self.built:
@@ -274,17 +277,25 @@ class Model(Loops):
         if self.built or self.default_input() is not None:
             self._ensure_built()
 
-    def _make_state(self):
+    def _make_state(self, sample=None):
+        """The TrainState from the compile() arguments; keeps existing variables if any.
+
+        The train module (final softmax stripped) has the parameters of the
+        module, so the state's are exactly those ``build`` would create.
+        """
         kw, k = self._keras.compile_kwargs, self._keras
         shape, dtype = k.input_spec
         state = create_train_state(
             kw["train_module"],
             kw["tx"],
-            jnp.zeros((1, *shape), dtype),
+            jnp.zeros((1, *shape), dtype) if sample is None else sample,
             loss=kw["loss"],
             metrics=kw["metrics"],
             seed=k.seed,
         )
+        if k.variables is None:
+            k.state = state
+            return
         variables = dict(k.variables)
         params = variables.pop("params", {})
         k.state = state.replace(

@@ -167,9 +167,8 @@ def load_model(path, custom_objects=None, compile: bool = True):
         raise FormatError(f"{path}/model.json is missing or mangles an entry: {e}") from e
     model = module if facade == "Sequential" else Model(module, name=meta.get("name"))
     model.seed = int(meta.get("seed", 0))
-    model.build((None, *shape), dtype)
     config = meta.get("compile")
-    if compile and config:
+    if compile and config:  # compiling first lets build initialise once
         model.compile(
             optimizer=config["optimizer"],
             loss=config["loss"],
@@ -177,6 +176,8 @@ def load_model(path, custom_objects=None, compile: bool = True):
             loss_weights=config.get("loss_weights"),
             run_eagerly=config.get("run_eagerly", False),
         )
+    if not model.built:
+        model.build((None, *shape), dtype)
     root = os.path.abspath(os.fspath(path))
     model._set_variables(_read_tree(os.path.join(root, "variables"), model._variables()))
     if model.state is not None and os.path.isdir(os.path.join(root, "train_state")):
