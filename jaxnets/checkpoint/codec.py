@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
 from collections.abc import Mapping
@@ -184,3 +185,39 @@ def rank_value(metrics: Mapping | None, monitor: str, mode: str) -> float:
     if value is None or math.isnan(float(value)):
         return -math.inf
     return float(value) if mode == "max" else -float(value)
+
+
+@dataclasses.dataclass
+class RunState:
+    """What `CheckpointManager.restore` returns.
+
+    Attributes:
+      state: the restored `TrainState` (static fields from the target).
+      step: the checkpoint's step (``state.step``).
+      epoch, step_in_epoch: where training continues (``fit``'s
+        ``initial_epoch`` and ``initial_step``).
+      history: per-epoch metrics of the finished epochs.
+      callback_states: ``{"<index>:<class>": state}`` as saved.
+      sums: flat host arrays of a half-done epoch's metric sums, or None.
+      data: the data order: ``seed``, ``shuffle``, ``batch_size``, ``num_examples``.
+      stopped: whether a callback had stopped training.
+      metrics: the monitored metric saved with the step (may be empty).
+    """
+
+    state: Any
+    step: int
+    epoch: int
+    step_in_epoch: int
+    history: dict
+    callback_states: dict
+    sums: dict | None
+    data: dict
+    stopped: bool
+    metrics: dict
+
+    def apply_callback_states(self, callbacks):
+        """Calls ``set_state`` on each callback saved under the same index and class."""
+        for i, cb in enumerate(callbacks or ()):
+            key = callback_key(i, cb)
+            if key in self.callback_states:
+                cb.set_state(self.callback_states[key])

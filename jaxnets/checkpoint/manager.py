@@ -36,16 +36,15 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from pathlib import Path
-from typing import Any
 
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxnets.checkpoint import codec
+from jaxnets.checkpoint.codec import RunState
 from jaxnets.checkpoint.structure import check_compatible, flatten, nest, unflatten_like
 from jaxnets.errors import CheckpointError, ConfigError
 
@@ -58,40 +57,30 @@ class _Unreadable(Exception):
     """A step exists but its files cannot be read back faithfully."""
 
 
-@dataclasses.dataclass
-class RunState:
-    """What `CheckpointManager.restore` returns.
+# What restoring reads from the JSON meta file, and the type each entry must have.
+_META_TYPES = {
+    "epoch": int,
+    "step_in_epoch": int,
+    "stopped": bool,
+    "data": dict,
+    "history": dict,
+    "callbacks": dict,
+    "checksums": dict,
+}
 
-    Attributes:
-      state: the restored `TrainState` (static fields from the target).
-      step: the checkpoint's step (``state.step``).
-      epoch, step_in_epoch: where training continues (``fit``'s
-        ``initial_epoch`` and ``initial_step``).
-      history: per-epoch metrics of the finished epochs.
-      callback_states: ``{"<index>:<class>": state}`` as saved.
-      sums: flat host arrays of a half-done epoch's metric sums, or None.
-      data: the data order: ``seed``, ``shuffle``, ``batch_size``, ``num_examples``.
-      stopped: whether a callback had stopped training.
-      metrics: the monitored metric saved with the step (may be empty).
-    """
 
-    state: Any
-    step: int
-    epoch: int
-    step_in_epoch: int
-    history: dict
-    callback_states: dict
-    sums: dict | None
-    data: dict
-    stopped: bool
-    metrics: dict
-
-    def apply_callback_states(self, callbacks):
-        """Calls ``set_state`` on each callback saved under the same index and class."""
-        for i, cb in enumerate(callbacks or ()):
-            key = codec.callback_key(i, cb)
-            if key in self.callback_states:
-                cb.set_state(self.callback_states[key])
+def _meta_problem(meta: dict) -> str | None:
+    """What is wrong with a meta file that parsed as JSON (it may have been damaged)."""
+    for key, kind in _META_TYPES.items():
+        value = meta.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"entry {key!r} is {type(value).__name__}, expected {kind.__name__}"
+    try:
+        for key in ("data", "history", "callbacks"):
+            codec.decode_json(meta[key])
+    except (TypeError, ValueError, KeyError) as e:
+        return f"entry {key!r} does not decode ({type(e).__name__}: {e})"
+    return None
 
 
 class CheckpointManager:
@@ -354,6 +343,9 @@ class CheckpointManager:
             raise _Unreadable(f"{where} is unreadable ({type(e).__name__}: {e})") from e
         if not isinstance(meta, dict) or meta.get("format") != codec.FORMAT:
             raise _Unreadable(f"{where} is not a {codec.FORMAT} checkpoint")
+        problem = _meta_problem(meta)
+        if problem:
+            raise _Unreadable(f"{where} has a damaged meta file: {problem}")
         return meta, saved
 
     def _read(self, step: int):
