@@ -38,7 +38,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnets.errors import ConfigError, DataError, DTypeError, ShapeError
+from jaxnets.errors import ConfigError, DataError, DTypeError, FormatError, ShapeError
+
+# Biggest model (parameters plus one input row) a file may ask `check_model_size` to build.
+MAX_MODEL_BYTES = 1 << 34
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,3 +308,31 @@ def check_module_config(module) -> None:
                     f"{type(module).__name__}.{field.name} must be in [0, 1), got {value!r}: "
                     "it is the fraction of activations dropped in training."
                 )
+
+
+def check_model_size(module, shape, dtype, *, max_bytes: int | None = None, where="the file"):
+    """`FormatError` unless ``module`` on one input row of ``shape`` fits in ``max_bytes``.
+
+    For loaders of untrusted configs: the model is sized with ``jax.eval_shape``
+    (nothing allocated), so a file declaring a billion units fails fast instead
+    of exhausting memory.
+    """
+    from jaxnets.training.state import accepted_call_kwargs  # state imports this module
+
+    max_bytes = MAX_MODEL_BYTES if max_bytes is None else max_bytes
+    dims = tuple(shape)
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims):
+        raise FormatError(f"{where}: input shape {dims!r} needs positive integer sizes.")
+    row = jax.ShapeDtypeStruct((1, *dims), jnp.dtype(dtype))
+    total = row.size * row.dtype.itemsize
+    if total <= max_bytes:
+        kwargs = {"train": False} if "train" in accepted_call_kwargs(module) else {}
+        key = jax.random.key(0)
+        init = lambda x: module.init({"params": key, "dropout": key}, x, **kwargs)
+        total += sum(v.size * v.dtype.itemsize for v in jax.tree.leaves(jax.eval_shape(init, row)))
+    if total > max_bytes:
+        raise FormatError(
+            f"{where} declares a model of {total} bytes (parameters and one input row), over "
+            f"the {max_bytes}-byte limit; raise jaxnets.validation.MAX_MODEL_BYTES if the "
+            "file is genuine."
+        )

@@ -36,7 +36,8 @@ import shutil
 
 import jax
 
-from jaxnets.errors import CheckpointError, ConfigError, FormatError
+from jaxnets import validation
+from jaxnets.errors import CheckpointError, ConfigError, FormatError, JaxnetsError
 from jaxnets.keras import serialization
 
 MODEL_FORMAT = "jaxnets.keras.model/1"
@@ -159,25 +160,31 @@ def load_model(path, custom_objects=None, compile: bool = True):
     for name, cls in (custom_objects or {}).items():
         serialization.register_serializable(cls, name)
     meta = _read_meta(path, "model.json", MODEL_FORMAT)
-    try:
+    try:  # every entry is untrusted: any failure below is a malformed file
         module = serialization.from_config(meta["module"])
         spec, facade = meta["input"], meta["facade"]
         shape, dtype = tuple(spec["shape"]), spec["dtype"]
-    except (KeyError, TypeError) as e:
-        raise FormatError(f"{path}/model.json is missing or mangles an entry: {e}") from e
-    model = module if facade == "Sequential" else Model(module, name=meta.get("name"))
-    model.seed = int(meta.get("seed", 0))
-    config = meta.get("compile")
-    if compile and config:  # compiling first lets build initialise once
-        model.compile(
-            optimizer=config["optimizer"],
-            loss=config["loss"],
-            metrics=config["metrics"],
-            loss_weights=config.get("loss_weights"),
-            run_eagerly=config.get("run_eagerly", False),
-        )
-    if not model.built:
-        model.build((None, *shape), dtype)
+        # Size the model before building it: a file must not make us allocate what it asks.
+        validation.check_model_size(module, shape, dtype, where=f"{path}/model.json")
+        model = module if facade == "Sequential" else Model(module, name=meta.get("name"))
+        model.seed = int(meta.get("seed", 0))
+        config = meta.get("compile")
+        if compile and config:  # compiling first lets build initialise once
+            model.compile(
+                optimizer=config["optimizer"],
+                loss=config["loss"],
+                metrics=config["metrics"],
+                loss_weights=config.get("loss_weights"),
+                run_eagerly=config.get("run_eagerly", False),
+            )
+        if not model.built:
+            model.build((None, *shape), dtype)
+    except JaxnetsError:
+        raise
+    except Exception as e:
+        raise FormatError(
+            f"{path}/model.json is missing or mangles an entry ({type(e).__name__}: {e})"
+        ) from e
     root = os.path.abspath(os.fspath(path))
     model._set_variables(_read_tree(os.path.join(root, "variables"), model._variables()))
     if model.state is not None and os.path.isdir(os.path.join(root, "train_state")):
