@@ -83,32 +83,6 @@ def _meta_problem(meta: dict) -> str | None:
     return None
 
 
-# What restoring reads from the JSON meta file, and the type each entry must have.
-_META_TYPES = {
-    "epoch": int,
-    "step_in_epoch": int,
-    "stopped": bool,
-    "data": dict,
-    "history": dict,
-    "callbacks": dict,
-    "checksums": dict,
-}
-
-
-def _meta_problem(meta: dict) -> str | None:
-    """What is wrong with a meta file that parsed as JSON (it may have been damaged)."""
-    for key, kind in _META_TYPES.items():
-        value = meta.get(key)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            return f"entry {key!r} is {type(value).__name__}, expected {kind.__name__}"
-    try:
-        for key in ("data", "history", "callbacks"):
-            codec.decode_json(meta[key])
-    except (TypeError, ValueError, KeyError) as e:
-        return f"entry {key!r} does not decode ({type(e).__name__}: {e})"
-    return None
-
-
 class CheckpointManager:
     """Saves and restores whole runs in ``directory`` (one subfolder per step).
 
