@@ -134,6 +134,7 @@ def train(args) -> dict:
         raise ConfigError("--epochs and --batch-size must be positive integers.")
     if getattr(args, "no_compile_cache", False):
         compile_lib.disable_cache()
+    compile_lib.ensure_default_cache()  # before initialization, so its programs are cached too
     # Devices, engine and multi-process start-up (before any other JAX work).
     run = parallel_run.start(args, config)
     workdir = Path(args.workdir) if args.workdir else None
