@@ -220,3 +220,19 @@ def test_make_engine_rejects_bad_options_clearly():
 def test_pmap_engine_refuses_functions_it_has_no_per_device_version_of():
     with pytest.raises(ConfigError, match="engine='jit'"):
         make_engine(2, "pmap").compile(lambda s, b: s)
+
+
+@pytest.mark.parametrize("kind,accumulate", [("jit", 2), ("pmap", 1)])
+def test_float16_with_loss_scaling_matches_one_device(kind, accumulate):
+    x, y = mlp_data(96)
+
+    def run(engine):
+        state = create_train_state(
+            MLP(), "adam", x[:1], learning_rate=0.02, seed=1, precision="float16"
+        )
+        return fit(state, (x, y), batch_size=16, verbose=0, engine=engine, seed=3)[0]
+
+    ref, got = run(None), run(make_engine(8, kind, accumulate=accumulate))
+    assert max_diff(got.params, ref.params) < 1e-3  # half-precision sums in another order
+    assert float(got.loss_scale.scale) == float(ref.loss_scale.scale)
+    assert int(got.loss_scale.good_steps) == int(ref.loss_scale.good_steps) == 6

@@ -111,7 +111,14 @@ def initialize(
     ``$JAXNETS_COORDINATOR``, ``$JAXNETS_NUM_PROCESSES`` and
     ``$JAXNETS_PROCESS_ID``, then from JAX's cluster auto-detection. Calling it
     again once initialized does nothing. A process that loses a peer aborts
-    (after ``heartbeat_timeout_seconds``); it does not raise.
+    (after ``heartbeat_timeout_seconds``); it does not raise. In a run of
+    several processes an uncaught exception then ends this process at once
+    (`exit_now`) rather than leaving it waiting at exit for peers that may be
+    blocked in a collective; `jaxnets launch` then stops the others.
+
+    Example:
+      >>> initialize()  # doctest: +SKIP
+      (0, 2)
     """
     if jax.distributed.is_initialized():
         return jax.process_index(), jax.process_count()
