@@ -114,6 +114,16 @@ def test_two_processes_end_with_identical_params_equal_to_one_process(tmp_path):
     assert sorted(flat) == sorted(first.files)
     for name in first.files:
         np.testing.assert_allclose(first[name], flat[name], atol=1e-6, rtol=0)
+    # evaluate: the global loss in every process; predict: each process's own rows.
+    from jaxnets.training import evaluate, predict
+
+    want_loss = evaluate(state, (x, y))["loss"]
+    want_outputs = predict(state, x)
+    for rank in range(2):
+        got = np.load(tmp_path / f"eval_{rank}.npz")
+        assert float(got["loss"]) == pytest.approx(want_loss, abs=1e-6)
+        real = got["mask"] > 0
+        np.testing.assert_allclose(got["outputs"][real], want_outputs[rank::2], atol=1e-5)
 
 
 @pytest.mark.slow

@@ -115,10 +115,6 @@ def initialize(
     several processes an uncaught exception then ends this process at once
     (`exit_now`) rather than leaving it waiting at exit for peers that may be
     blocked in a collective; `jaxnets launch` then stops the others.
-
-    Example:
-      >>> initialize()  # doctest: +SKIP
-      (0, 2)
     """
     if jax.distributed.is_initialized():
         return jax.process_index(), jax.process_count()

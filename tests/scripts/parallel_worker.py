@@ -60,6 +60,12 @@ def main(argv=None):
     engine = parallel.make_engine()
     print(f"process {rank}/{count}: {jax.local_device_count()} local of {jax.device_count()}")
     state = train(shard["x"], shard["y"], engine, parallel.local_batch_size(GLOBAL_BATCH))
+    # Metrics are global sums; predictions come back for this process's rows only.
+    from jaxnets.training import evaluate, predict
+
+    loss = evaluate(state, shard, batch_size=24, engine=engine)["loss"]
+    outputs = predict(state, shard["x"], batch_size=24, engine=engine)
+    np.savez(f"{args.out}/eval_{rank}.npz", loss=loss, outputs=outputs, mask=shard["mask"])
     params = jax.tree.map(np.asarray, engine.fetch(state.params))
     flat = {
         "/".join(str(getattr(k, "key", k)) for k in path): v
