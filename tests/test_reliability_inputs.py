@@ -185,7 +185,7 @@ def test_empty_dataset_and_scalar_and_ragged_inputs():
 
 def test_batch_larger_than_the_dataset_pads_and_matches_one_full_step():
     x, y = _data(n=10)
-    expected, _ = train_step(_state(), {"x": x, "y": y, "mask": np.ones(10, np.float32)})
+    expected, _ = jax.jit(train_step)(_state(), {"x": x, "y": y, "mask": np.ones(10, np.float32)})
     state, history = _fit(_state(), (x, y), batch_size=64, shuffle=False)
     assert int(state.step) == 1 and history["skipped"] == [0]
     got, want = state.params["logits"]["kernel"], expected.params["logits"]["kernel"]
@@ -262,3 +262,16 @@ def test_invalid_hyperparameters():
             create_train_state(mlp.MLP(dropout_rate=rate), "sgd", jnp.zeros((1, 4)))
     with pytest.raises(ConfigError, match=r"Dropout rate must be in \[0, 1\)"):
         Dropout(1.5)
+
+
+def test_the_keras_facade_gets_the_same_checks():
+    from jaxnets.keras import Sequential
+    from jaxnets.layers import Dense
+
+    x, y = _data()
+    model = Sequential([Dense(3, input_shape=(4,))])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    with pytest.raises(DataError, match=r"labels outside \[0, 3\)"):
+        model.fit(x, y + 3, epochs=1, verbose=0)
+    with pytest.raises(ShapeError, match=r"per-example shape \(5,\)"):
+        model.predict(np.zeros((2, 5), np.float32), verbose=0)
