@@ -61,7 +61,9 @@ class InputSpec:
         if getattr(outputs, "ndim", 0) >= 1:
             out = tuple(int(d) for d in outputs.shape[1:])
         shape = tuple(int(d) for d in sample_input.shape[1:])
-        return cls(shape, jnp.dtype(sample_input.dtype).name, out)
+        # As JAX sees it: a float64 numpy sample is float32 unless x64 is on.
+        dtype = jax.dtypes.canonicalize_dtype(sample_input.dtype)
+        return cls(shape, jnp.dtype(dtype).name, out)
 
 
 def _is_numeric(dtype) -> bool:
