@@ -13,7 +13,7 @@ Measures steps/s of a full Adam training step (forward, backward, update):
 Usage::
 
     python benchmarks/bench_layers.py            # about 2-3 minutes on 2 cores
-    python benchmarks/bench_layers.py --quick    # smoke run, a few seconds
+    python benchmarks/bench_layers.py --quick    # smoke run: 4 rows, tiny shapes
 
 Numbers are noisy on a shared machine; each row is the best of a few timed
 windows after one compile-and-warm-up call.
@@ -147,8 +147,6 @@ def main(argv=None):
         ("CNN jaxnets impl=xla", f"scan x{slow_scan}", JaxnetsCNN("xla"), slow_scan),
         ("CNN jaxnets impl=im2col", f"scan x{scan}", JaxnetsCNN("im2col"), scan),
     ]
-    if args.quick:
-        rows.pop(3)
     lstm_rows = [
         ("LSTM flax nn.RNN(OptimizedLSTMCell)", "jit", FlaxLSTM(), 0),
         ("LSTM jaxnets hoisted input, unroll=1", "jit", JaxnetsLSTM(1, True), 0),
@@ -157,6 +155,10 @@ def main(argv=None):
         ("LSTM jaxnets in-loop input, unroll=4", "jit", JaxnetsLSTM(4), 0),
         ("LSTM jaxnets in-loop input, unroll=8", "jit", JaxnetsLSTM(8), 0),
     ]
+    if args.quick:
+        # Smoke run: one row per code path (xla, im2col in scan, both LSTM loops).
+        rows = [rows[1], rows[4]]
+        lstm_rows = [lstm_rows[1], lstm_rows[4]]
     print(f"backend={jax.default_backend()} devices={jax.device_count()} quick={args.quick}")
     print(f"CNN batch {batch} 28x28x1, LSTM batch {batch // 2} x {steps} steps x 32 features")
     print(f"{'model':<38} {'mode':<10} {'steps/s':>9} {'compile s':>10}")
