@@ -1,0 +1,99 @@
+"""Compile seconds with a cold and a warm persistent cache, and start-up to the first step.
+
+Each measurement runs in a fresh Python process whose ``JAXNETS_COMPILE_CACHE``
+points at a new folder (cold) and then at the same folder again (warm).
+
+* ``compile``: seconds to compile the per-step and the fused training programs
+  of a reference model (``python -m benchmarks.bench_compile --child NAME``).
+* ``start``: seconds from launching ``jaxnets train`` to its pre-flight report,
+  which it prints when the first step's program is ready (imports, data,
+  initialization and compilation included).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(cache: str) -> dict:
+    return {**os.environ, "JAXNETS_COMPILE_CACHE": cache, "PYTHONUNBUFFERED": "1"}
+
+
+def child(name: str) -> None:
+    """Compiles ``name``'s per-step and fused programs; prints their compile seconds as JSON."""
+    from benchmarks.bench_jaxnets import make_state
+    from benchmarks.common import SPECS, make_data
+    from jaxnets.compile import ensure_default_cache
+    from jaxnets.training import fused
+    from jaxnets.training.engine import default_engine
+
+    ensure_default_cache()
+    spec = SPECS[name]
+    x, y = make_data(spec, 2)
+    state = make_state(spec, x)
+    out = {}
+    for label, fuse in (("step", None), ("fused", "epoch")):
+        feed = fused.Feed({"x": x, "y": y}, spec.batch, 0, default_engine(), fuse=fuse)
+        unit = next(feed.epoch(0))[1]
+        zeros = feed.zero_sums(state, unit)
+        start = time.perf_counter()
+        feed.runner.compile_for(state, zeros, *unit)
+        out[label] = time.perf_counter() - start
+    print(json.dumps(out))
+
+
+def compile_seconds(names, timeout: float = 600) -> dict:
+    """``{name: {"cold": {...}, "warm": {...}}}`` from two child processes per model."""
+    out = {}
+    for name in names:
+        with tempfile.TemporaryDirectory() as cache:
+            out[name] = {}
+            for which in ("cold", "warm"):
+                proc = subprocess.run(
+                    [sys.executable, "-m", "benchmarks.bench_compile", "--child", name],
+                    cwd=ROOT, env=_env(cache), capture_output=True, text=True, timeout=timeout,
+                )  # fmt: skip
+                lines = proc.stdout.strip().splitlines()
+                out[name][which] = json.loads(lines[-1]) if proc.returncode == 0 else None
+    return out
+
+
+TRAIN_ARGS = ["train", "--model", "mlp_784_64_64_10", "--dataset", "digits", "--epochs", "1"]
+
+
+def time_to_first_step(cache: str, timeout: float = 600) -> float | None:
+    """Seconds from launching ``jaxnets train`` to its pre-flight report (None if it failed)."""
+    start = time.perf_counter()
+    cmd = [sys.executable, "-c", "import sys; from jaxnets.cli import main; sys.exit(main())"]
+    proc = subprocess.Popen(
+        cmd + TRAIN_ARGS, cwd=ROOT, env=_env(cache), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    seen = None
+    for line in proc.stdout:
+        if seen is None and line.startswith("pre-flight"):
+            seen = time.perf_counter() - start
+    proc.wait(timeout=timeout)
+    return seen if proc.returncode == 0 else None
+
+
+def start_times() -> dict:
+    with tempfile.TemporaryDirectory() as cache:
+        cold = time_to_first_step(cache)
+        warm = time_to_first_step(cache)
+    return {"command": "jaxnets " + " ".join(TRAIN_ARGS), "cold": cold, "warm": warm}
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--child"]:
+        child(sys.argv[2])
+    else:
+        print(json.dumps({"start": start_times(), "compile": compile_seconds(["mlp"])}, indent=1))
