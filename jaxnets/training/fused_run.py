@@ -1,0 +1,231 @@
+"""``fit(..., fuse="run")``: a whole run, validation and early stopping included, as one dispatch.
+
+`fit_run` draws every epoch's order on the host (as `jaxnets.training.fused`
+does per epoch), sends them to the device at once, and runs one compiled
+`lax.while_loop` whose body is a fused epoch (`train_chunk`), the validation
+sums (`eval_chunk`) and Keras's ``EarlyStopping`` rules on ``loss`` or
+``val_loss`` (taken from an ``EarlyStopping`` among the callbacks). The loop
+stops early on the device; the per-epoch metric sums come back at the end and
+become the usual history. Other callbacks then see each epoch's
+``on_epoch_begin``/``on_epoch_end`` with its logs, after the fact: they cannot
+change the state or stop the run (use ``fuse="epoch"`` for that).
+
+Example:
+  >>> import numpy as np, flax.linen as nn
+  >>> from jaxnets.callbacks import EarlyStopping
+  >>> from jaxnets.training import create_train_state, fit
+  >>> x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+  >>> y = (x[:, 0] > 0).astype(np.int32)
+  >>> state = create_train_state(nn.Dense(2), "adam", x[:1], learning_rate=0.1)
+  >>> es = EarlyStopping(monitor="val_loss", patience=2)
+  >>> flipped = (x, 1 - y)  # a validation loss that rises as the model learns
+  >>> state, history = fit(state, (x, y), epochs=50, batch_size=16, validation_data=flipped,
+  ...                      callbacks=[es], fuse="run", verbose=0)
+  >>> len(history["val_loss"]), es.stopped_epoch
+  (3, 2)
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxnets import compile as compile_lib
+from jaxnets import metrics as metrics_lib
+from jaxnets.errors import ConfigError
+from jaxnets.training.fused import (
+    check_fuse,
+    epoch_plan,
+    eval_chunk,
+    print_report,
+    train_chunk,
+    zero_sums,
+)
+from jaxnets.training.step import eval_step, train_step
+
+
+def early_stopping_of(callbacks, has_validation: bool):
+    """The Keras ``EarlyStopping`` settings among ``callbacks`` that `fit_run` compiles in."""
+    found = [c for c in callbacks if hasattr(c, "patience") and hasattr(c, "monitor")]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise ConfigError("fuse='run' compiles one EarlyStopping into the loop; got several.")
+    es = found[0]
+    problem = None
+    if es.monitor not in ("loss", "val_loss"):
+        problem = f"monitor={es.monitor!r} (only 'loss' and 'val_loss' are compiled in)"
+    elif es.monitor == "val_loss" and not has_validation:
+        problem = "monitor='val_loss' without validation_data"
+    elif getattr(es, "mode", "min") not in ("min", "auto"):
+        problem = f"mode={es.mode!r}"
+    elif getattr(es, "baseline", None) is not None:
+        problem = "a baseline"
+    if problem:
+        raise ConfigError(
+            f"fuse='run' cannot compile EarlyStopping with {problem}; use fuse='epoch'."
+        )
+    return (
+        es.monitor,
+        int(es.patience),
+        abs(float(getattr(es, "min_delta", 0.0))),
+        bool(getattr(es, "restore_best_weights", False)),
+        int(getattr(es, "start_from_epoch", 0)),
+    )
+
+
+def _mean_loss(sums):
+    return sums["loss"]["total"] / jnp.maximum(sums["loss"]["count"], 1e-12)
+
+
+def _row(tree, k: int):
+    return jax.tree.map(lambda h: h[k], tree)
+
+
+def _where(flag, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(flag, a, b), new, old)
+
+
+_RUN_PROGRAMS: dict = {}
+
+
+def run_program(es, has_val: bool):
+    """The whole-run program for one early-stopping setting (built once, so it compiles once)."""
+    key = (es, has_val)
+    if key in _RUN_PROGRAMS:
+        return _RUN_PROGRAMS[key]
+
+    def run(state, data, plans, val_data, val_plan, first_epoch, zero_train, zero_val):
+        epochs = plans["index"].shape[0]
+        stack = lambda z: jnp.zeros((epochs, *z.shape), z.dtype)
+        carry = {
+            "j": jnp.int32(0),
+            "state": state,
+            "stop": jnp.bool_(False),
+            "best": jnp.float32(jnp.inf),
+            "wait": jnp.int32(0),
+            "best_vars": (state.params, state.model_state),
+            "best_set": jnp.bool_(False),
+            "train": jax.tree.map(stack, zero_train),
+            "val": jax.tree.map(stack, zero_val),
+            "skipped": jnp.zeros((epochs,), jnp.int32),
+        }
+
+        def body(c):
+            j, epoch = c["j"], first_epoch + c["j"]
+            plan = {"index": plans["index"][j], "valid": plans["valid"]}
+            st, sums = train_chunk(c["state"], zero_train, data, plan)
+            out = dict(c, j=j + 1, state=st)
+            out["train"] = jax.tree.map(lambda h, s: h.at[j].set(s), c["train"], sums)
+            out["skipped"] = c["skipped"].at[j].set(st.skipped)
+            current = _mean_loss(sums)
+            if has_val:
+                vsums = eval_chunk(st, zero_val, val_data, val_plan)
+                out["val"] = jax.tree.map(lambda h, s: h.at[j].set(s), c["val"], vsums)
+                current = _mean_loss(vsums) if es and es[0] == "val_loss" else current
+            if es:  # Keras 3 EarlyStopping.on_epoch_end, on the device
+                _, patience, min_delta, restore, start = es
+                on = epoch >= start
+                wait = c["wait"] + 1
+                better = current + min_delta < c["best"]
+                out["best"] = jnp.where(on & better, current, c["best"])
+                out["wait"] = jnp.where(on, jnp.where(better, 0, wait), c["wait"])
+                out["stop"] = on & ~better & (wait >= patience) & (epoch > 0)
+                if restore:
+                    snap = on & (better | ~c["best_set"])
+                    out["best_vars"] = _where(snap, (st.params, st.model_state), c["best_vars"])
+                    out["best_set"] = c["best_set"] | on
+            return out
+
+        c = lax.while_loop(lambda c: (c["j"] < epochs) & ~c["stop"], body, carry)
+        state = c["state"]
+        if es and es[3]:
+            params, model_state = _where(
+                c["best_set"], c["best_vars"], (state.params, state.model_state)
+            )
+            state = state.replace(params=params, model_state=model_state)
+        return state, c["j"], c["stop"], c["train"], c["val"], c["skipped"]
+
+    _RUN_PROGRAMS[key] = run
+    return run
+
+
+def fit_run(
+    state,
+    arrays,
+    *,
+    epochs,
+    batch_size,
+    validation_data,
+    shuffle_seed,
+    callbacks,
+    verbose,
+    initial_epoch,
+    engine,
+    ctx,
+    history,
+):
+    """``fit(..., fuse="run")``: the whole run in one `lax.while_loop`; see the module doc."""
+    from jaxnets.callbacks.base import CallbackList
+    from jaxnets.training.progress import _fmt
+
+    check_fuse("run", None, engine, arrays)
+    es = early_stopping_of(callbacks, validation_data is not None)
+    n, epoch_list = len(arrays["x"]), range(initial_epoch, epochs)
+    plans = [epoch_plan(n, batch_size, shuffle_seed, e) for e in epoch_list]
+    plans = {"index": np.stack([p["index"] for p in plans]), "valid": plans[0]["valid"]}
+    data, plans = engine.place_state(arrays), engine.place_state(plans)
+    row = {"index": plans["index"][0], "valid": plans["valid"]}
+    zero_train = zero_sums(train_step, state, data, row)
+    val_data = val_plan = zero_val = None
+    if validation_data is not None:
+        val_data = engine.place_state(validation_data)
+        val_plan = engine.place_state(epoch_plan(len(validation_data["x"]), batch_size, None, 0))
+        zero_val = zero_sums(eval_step, state, val_data, val_plan)
+    report = compile_lib.CompileReport(params=compile_lib.param_count(state.params))
+    note = "FLOPs of one train + one eval step" if validation_data is not None else ""
+    runner = compile_lib.GuardedStep(
+        engine.compile(run_program(es, validation_data is not None), donate_argnums=(0,)),
+        "fused run",
+        ("state", "data", "plans", "val_data", "val_plan", "first_epoch", "zeros", "val_zeros"),
+        report=report,
+    )
+    args = (data, plans, val_data, val_plan, np.int32(initial_epoch), zero_train, zero_val)
+    state = engine.place_state(state)
+    runner.compile_for(state, *args, note=note)
+    if int(verbose) >= 1 or verbose == "auto":
+        print_report(report)
+    cbs = CallbackList(callbacks, model=ctx, params={"epochs": epochs, "verbose": verbose})
+    replay = CallbackList([c for c in callbacks if not (hasattr(c, "patience") and es)])
+    replay.set_model(ctx)
+    cbs.on_train_begin()
+    skipped_before = int(np.max(np.asarray(engine.fetch(state.skipped))))
+    start = time.perf_counter()
+    state, done, stopped, train_h, val_h, skipped = engine.fetch(runner(state, *args))
+    seconds = time.perf_counter() - start
+    ctx.state = engine.place_state(state)
+    for k in range(int(done)):
+        epoch = initial_epoch + k
+        replay.on_epoch_begin(epoch)
+        logs = metrics_lib.compute_all(state.metric_table, _row(train_h, k))
+        logs["skipped"], skipped_before = int(skipped[k]) - skipped_before, int(skipped[k])
+        if val_h is not None:
+            val = metrics_lib.compute_all(state.metric_table, _row(val_h, k))
+            logs.update({f"val_{m}": v for m, v in val.items()})
+        for m, v in logs.items():
+            history.setdefault(m, []).append(v)
+        if verbose:
+            print(f"Epoch {epoch + 1}/{epochs} - {_fmt(logs)}")
+        replay.on_epoch_end(epoch, logs)
+    if verbose:
+        print(f"fused run: {int(done)} epochs in one dispatch, {seconds:.2f}s")
+    ctx.stop_training = bool(stopped)
+    for c in callbacks:
+        if es and hasattr(c, "patience") and hasattr(c, "stopped_epoch") and bool(stopped):
+            c.stopped_epoch = initial_epoch + int(done) - 1
+    cbs.on_train_end()
+    return ctx.state, history
