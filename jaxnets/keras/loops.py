@@ -56,11 +56,14 @@ class Loops:
         steps_per_epoch=None,
         *,
         log_every: int = 50,
+        **fit_kwargs,
     ):
         """Trains for ``epochs`` epochs (Keras ``fit``); returns a `History`.
 
         Metrics are fetched from the device every ``log_every`` steps and at
-        epoch ends, which is when batch-level callbacks run.
+        epoch ends, which is when batch-level callbacks run. Other keyword
+        arguments go to `jaxnets.training.fit` (e.g. ``workdir=`` to checkpoint
+        and resume the run).
         """
         self._require_compiled("fit")
         arrays, bs, can_shuffle = data_adapter.prepare(
@@ -92,8 +95,10 @@ class Loops:
             initial_epoch=initial_epoch,
             engine=self._keras.engine,
             callback_model=self,
+            **fit_kwargs,
         )
         self.state = state
+        history.params = {**history.params, "verbose": verbose}
         self.history = history
         return history
 

@@ -7,7 +7,8 @@ initialised, applied, nested inside other modules or handed to
 methods (``compile``, ``fit``, ``evaluate``, ``predict``, ``summary``,
 ``save``...), so a Keras ``Sequential`` model ports line for line.
 
-Masks follow Keras's propagation: an ``Embedding(mask_zero=True)`` (or a
+Masks follow Keras's propagation: an ``Embedding(mask_zero=True)`` (any layer
+with ``mask_zero`` and ``compute_mask``), or a
 ``mask=`` argument) yields a ``(B, T)`` mask that is passed to each layer
 accepting ``mask=`` until a layer's output has no time axis left.
 
@@ -76,8 +77,8 @@ class Sequential(nn.Module, Model):
                 kwargs["mask"] = mask
             inputs = x
             x = layer(x, **kwargs)
-            if mask is None and isinstance(layer, Embedding) and layer.mask_zero:
-                mask = layer.compute_mask(inputs)
+            if mask is None and getattr(layer, "mask_zero", False):
+                mask = layer.compute_mask(inputs)  # Embedding(mask_zero=True) and the like
             if mask is not None and (not hasattr(x, "ndim") or x.ndim < 3):
                 mask = None  # the time axis is gone (e.g. an LSTM without return_sequences)
         return x
@@ -105,5 +106,7 @@ class Sequential(nn.Module, Model):
         shape = getattr(self.layers[0], "input_shape", None) if self.layers else None
         if shape is None:
             return None
-        dtype = jnp.int32 if isinstance(self.layers[0], Embedding) else jnp.float32
+        # Layers that embed tokens (they can compute a padding mask) take int ids.
+        tokens = isinstance(self.layers[0], Embedding) or hasattr(self.layers[0], "compute_mask")
+        dtype = jnp.int32 if tokens else jnp.float32
         return jnp.zeros((1, *shape), dtype)

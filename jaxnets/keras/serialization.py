@@ -183,10 +183,13 @@ def from_config(config: dict, where: str = "model") -> nn.Module:
         raise FormatError(f"cannot rebuild {name} at {where} from {kwargs}: {e}") from e
 
 
-def _register_sequential():
+def _register_facade_classes():
+    from jaxnets.keras import nlp
     from jaxnets.keras.sequential import Sequential
 
     SERIALIZABLE["Sequential"] = Sequential
+    SERIALIZABLE["TokenAndPositionEmbedding"] = nlp.TokenAndPositionEmbedding
+    SERIALIZABLE["TransformerEncoder"] = nlp.TransformerEncoder
 
 
-_register_sequential()
+_register_facade_classes()
