@@ -228,10 +228,13 @@ def compute_all(metric_objs, accumulators) -> dict[str, np.ndarray | float]:
     """
     host = jax.device_get(accumulators)
     out = {}
-    for name, acc in host.items():
-        if name == "loss":
-            out[name] = float(acc["total"] / max(float(acc["count"]), 1e-12))
-            continue
-        value = np.asarray(metric_objs[name].compute(jax.tree.map(jnp.asarray, acc)))
-        out[name] = float(value) if value.ndim == 0 else value
+    # The final division is tiny: run it on the host CPU so that it never queues
+    # work (or transfers) on an accelerator.
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):
+        for name, acc in host.items():
+            if name == "loss":
+                out[name] = float(acc["total"] / max(float(acc["count"]), 1e-12))
+                continue
+            value = np.asarray(metric_objs[name].compute(jax.tree.map(jnp.asarray, acc)))
+            out[name] = float(value) if value.ndim == 0 else value
     return out
