@@ -56,7 +56,12 @@ PARAM_COUNTS = {
     "transformer": 21_866,
     "transformer_text": 20_714,
     "gpt_char": 818_048,
-    "gpt_tiny": 4_208,
+    # vocab 24, block 32, width 32, one block, 2 heads of 16, MLP 128:
+    # wte 24*32 = 768 (also the output projection: tied) + wpe 32*32 = 1,024
+    # + block: 2 LayerNorms 2*64 + q/k/v (32*2*16 + 2*16) * 3 = 3,168 + attention output
+    #   2*16*32 + 32 = 1,056 + MLP 32*128 + 128 = 4,224 and 128*32 + 32 = 4,128  (= 12,704)
+    # + final LayerNorm 64.  768 + 1,024 + 12,704 + 64 = 14,560.
+    "gpt_tiny": 14_560,
     "gan_mlp_generator": 5_378,
     "gan_mlp_discriminator": 4_417,
     "dcgan_generator": 136_801,

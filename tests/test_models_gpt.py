@@ -44,7 +44,7 @@ def test_embedding_is_one_parameter_used_for_input_and_output(tiny):
     np.testing.assert_allclose(logits, hidden @ table.T, rtol=1e-5, atol=1e-5)
 
 
-def test_tied_gradient_is_the_sum_of_both_uses(tiny):
+def test_tied_embedding_gets_gradient_through_the_output_projection(tiny):
     model, variables = tiny
     tokens = model.example_input(2)
 
@@ -90,19 +90,7 @@ TRACES = []
 
 def test_generate_traces_once_across_prompts_and_lengths(tiny):
     _, variables = tiny
-    model = CountingGPT(
-        **{
-            f: getattr(gpt_tiny(), f)
-            for f in (
-                "vocab_size",
-                "block_size",
-                "num_layers",
-                "d_model",
-                "num_heads",
-                "example_length",
-            )
-        }
-    )
+    model = CountingGPT(**gpt_tiny.keywords)  # the gpt_tiny config, counting traces
     TRACES.clear()
     key = jax.random.key(0)
     out1 = generate(model, variables, jnp.array([[1, 2, 3, 4]]), key, max_new_tokens=6)

@@ -106,7 +106,7 @@ class GPT(nn.Module):
 gpt_char = partial(GPT, vocab_size=65, block_size=128, num_layers=4, d_model=128, num_heads=4)
 # Tiny preset for tests.
 gpt_tiny = partial(
-    GPT, vocab_size=24, block_size=32, num_layers=1, d_model=16, num_heads=2, example_length=8
+    GPT, vocab_size=24, block_size=32, num_layers=1, d_model=32, num_heads=2, example_length=8
 )
 
 
