@@ -94,10 +94,13 @@ def test_recurrent_mask_equals_the_unpadded_sequence(config):
     v = init(model, x)
     mask = jnp.arange(6)[None] < jnp.array([[6], [4]])  # row 1: 4 valid steps
     garbage = x.at[1, 4:].set(50.0)
+    # Full float32 matmuls: GPUs default to TF32, whose rounding differs between shapes.
     apply = jax.jit(model.apply)
-    padded = apply(v, garbage, mask=mask)
-    np.testing.assert_allclose(padded, apply(v, x, mask=mask), rtol=1e-5, atol=1e-6)
-    alone = apply(v, x[1:, :4])  # oracle: the same row, truncated, no mask
+    with jax.default_matmul_precision("highest"):
+        padded = apply(v, garbage, mask=mask)
+        same = apply(v, x, mask=mask)
+        alone = apply(v, x[1:, :4])  # oracle: the same row, truncated, no mask
+    np.testing.assert_allclose(padded, same, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(padded[1:], alone, rtol=1e-5, atol=1e-5)
 
 
@@ -126,9 +129,11 @@ def test_transformer_padding_never_changes_the_logits(name):
     other = models.example_input(model, 2, seed=5)  # different values at the padded steps
     changed = jnp.where(mask.reshape(2, 16, *([1] * (x.ndim - 2))), x, other)
     apply = jax.jit(model.apply)
-    padded = apply(v, changed, mask=mask)
-    np.testing.assert_allclose(padded, apply(v, x, mask=mask), rtol=1e-5, atol=1e-5)
-    alone = apply(v, x[1:, :7])  # positions are absolute: truncation is the oracle
+    with jax.default_matmul_precision("highest"):  # GPUs default to TF32
+        padded = apply(v, changed, mask=mask)
+        same = apply(v, x, mask=mask)
+        alone = apply(v, x[1:, :7])  # positions are absolute: truncation is the oracle
+    np.testing.assert_allclose(padded, same, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(padded[1:], alone, rtol=1e-4, atol=1e-5)
 
 
