@@ -17,6 +17,16 @@ def fast_random_compiles():
         yield
 
 
+FORWARD = {}
+
+
+def forward(model, variables, tokens):
+    """``model.apply`` jit-compiled once per model (eager dispatch is slow on CPU)."""
+    if model not in FORWARD:
+        FORWARD[model] = jax.jit(model.apply)
+    return FORWARD[model](variables, tokens)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     with jax.threefry_partitionable(False):
@@ -51,7 +61,7 @@ def test_tied_embedding_gets_gradient_through_the_output_projection(tiny):
     def loss(params):
         return jnp.mean(model.apply({"params": params}, tokens) ** 2)
 
-    grad = jax.grad(loss)(variables["params"])["wte"]["embedding"]
+    grad = jax.jit(jax.grad(loss))(variables["params"])["wte"]["embedding"]
     # Rows of tokens never fed in still get a gradient, through the output projection.
     unused = np.setdiff1d(np.arange(model.vocab_size), np.asarray(tokens))
     assert unused.size > 0
@@ -62,7 +72,7 @@ def test_logits_are_causal(tiny):
     model, variables = tiny
     tokens = model.example_input(1)
     changed = tokens.at[0, 5].set((tokens[0, 5] + 1) % model.vocab_size)
-    a, b = model.apply(variables, tokens), model.apply(variables, changed)
+    a, b = forward(model, variables, tokens), forward(model, variables, changed)
     np.testing.assert_allclose(a[:, :5], b[:, :5], atol=1e-6)
     assert not np.allclose(a[:, 5:], b[:, 5:])
 
@@ -115,7 +125,7 @@ def test_greedy_decoding_equals_argmax_of_a_full_forward_pass(tiny):
     model, variables = tiny
     prompt = jnp.array([[3, 1, 4, 1], [5, 9, 2, 6]])
     out = generate(model, variables, prompt, jax.random.key(0), max_new_tokens=8, top_k=1)
-    logits = model.apply(variables, out)  # (B, 12, V)
+    logits = forward(model, variables, out)  # (B, 12, V)
     np.testing.assert_array_equal(out[:, 4:], jnp.argmax(logits[:, 3:-1], axis=-1))
     # temperature 0 is greedy too
     cold = generate(model, variables, prompt, jax.random.key(7), 8, temperature=0.0)
@@ -140,7 +150,7 @@ def test_generation_past_block_size_uses_the_last_block(tiny):
     assert out.shape == (1, block + 8)
     for pos in (block, block + 7):  # tokens written once the buffer outgrew the context
         window = out[:, pos - block : pos]
-        expected = jnp.argmax(model.apply(variables, window)[0, -1])
+        expected = jnp.argmax(forward(model, variables, window)[0, -1])
         assert int(out[0, pos]) == int(expected)
 
 
@@ -148,5 +158,5 @@ def test_sampling_with_top_k_stays_in_the_top_k(tiny):
     model, variables = tiny
     prompt = jnp.array([[1, 2, 3]])
     out = generate(model, variables, prompt, jax.random.key(3), 1, temperature=5.0, top_k=2)
-    top2 = jnp.argsort(model.apply(variables, prompt)[0, -1])[-2:]
+    top2 = jnp.argsort(forward(model, variables, prompt)[0, -1])[-2:]
     assert int(out[0, 3]) in np.asarray(top2).tolist()

@@ -8,7 +8,7 @@ Example:
   >>> import jax
   >>> model = autoencoder_dense()
   >>> x = model.example_input(batch_size=2)
-  >>> variables = model.init(jax.random.key(0), x)
+  >>> variables = jax.jit(model.init)(jax.random.key(0), x)
   >>> model.apply(variables, x).shape
   (2, 28, 28, 1)
   >>> model.apply(variables, x, method="encode").shape

@@ -9,14 +9,15 @@ Example:
   >>> import jax
   >>> model = CNN()
   >>> x = model.example_input(batch_size=2)
-  >>> variables = model.init(jax.random.key(0), x)
-  >>> model.apply(variables, x).shape
+  >>> variables = jax.jit(model.init)(jax.random.key(0), x)
+  >>> jax.jit(model.apply)(variables, x).shape
   (2, 10)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import ClassVar
 
 import flax.linen as nn
@@ -116,5 +117,5 @@ class ConvNetBN(nn.Module):
         return layers.Dense(self.num_classes, name="logits")(x)
 
 
-cnn = CNN
-convnet_bn = ConvNetBN
+cnn = partial(CNN)
+convnet_bn = partial(ConvNetBN)

@@ -12,8 +12,8 @@ Example:
   >>> x = model.example_input(batch_size=2)
   >>> x.shape
   (2, 40)
-  >>> variables = model.init(jax.random.key(0), x)
-  >>> model.apply(variables, x).shape
+  >>> variables = jax.jit(model.init)(jax.random.key(0), x)
+  >>> jax.jit(model.apply)(variables, x).shape
   (2, 10)
 """
 

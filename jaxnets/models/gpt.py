@@ -13,7 +13,7 @@ max_new_tokens, top_k) and never per token or per prompt.
 Example:
   >>> import jax, jax.numpy as jnp
   >>> model = gpt_tiny()
-  >>> variables = model.init(jax.random.key(0), model.example_input(1))
+  >>> variables = jax.jit(model.init)(jax.random.key(0), model.example_input(1))
   >>> prompt = jnp.array([[1, 2, 3]])
   >>> out = generate(model, variables, prompt, jax.random.key(1), max_new_tokens=4, top_k=1)
   >>> out.shape

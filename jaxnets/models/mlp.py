@@ -7,7 +7,7 @@ Example:
   >>> import jax
   >>> model = mlp_784_128_10()
   >>> x = model.example_input(batch_size=2)
-  >>> variables = model.init(jax.random.key(0), x)
+  >>> variables = jax.jit(model.init)(jax.random.key(0), x)
   >>> model.apply(variables, x).shape
   (2, 10)
 """

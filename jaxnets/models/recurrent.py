@@ -18,7 +18,7 @@ Example:
   >>> x = model.example_input(batch_size=2)
   >>> x.shape
   (2, 16, 8)
-  >>> variables = model.init(jax.random.key(0), x)
+  >>> variables = jax.jit(model.init)(jax.random.key(0), x)
   >>> mask = jnp.arange(16)[None, :] < jnp.array([[16], [9]])
   >>> model.apply(variables, x, mask=mask).shape
   (2, 10)

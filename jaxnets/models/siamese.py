@@ -17,7 +17,7 @@ Example:
   >>> pairs = model.example_input(batch_size=3)
   >>> pairs.shape
   (3, 2, 28, 28, 1)
-  >>> variables = model.init(jax.random.key(0), pairs)
+  >>> variables = jax.jit(model.init)(jax.random.key(0), pairs)
   >>> sorted(variables["params"])
   ['encoder', 'head']
   >>> model.apply(variables, pairs).shape
