@@ -83,6 +83,15 @@ def test_bad_inputs_raise_helpful_errors(tiny):
         model.apply(variables, jnp.zeros((1, model.block_size + 1), jnp.int32))
     with pytest.raises(DTypeError, match="int tokens"):
         model.apply(variables, jnp.zeros((1, 4)))
+    with pytest.raises(ShapeError, match="prompt_lengths"):
+        generate(
+            model,
+            variables,
+            jnp.zeros((1, 2), jnp.int32),
+            jax.random.key(0),
+            2,
+            prompt_lengths=jnp.array([3]),
+        )
     with pytest.raises(ConfigError, match="top_k"):
         generate(model, variables, jnp.zeros((1, 2), jnp.int32), jax.random.key(0), 2, top_k=0)
 

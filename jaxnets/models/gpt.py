@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxnets import layers
 from jaxnets.errors import ConfigError, DTypeError, ShapeError
@@ -201,6 +202,13 @@ def generate(
         lengths = jnp.full((prompt.shape[0],), prompt.shape[1], jnp.int32)
     else:
         lengths = jnp.asarray(prompt_lengths, jnp.int32).reshape(prompt.shape[0])
+        if not isinstance(lengths, jax.core.Tracer):
+            bad = np.asarray(lengths)
+            if bad.min() < 1 or bad.max() > prompt.shape[1]:
+                raise ShapeError(
+                    f"prompt_lengths must lie in [1, {prompt.shape[1]}] (the padded prompt "
+                    f"length), got {bad.tolist()}."
+                )
     variables = params if isinstance(params, Mapping) and "params" in params else {"params": params}
     out = _generate(
         model,
