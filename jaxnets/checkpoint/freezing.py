@@ -235,6 +235,10 @@ class GradualUnfreezing(Callback):
         if not due:
             return
         state = self.model.state
+        if not hasattr(state.opt_state, "inner_states"):
+            raise ConfigError(
+                "GradualUnfreezing needs the state it prepared: pass unfreeze.prepare(state) to fit."
+            )
         applied = sorted(self.applied + due)
         tx = self._tx(applied)
         fresh = tx.init(state.params)
