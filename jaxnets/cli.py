@@ -103,7 +103,11 @@ def _train_parser(sub):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", default="mlp", help="model name (see `jaxnets models`)")
-    p.add_argument("--dataset", default="digits", help="dataset name (see `jaxnets datasets`)")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="dataset name (see `jaxnets datasets`); default: the model's own (digits for MLPs)",
+    )
     p.add_argument("--epochs", type=int, default=30, help="passes over the training set")
     p.add_argument("--batch-size", type=int, default=32, help="examples per step")
     p.add_argument(

@@ -197,6 +197,11 @@ def _injected_states(opt_state):
     if isinstance(opt_state, tuple):
         for child in opt_state:
             yield from _injected_states(child)
+    elif isinstance(opt_state, dict):  # e.g. optax.partition's per-group states
+        for child in opt_state.values():
+            yield from _injected_states(child)
+    elif hasattr(opt_state, "inner_state"):  # masked and wrapped states
+        yield from _injected_states(opt_state.inner_state)
 
 
 def get_hyperparam(opt_state, name: str = "learning_rate"):
@@ -233,6 +238,8 @@ def set_hyperparam(opt_state, name: str, value):
             return tuple(replace(c) for c in s)
         if isinstance(s, tuple):  # other NamedTuples: recurse into fields
             return s._replace(**{f: replace(getattr(s, f)) for f in s._fields})
+        if isinstance(s, dict):  # per-group states (optax.partition)
+            return type(s)({k: replace(v) for k, v in s.items()})
         return s
 
     new = replace(opt_state)

@@ -18,43 +18,33 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 
 from jaxnets import compile as compile_lib
 from jaxnets import data as data_lib
-from jaxnets import models as models_lib
+from jaxnets import recipes
 from jaxnets.errors import ConfigError
 from jaxnets.parallel import run as parallel_run
 from jaxnets.training import create_train_state, evaluate, fit
 
-# Classifier metrics reported by the CLI; regression gets errors instead.
-CLASSIFICATION_METRICS = ("accuracy", "f1")
-REGRESSION_METRICS = ("mae",)
-
 
 def build_model(model: str, dataset: data_lib.Dataset):
     """Builds a zoo model sized for ``dataset`` (its number of classes or outputs)."""
-    num_outputs = dataset.num_classes if dataset.task != "regression" else 1
-    return models_lib.get(model, num_classes=num_outputs)
+    return recipes.build(model, dataset)
 
 
 def load_dataset(config: dict) -> data_lib.Dataset:
+    """The run's dataset, laid out for its model (see `jaxnets.recipes`)."""
+    name = config.get("dataset") or recipes.default_dataset(config["model"])
     kwargs = {"val_fraction": config.get("val_fraction", 0.0)}
     if config.get("data_dir"):
         kwargs["data_dir"] = config["data_dir"]
-    wants = getattr(models_lib, "input_kind", lambda name: None)(config["model"])
-    if wants == "image" and config["dataset"] in ("digits",):
-        kwargs["image"] = True
-    return data_lib.load(config["dataset"], **kwargs)
-
-
-def _task_setup(dataset):
-    if dataset.task == "regression":
-        return "mse", REGRESSION_METRICS
-    return "sparse_categorical_crossentropy", CLASSIFICATION_METRICS
+    kwargs.update(recipes.dataset_options(config["model"], name))
+    return recipes.adapt(config["model"], data_lib.load(name, **kwargs))
 
 
 def make_state(config: dict, dataset, total_steps: int):
-    loss, metrics = _task_setup(dataset)
+    loss, metrics = recipes.loss_and_metrics(config["model"], dataset)
     module = build_model(config["model"], dataset)
     return create_train_state(
         module,
@@ -118,7 +108,7 @@ def train(args) -> dict:
     """Runs ``jaxnets train``: fit, print each epoch, report the test metrics."""
     config = {
         "model": args.model,
-        "dataset": args.dataset,
+        "dataset": args.dataset or recipes.default_dataset(args.model),
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "optimizer": args.optimizer,
@@ -150,7 +140,7 @@ def train(args) -> dict:
         (workdir / "config.json").write_text(json.dumps(config, indent=1))
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     run.print(
-        f"jaxnets train: model={args.model} ({n_params:,} parameters) dataset={args.dataset} "
+        f"jaxnets train: model={args.model} ({n_params:,} parameters) dataset={config['dataset']} "
         f"({len(dataset.x_train)} train / {len(dataset.x_test)} test) on {run.describe()}"
     )
     start = time.perf_counter()
@@ -206,8 +196,19 @@ def evaluate_workdir(workdir: str, batch_size: int = 256) -> dict:
 
 
 def list_models():
+    """Prints the zoo: name, task, example input, parameter count, default dataset."""
+    from jaxnets import models as models_lib
+
+    print(
+        f"{'model':<22}{'task':<13}{'input (per example)':<22}{'parameters':>12}  default dataset"
+    )
     for name in models_lib.names():
-        print(name)
+        module = models_lib.get(name)
+        x = models_lib.example_input(name, batch_size=1)
+        shapes = jax.eval_shape(lambda x, m=module: m.init(jax.random.key(0), x), x)
+        n = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes.get("params", {})))
+        shape = f"{tuple(x.shape[1:])} {x.dtype}"
+        print(f"{name:<22}{module.task:<13}{shape:<22}{n:>12,}  {recipes.default_dataset(name)}")
 
 
 def list_datasets():

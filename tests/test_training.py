@@ -289,3 +289,15 @@ def test_optax_transform_is_accepted():
     state = create_train_state(nn.Dense(3), optax.sgd(0.1), x[:1])
     state, history = fit(state, (x, y), epochs=1, batch_size=64, verbose=0)
     assert int(state.step) == 1
+
+
+def test_learning_rate_is_found_inside_per_group_optimizers():
+    from jaxnets.optim import get_hyperparam, make_optimizer, set_hyperparam
+
+    tx = optax.partition(
+        {"train": make_optimizer("adam", 1e-3), "frozen": optax.set_to_zero()},
+        {"w": "train", "v": "frozen"},
+    )
+    opt_state = tx.init({"w": jnp.zeros(2), "v": jnp.zeros(2)})
+    assert float(get_hyperparam(opt_state)) == pytest.approx(1e-3)
+    assert float(get_hyperparam(set_hyperparam(opt_state, "learning_rate", 0.5))) == 0.5

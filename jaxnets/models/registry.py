@@ -44,6 +44,7 @@ from jaxnets.models import (
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     # mlp.py
+    "mlp": mlp.MLP,
     "mlp_784_128_10": mlp.mlp_784_128_10,
     "mlp_784_64_64_10": mlp.mlp_784_64_64_10,
     # cnn.py

@@ -44,10 +44,33 @@ def _row_weights(batch):
     return mask
 
 
-def per_example_loss(state: TrainState, outputs, targets):
-    """The loss of each row `(B,)`; per-step losses of sequences are averaged over time."""
+def per_example_loss(state: TrainState, outputs, targets, step_mask=None):
+    """The loss of each row `(B,)`.
+
+    Per-step losses of sequences `(B, T)` are averaged over the valid steps
+    (``step_mask``, the batch's ``x_mask``, where given).
+    """
     per = state.loss(outputs, targets)
-    return per.reshape(per.shape[0], -1).mean(axis=-1) if per.ndim > 1 else per
+    if per.ndim == 1:
+        return per
+    per = per.reshape(per.shape[0], -1)
+    if step_mask is None or step_mask.shape != per.shape:
+        return per.mean(axis=-1)
+    m = step_mask.astype(per.dtype)
+    return jnp.sum(per * m, axis=-1) / jnp.maximum(jnp.sum(m, axis=-1), 1.0)
+
+
+def _per_step(preds, labels, weights, step_mask):
+    """Flattens per-step predictions `(B, T, C)` so metrics count every valid step."""
+    b, t = labels.shape[:2]
+    w = jnp.broadcast_to(weights[:, None], (b, t))
+    if step_mask is not None and step_mask.shape == (b, t):
+        w = w * step_mask.astype(w.dtype)
+    return (
+        preds.reshape(b * t, *preds.shape[2:]),
+        labels.reshape(b * t, *labels.shape[2:]),
+        w.reshape(-1),
+    )
 
 
 def penalty(params, l1: float, l2: float):
@@ -72,6 +95,8 @@ def metric_sums(state: TrainState, outputs, batch, per_example, reg=0.0):
     if state.metrics:
         preds = state.loss.predictions(outputs)
         labels = state.loss.labels(batch["y"])
+        if state.loss.kind in ("sparse", "categorical") and preds.ndim == 3:
+            preds, labels, weights = _per_step(preds, labels, weights, batch.get("x_mask"))
         for m in state.metrics:
             sums[m.name] = m.update(preds, labels, weights)
     return sums
@@ -92,7 +117,7 @@ def loss_and_updates(params, state: TrainState, batch, key):
     outputs, new_model_state = out if mutable else (out, {})
     outputs = precision.cast_to_float32(outputs)
     new_model_state = precision.cast_like(dict(new_model_state), state.model_state)
-    per_example = per_example_loss(state, outputs, batch["y"])
+    per_example = per_example_loss(state, outputs, batch["y"], batch.get("x_mask"))
     count = jnp.maximum(jnp.sum(batch["mask"].astype(jnp.float32)), 1.0)
     reg = penalty(params, state.l1, state.l2)
     loss = jnp.sum(per_example * _row_weights(batch)) / count + reg
@@ -155,6 +180,6 @@ def predict_step(state: TrainState, batch: dict):
 def eval_step(state: TrainState, batch: dict) -> dict:
     """The metric sums of a batch in inference mode."""
     outputs = predict_step(state, batch)
-    per_example = per_example_loss(state, outputs, batch["y"])
+    per_example = per_example_loss(state, outputs, batch["y"], batch.get("x_mask"))
     reg = penalty(state.params, state.l1, state.l2)
     return metric_sums(state, outputs, batch, per_example, reg)
