@@ -39,7 +39,7 @@ class Spec:
 
 
 SPECS = {
-    "mlp": Spec("mlp", 128, (784,), "float32", 300),
+    "mlp": Spec("mlp", 128, (784,), "float32", 200),
     "cnn": Spec("cnn", 128, (28, 28, 1), "float32", 40),
     "lstm": Spec("lstm", 64, (64, 32), "float32", 40),
     "transformer": Spec("transformer", 32, (64,), "int32", 40),

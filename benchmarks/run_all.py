@@ -145,17 +145,16 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: MLP only, small")
     parser.add_argument("--models", nargs="*", default=None, help=f"subset of {list(SPECS)}")
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5)")
     parser.add_argument("--out", default=str(RESULTS), help="folder for results.json/png")
     parser.add_argument("--skip", nargs="*", default=[], help="population, compile, start")
     parser.add_argument("--contenders", nargs="*", default=None, help=f"subset of {ORDER}")
     args = parser.parse_args(argv)
     names = args.models or (["mlp"] if args.quick else list(SPECS))
-    rounds = args.rounds or (1 if args.quick else 3)
+    rounds = args.rounds or (1 if args.quick else 5)
     started = time.time()
     results = {
-        "machine": f"{platform.processor() or platform.machine()}, {_cores()} cores, "
-        f"load {load_average()} at start",
+        "machine": f"{_cpu_name()}, {_cores()} cores, load {load_average()} at start",
         "matmul_peak_gflops": matmul_peak_gflops(512 if args.quick else 1024),
     }
     results["models"] = bench_models(names, rounds, args.quick, args.contenders)
@@ -179,6 +178,16 @@ def main(argv=None) -> dict:
         print("matplotlib is not installed: no plot")
     print(text)
     return results
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _cores() -> int:

@@ -92,7 +92,10 @@ def ensure_default_cache() -> str | None:
         if jax.config.jax_compilation_cache_dir or default_cache_dir() is None:
             _STATE["user_choice"] = jax.config.jax_compilation_cache_dir or False
         else:
-            enable_cache()
+            try:
+                enable_cache()
+            except OSError:  # e.g. a read-only home: run without the cache
+                _STATE["user_choice"] = False
     return cache_dir()
 
 
