@@ -145,3 +145,18 @@ def test_epoch_plan_matches_iterate_batches():
     batches = list(iterate_batches({"x": x}, 4, shuffle_seed=7, epoch=2))
     assert plan["index"].tolist() == [b["x"].tolist() for b in batches]
     assert plan["valid"].tolist() == [b["mask"].tolist() for b in batches]
+
+
+def test_sample_weights_and_a_row_mask_gather_like_iterate_batches():
+    x, y = make_data(37)
+    w = np.linspace(0.5, 2.0, 37).astype(np.float32)
+    arrays = {"x": x, "y": y, "weight": w, "mask": (np.arange(37) % 5 != 0).astype(np.float32)}
+    plan = fused.epoch_plan(37, 8, 4, 1)
+    batches = list(iterate_batches(arrays, 8, shuffle_seed=4, epoch=1))
+    for row, expected in enumerate(batches):
+        got = fused.gather_batch(arrays, plan["index"][row], plan["valid"][row])
+        for key in expected:
+            np.testing.assert_array_equal(np.asarray(got[key]), expected[key])
+    a, _ = fit(new_state(Net(bn=False)), (x, y, w), epochs=2, batch_size=8, verbose=0)
+    b, _ = fit(new_state(Net(bn=False)), (x, y, w), epochs=2, batch_size=8, verbose=0, fuse="epoch")
+    assert_close(a.params, b.params)
