@@ -98,7 +98,7 @@ def test_fused_run_stops_at_the_epoch_of_per_step_early_stopping():
 
 
 def test_fused_run_restores_best_weights_like_the_callback():
-    x, y = make_data(48)
+    x, y = make_data(64)  # the shapes of the test above: its programs are reused
     val = (x, (y + 1) % 3)
     out = []
     for fuse in (None, "run"):
