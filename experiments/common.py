@@ -17,11 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: files only
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 # Exit status of a study whose dataset is missing (the test suite skips on it).
 SKIP_EXIT = 77
@@ -111,8 +107,19 @@ class Timer:
         return round(time.perf_counter() - self.start, 1)
 
 
+def pyplot():
+    """matplotlib's pyplot on the headless Agg backend (imported on first use)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def plot_curves(curves: dict, keys, path: Path, title: str = "", xlabel: str = "epoch") -> Path:
     """One panel per key; one line per run. ``curves``: label -> history dict of lists."""
+    plt = pyplot()
     keys = list(keys)
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
@@ -132,6 +139,7 @@ def plot_curves(curves: dict, keys, path: Path, title: str = "", xlabel: str = "
 
 def plot_confusion(matrix, class_names, path: Path, title: str = "") -> Path:
     """A confusion matrix (rows true, columns predicted) with counts in the cells."""
+    plt = pyplot()
     m = np.asarray(matrix)
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     ax.imshow(m, cmap="Blues")

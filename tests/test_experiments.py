@@ -26,7 +26,10 @@ STUDIES = {
     "mnist1d": (["--recipes", "tuned"], ["curves.png", "confusion.png"]),
     "digits": ([], ["curves.png", "confusion_mlp.png", "confusion_cnn.png"]),
     "fashion_mnist": ([], ["curves.png", "confusion_mlp.png", "confusion_cnn.png"]),
-    "sequences": (["--models", "gru", "transformer"], ["curves_japanese_vowels.png"]),
+    "sequences": (
+        ["--problems", "japanese_vowels", "--models", "gru", "transformer"],
+        ["curves_japanese_vowels.png"],
+    ),
     "charlm": ([], ["curves.png", "samples.txt"]),
     "gan": ([], ["samples_trained.png", "samples_untrained.png", "curves.png"]),
     "regularization": (["--variants", "baseline", "early_stopping", "cosine"], ["curves.png"]),
@@ -41,7 +44,9 @@ def run_study(study: str, extra: list[str], out: Path) -> dict:
     )
     if proc.returncode == SKIP_EXIT:
         pytest.skip(proc.stderr.strip().splitlines()[-1])
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    )
     return json.loads((out / "results.json").read_text())
 
 

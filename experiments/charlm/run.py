@@ -186,7 +186,7 @@ def main():
 
 
 def plot_curves(curves, baselines, path):
-    import matplotlib.pyplot as plt
+    plt = common.pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, h in curves.items():

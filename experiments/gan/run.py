@@ -113,7 +113,7 @@ def train_gan(ds, steps: int, seed: int, batch: int = 64):
 
 def compare(real, untrained, trained, path):
     """The three 8x8 grids side by side, enlarged (the raw grids are 73 pixels wide)."""
-    import matplotlib.pyplot as plt
+    plt = common.pyplot()
 
     from jaxnets.models.gan import sample_grid
 
