@@ -5,10 +5,12 @@ The Fashion-MNIST README's benchmark table lists an MLP 256-128-100 at 0.883 and
 
 * MLP 784-256-128-100-10 (ReLU, `jaxnets.models.MLP`), Adam 1e-3, batch 128, trained
   with the functional ``fit``;
-* CNN: the zoo's ``cnn`` (Conv32 3x3, MaxPool 2, Conv64 3x3, MaxPool 2, Dense;
-  34,826 parameters; im2col convolutions, the CPU default), Adam 2e-3 with cosine
-  decay over the run, batch 128, with jit-compiled, keyed augmentation from `jaxnets.data.augment` inside the
-  training step: a random crop after 2-pixel zero padding and a random left-right
+* CNN: Conv32 3x3, MaxPool 2, Conv64 3x3, MaxPool 2, Dense 128, Dense 10 (225,034
+  parameters; a `jaxnets.Sequential` of `jaxnets.layers`; im2col convolutions, the CPU
+  default; the zoo's ``cnn``, which has no hidden Dense layer, underfits under this
+  augmentation: 0.885 after 8 epochs), Adam 2e-3 with cosine decay over the run,
+  batch 128, with jit-compiled, keyed augmentation from `jaxnets.data.augment` inside
+  the training step: a random crop after 2-pixel zero padding and a random left-right
   flip. Each example draws from ``fold_in(epoch_key, row_index)``, so the augmentation
   is a pure function of (seed, epoch, row).
 
@@ -31,12 +33,31 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+import jaxnets  # noqa: E402
+from jaxnets import layers, models  # noqa: E402
 from jaxnets import metrics as metrics_lib  # noqa: E402
-from jaxnets import models  # noqa: E402
 from jaxnets.data import iterate_batches, random_crop, random_flip  # noqa: E402
 from jaxnets.training import create_train_state, evaluate, fit, predict, train_step  # noqa: E402
 
 PUBLISHED = {"mlp": 0.883, "cnn": 0.916}
+
+
+def small_cnn():
+    """Conv32-pool-Conv64-pool-Dense128-Dense10, as a Keras-style `jaxnets.Sequential`.
+
+    A Sequential is an ordinary Linen module, so the functional API trains it as is.
+    """
+    return jaxnets.Sequential(
+        [
+            layers.Conv2D(32, 3, activation="relu", input_shape=(28, 28, 1)),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dense(10),
+        ]
+    )
 
 
 @partial(jax.jit, donate_argnums=(0, 1))
@@ -102,7 +123,7 @@ def main():
             if name == "mlp":
                 module, lr, schedule = models.MLP(features=(256, 128, 100)), 1e-3, None
             else:
-                module, lr, schedule = models.get("cnn"), 2e-3, "cosine"
+                module, lr, schedule = small_cnn(), 2e-3, "cosine"
             state = create_train_state(
                 module, "adam", ds.x_train[:1], learning_rate=lr, seed=seed, schedule=schedule,
                 total_steps=epochs * -(-len(ds.x_train) // 128),
