@@ -31,7 +31,7 @@ STUDIES = {
         ["curves_japanese_vowels.png"],
     ),
     "charlm": ([], ["curves.png", "samples.txt"]),
-    "gan": ([], ["samples_trained.png", "samples_untrained.png", "curves.png"]),
+    "gan": ([], ["samples.png", "samples_trained.png", "samples_untrained.png", "curves.png"]),
     "regularization": (["--variants", "baseline", "early_stopping", "cosine"], ["curves.png"]),
 }
 
