@@ -139,21 +139,29 @@ def plot_curves(curves: dict, keys, path: Path, title: str = "", xlabel: str = "
 
 def plot_confusion(matrix, class_names, path: Path, title: str = "") -> Path:
     """A confusion matrix (rows true, columns predicted) with counts in the cells."""
+    return plot_confusions({title: matrix}, class_names, path)
+
+
+def plot_confusions(matrices: dict, class_names, path: Path) -> Path:
+    """One confusion-matrix panel per entry of ``matrices`` (title -> matrix), side by side."""
     plt = pyplot()
-    m = np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
-    ax.imshow(m, cmap="Blues")
+    fig, axes = plt.subplots(1, len(matrices), figsize=(5.2 * len(matrices), 4.6), squeeze=False)
     ticks = np.arange(len(class_names))
-    ax.set_xticks(ticks, class_names, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(ticks, class_names, fontsize=7)
-    for i in range(m.shape[0]):
-        for j in range(m.shape[1]):
-            if m[i, j]:
-                color = "white" if m[i, j] > m.max() / 2 else "black"
-                ax.text(j, i, f"{m[i, j]:.0f}", ha="center", va="center", fontsize=6, color=color)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
+    for ax, (title, matrix) in zip(axes[0], matrices.items(), strict=True):
+        m = np.asarray(matrix)
+        ax.imshow(m, cmap="Blues")
+        ax.set_xticks(ticks, class_names, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(ticks, class_names, fontsize=7)
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                if m[i, j]:
+                    color = "white" if m[i, j] > m.max() / 2 else "black"
+                    ax.text(
+                        j, i, f"{m[i, j]:.0f}", ha="center", va="center", fontsize=6, color=color
+                    )
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

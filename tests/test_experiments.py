@@ -28,11 +28,14 @@ STUDIES = {
     "fashion_mnist": ([], ["curves.png", "confusion_mlp.png", "confusion_cnn.png"]),
     "sequences": (
         ["--problems", "japanese_vowels", "--models", "gru", "transformer"],
-        ["curves_japanese_vowels.png"],
+        ["curves_japanese_vowels.png", "confusion_japanese_vowels.png"],
     ),
     "charlm": ([], ["curves.png", "samples.txt"]),
     "gan": ([], ["samples.png", "samples_trained.png", "samples_untrained.png", "curves.png"]),
-    "regularization": (["--variants", "baseline", "early_stopping", "cosine"], ["curves.png"]),
+    "regularization": (
+        ["--variants", "baseline", "early_stopping", "combined"],
+        ["curves.png", "confusion.png"],
+    ),
 }
 
 

@@ -81,6 +81,7 @@ def run_variant(cfg: dict, ds, seed: int, epochs: int):
         module, cfg.get("optimizer", "adam"), ds.x_train[:1], learning_rate=1e-2,
         schedule=cfg.get("schedule"), total_steps=steps,
         weight_decay=cfg.get("weight_decay", 0.0), seed=seed,
+        metrics=["accuracy", "confusion_matrix"],
     )  # fmt: skip
     callbacks = [BestWeights(cfg["patience"])] if "patience" in cfg else []
     state, hist = fit(
@@ -93,7 +94,8 @@ def run_variant(cfg: dict, ds, seed: int, epochs: int):
         if callbacks
         else {}
     )
-    return test["accuracy"], test["loss"], hist, extra
+    hist = {k: v for k, v in hist.items() if "confusion" not in k}
+    return test, hist, extra
 
 
 def main():
@@ -107,17 +109,19 @@ def main():
     total = common.Timer()
     ds = common.load("mnist1d", val_fraction=0.1)
     results = {"machine": common.machine(), "epochs": args.epochs, "variants": {}}
-    curves = {}
+    curves, confusion = {}, {}
     for name in args.variants:
         runs = []
         for seed in args.seeds:
             timer = common.Timer()
-            acc, loss, hist, extra = run_variant(VARIANTS[name], ds, seed, args.epochs)
+            test, hist, extra = run_variant(VARIANTS[name], ds, seed, args.epochs)
+            acc, loss = test["accuracy"], test["loss"]
             runs.append({"seed": seed, "test_accuracy": acc, "test_loss": loss, **extra,
                          "seconds": timer()})  # fmt: skip
             print(f"{name} seed {seed}: test accuracy {acc:.4f}, loss {loss:.3f} ({timer()} s)")
             if seed == args.seeds[0]:
                 curves[name] = hist
+                confusion[f"{name}, seed {seed}"] = test["confusion_matrix"]
         results["variants"][name] = {
             "config": VARIANTS[name],
             "test_accuracy": common.mean_std([r["test_accuracy"] for r in runs]),
@@ -131,6 +135,8 @@ def main():
         curves, ["loss", "val_loss", "val_accuracy"], out / "curves.png",
         f"MNIST-1D MLP 100-100, seed {args.seeds[0]} (val = 10% of train)",
     )  # fmt: skip
+    shown = {k: v for k, v in confusion.items() if k.split(",")[0] in ("baseline", "combined")}
+    common.plot_confusions(shown or confusion, ds.class_names, out / "confusion.png")
     for name, r in results["variants"].items():
         a, l = r["test_accuracy"], r["test_loss"]
         print(f"{name:15s} acc {a['mean']:.3f} +- {a['std']:.3f}  loss {l['mean']:.3f}")

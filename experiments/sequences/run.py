@@ -114,7 +114,7 @@ def main():
             "published": cfg["published"],
             "models": {},
         }
-        curves = {}
+        curves, confusion = {}, {}
         for name in args.models:
             runs = []
             for seed in args.seeds:
@@ -122,24 +122,31 @@ def main():
                 state = create_train_state(
                     build(name, shape, ds.num_classes), "adam", train["x"][:1],
                     learning_rate=3e-3, clipnorm=1.0, seed=seed,
+                    metrics=["accuracy", "confusion_matrix"],
                 )  # fmt: skip
                 state, hist = fit(
                     state, train, epochs=epochs, batch_size=16, seed=seed,
                     validation_data=test, verbose=0, fuse="epoch",
                 )  # fmt: skip
-                acc = evaluate(state, test)["accuracy"]
+                scores = evaluate(state, test)
+                acc = scores["accuracy"]
                 runs.append({"seed": seed, "test_accuracy": acc, "seconds": timer()})
                 print(f"{ds.name} {name} seed {seed}: test accuracy {acc:.4f} ({timer()} s)")
                 if seed == args.seeds[0]:
                     curves[name] = hist
+                    confusion[f"{name}, seed {seed}"] = scores["confusion_matrix"]
             entry["models"][name] = {
                 "test_accuracy": common.mean_std([r["test_accuracy"] for r in runs]),
                 "runs": runs,
             }
-        entry["curves_seed0"] = curves
+        entry["curves_seed0"] = {
+            m: {k: v for k, v in h.items() if "confusion" not in k} for m, h in curves.items()
+        }
+        names = ds.class_names or tuple(str(c) for c in range(ds.num_classes))
+        common.plot_confusions(confusion, names, out / f"confusion_{problem}.png")
         results["problems"][problem] = entry
         common.plot_curves(
-            curves, ["loss", "val_loss", "val_accuracy"], out / f"curves_{problem}.png",
+            entry["curves_seed0"], ["loss", "val_loss", "val_accuracy"], out / f"curves_{problem}.png",
             f"{ds.name} (val = test split), seed {args.seeds[0]}",
         )  # fmt: skip
     results["seconds"] = total()
