@@ -88,3 +88,16 @@ def test_pooling_errors():
         MaxPooling2D().apply({}, jnp.ones((4, 4, 1)))
     with pytest.raises(UnknownNameError, match="valid"):
         MaxPooling2D(padding="full").apply({}, jnp.ones((1, 4, 4, 1)))
+
+
+def test_pooling_a_too_small_input_names_the_layer_and_the_fix():
+    import jax
+    import jax.numpy as jnp
+    import pytest
+
+    from jaxnets import models
+    from jaxnets.errors import ShapeError
+
+    # The zoo CNN's two valid convs and pools need >= 10x10 images; 8x8 digits fail clearly.
+    with pytest.raises(ShapeError, match=r"MaxPooling2D.*\(1, 1\) input.*padding='same'"):
+        models.get("cnn").init(jax.random.key(0), jnp.ones((1, 8, 8, 1)))

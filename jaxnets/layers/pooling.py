@@ -120,6 +120,15 @@ class _Pooling(Layer):
         size = as_tuple(self.pool_size, self.rank, "pool_size")
         # Keras: strides=None means strides equal to pool_size.
         strides = size if self.strides is None else as_tuple(self.strides, self.rank, "strides")
+        spatial = x.shape[1:-1]
+        if self.padding.lower() == "valid" and any(
+            d < p for d, p in zip(spatial, size, strict=True)
+        ):
+            raise ShapeError(
+                f"{type(self).__name__} {self.name or ''} with pool_size {size} and 'valid' padding "
+                f"got a {spatial} input: the layers before it shrank the input below one window. "
+                "Use larger inputs, padding='same' in the convolutions before it, or fewer pooling layers."
+            )
         return pool(x, size, strides, self.padding.lower(), self.reduce, self.impl)
 
 
