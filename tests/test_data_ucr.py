@@ -183,3 +183,14 @@ def test_real_ucr_problems():
     assert vowels.input_shape[1] == 12 and vowels.num_classes == 9
     lengths = vowels.x_mask_train.sum(axis=1)
     assert 7 <= lengths.min() < lengths.max() <= vowels.input_shape[0]  # variable length
+
+
+def test_values_beyond_float32_are_a_format_error():
+    # Found by fuzzing: numpy's cast to float32 overflowed to inf with only a warning.
+    import pytest
+
+    from jaxnets.data.ucr import parse_ts
+    from jaxnets.errors import FormatError
+
+    with pytest.raises(FormatError, match="outside the float32 range"):
+        parse_ts("@data\n3.4028235677973366e+38\n")

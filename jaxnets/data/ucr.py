@@ -108,6 +108,9 @@ def _header(lines, where: str) -> tuple[dict, int]:
     raise FormatError(f"{where}: no @data line; not a .ts file.")
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _values(part: str, where: str) -> list[float]:
     out = []
     for token in part.split(","):
@@ -121,6 +124,8 @@ def _values(part: str, where: str) -> list[float]:
             raise FormatError(f"{where}: {token[:30]!r} is not a number or '?'.") from None
         if math.isinf(value):
             raise FormatError(f"{where}: infinite value {token!r}.")
+        if abs(value) > _FLOAT32_MAX:  # would become inf in the float32 array
+            raise FormatError(f"{where}: {token[:30]!r} is outside the float32 range.")
         out.append(value)
     return out
 
