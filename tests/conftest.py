@@ -14,6 +14,17 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
 
+# Fuzz tests explore new inputs on developers' machines, but CI replays a fixed set, so
+# a submission's verdict never depends on the draw (new findings become pinned tests).
+try:
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, print_blob=True)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")
+except ImportError:  # hypothesis is a test extra
+    pass
+
 
 @pytest.fixture(scope="session")
 def digits():
