@@ -147,12 +147,14 @@ def _steps(ckpts):
 
 @pytest.mark.slow
 @pytest.mark.subprocess
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
-    ref = _script(tmp_path / "ref")
+@pytest.mark.parametrize("fused", [False, True], ids=["per_step", "fused_epoch"])
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, fused):
+    extra = ["--fuse"] if fused else []
+    ref = _script(tmp_path / "ref", *extra)
     _finish(ref)
     workdir = tmp_path / "run"
     ckpts = workdir / "checkpoints"
-    slow = _script(tmp_path / "killed", "--workdir", workdir, "--sleep", 0.15)
+    slow = _script(tmp_path / "killed", "--workdir", workdir, "--sleep", 0.15, *extra)
     deadline = time.monotonic() + 240
     try:
         # Steps per epoch: 7; saves every 3 steps. Kill after step 9 (epoch 2, batch 2) is saved.
@@ -165,8 +167,9 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
         slow.communicate(timeout=60)
     assert slow.returncode == -signal.SIGKILL
     killed_at = max(_steps(ckpts))
-    assert killed_at % 7 != 0 and killed_at < 28  # mid-epoch, and not finished
-    resumed = _script(tmp_path / "resumed", "--workdir", workdir)
+    # Mid-epoch and not finished (fused runs save at the ends of 3-step scans: 3, 6, 7, 10...).
+    assert killed_at < 28 and (fused or killed_at % 7 != 0)
+    resumed = _script(tmp_path / "resumed", "--workdir", workdir, *extra)
     _finish(resumed)
     (p_ref, h_ref), (p_res, h_res) = _load(tmp_path / "ref"), _load(tmp_path / "resumed")
     assert p_ref.keys() == p_res.keys()

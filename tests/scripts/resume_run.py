@@ -81,6 +81,7 @@ def main():
     p.add_argument("--workdir", default=None)
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--die-in-save", type=int, default=0)
+    p.add_argument("--fuse", action="store_true", help="fused epochs, scans of 3 steps")
     args = p.parse_args()
     if args.die_in_save:
         die_in_save(args.die_in_save)
@@ -91,6 +92,8 @@ def main():
     counter = EpochCounter()
     callbacks = [counter] + ([Slow(args.sleep)] if args.sleep else [])
     kwargs = {"workdir": args.workdir, "save_every": 3, "keep": 2} if args.workdir else {}
+    if args.fuse:
+        kwargs.update(fuse="epoch", chunk_steps=3)
     state, history = fit(
         state, (x, y), epochs=4, batch_size=16, seed=5, verbose=0, callbacks=callbacks, **kwargs
     )
