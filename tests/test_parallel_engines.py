@@ -236,3 +236,34 @@ def test_float16_with_loss_scaling_matches_one_device(kind, accumulate):
     assert max_diff(got.params, ref.params) < 1e-3  # half-precision sums in another order
     assert float(got.loss_scale.scale) == float(ref.loss_scale.scale)
     assert int(got.loss_scale.good_steps) == int(ref.loss_scale.good_steps) == 6
+
+
+def test_fit_and_model_fit_take_devices_and_match_one_device():
+    """`fit(devices=8)` and `Model.fit(devices=8)`: the sharded engine, the same numbers."""
+    import flax.linen as nn
+
+    import jaxnets
+    from jaxnets.training import create_train_state, fit
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 5)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    runs = []
+    for devices in (None, 8):
+        state = create_train_state(nn.Dense(2), "sgd", x[:1], learning_rate=0.1)
+        state, _ = fit(state, (x, y), epochs=2, batch_size=20, verbose=0, devices=devices)
+        runs.append(np.asarray(state.params["kernel"]))
+    np.testing.assert_allclose(runs[0], runs[1], atol=1e-6)
+
+    models = []
+    for devices in (None, 8):
+        model = jaxnets.Model(nn.Dense(2))
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", learning_rate=0.1)
+        kwargs = {} if devices is None else {"devices": devices}
+        model.fit(x, y, epochs=2, batch_size=20, verbose=0, **kwargs)
+        models.append(model)
+    assert models[1]._keras.engine.batch_multiple == 8
+    np.testing.assert_allclose(
+        models[0].state.params["kernel"], models[1].state.params["kernel"], atol=1e-6
+    )
+    np.testing.assert_allclose(models[0].predict(x), models[1].predict(x), atol=1e-6)

@@ -33,6 +33,7 @@ from jaxnets.callbacks.misc import History
 from jaxnets.data.batching import pad_to
 from jaxnets.errors import ConfigError
 from jaxnets.keras import data_adapter
+from jaxnets.training.engine import resolve_engine
 from jaxnets.training.state import TrainState, accepted_call_kwargs
 
 
@@ -63,9 +64,14 @@ class Loops:
         Metrics are fetched from the device every ``log_every`` steps and at
         epoch ends, which is when batch-level callbacks run. Other keyword
         arguments go to `jaxnets.training.fit` (e.g. ``workdir=`` to checkpoint
-        and resume the run).
+        and resume the run); ``devices=`` (a count or a list) or ``mesh=`` make
+        the model data-parallel (jit + NamedSharding, `jaxnets.parallel`).
         """
         self._require_compiled("fit")
+        devices, mesh = fit_kwargs.pop("devices", None), fit_kwargs.pop("mesh", None)
+        if devices is not None or mesh is not None:
+            # Data-parallel from here on: evaluate and predict use the same engine.
+            self._keras.engine = resolve_engine(None, devices, mesh)
         arrays, bs, can_shuffle = data_adapter.prepare(
             x, y, sample_weight, class_weight, steps_per_epoch, batch_size or 32
         )

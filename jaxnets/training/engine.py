@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import jax
 
+from jaxnets.errors import ConfigError
+
 
 class LocalEngine:
     """Runs every step jit-compiled on one device (the default device)."""
@@ -57,3 +59,17 @@ _DEFAULT = LocalEngine()
 def default_engine() -> LocalEngine:
     """The process-wide single-device engine (shared so compiles are reused)."""
     return _DEFAULT
+
+
+def resolve_engine(engine=None, devices=None, mesh=None):
+    """The engine a loop runs on: ``engine`` if given, else one over ``devices`` or
+    ``mesh`` (`jaxnets.parallel.make_engine`: jit + NamedSharding), else one device."""
+    if engine is not None:
+        if devices is not None or mesh is not None:
+            raise ConfigError("pass either engine= or devices=/mesh=, not both.")
+        return engine
+    if devices is None and mesh is None:
+        return default_engine()
+    from jaxnets.parallel import make_engine  # imports the sharding machinery on demand
+
+    return make_engine(devices=devices, mesh=mesh)

@@ -38,7 +38,7 @@ from jaxnets.callbacks.base import CallbackList
 from jaxnets.data.batching import iterate_batches
 from jaxnets.errors import ConfigError, DataError, lookup
 from jaxnets.training import fused
-from jaxnets.training.engine import default_engine
+from jaxnets.training.engine import default_engine, resolve_engine
 from jaxnets.training.progress import ProgressBar
 from jaxnets.training.state import TrainState
 from jaxnets.training.step import eval_step, predict_step, train_step
@@ -144,6 +144,8 @@ def fit(
     chunk_steps: int | None = None,
     buckets: Sequence[int] | None = None,
     on_nonfinite: str = "skip",
+    devices=None,
+    mesh=None,
 ) -> tuple[TrainState, dict[str, list]]:
     """Trains ``state`` on ``data`` for ``epochs`` epochs.
 
@@ -162,6 +164,9 @@ def fit(
       initial_epoch, initial_step: where to continue (epoch index and batch
         index inside it), e.g. after restoring a checkpoint.
       engine: where to run (default: one device; see `jaxnets.parallel`).
+      devices, mesh: shorthand for ``engine=jaxnets.parallel.make_engine(devices=,
+        mesh=)``: data-parallel over these devices (an int, a list, or "all" as
+        ``len(jax.devices())``) with jit + NamedSharding.
       callback_model: the object callbacks see as ``self.model``.
       history: a history to append to (resuming); default a new one.
       allow_nonfinite: let NaN/Inf inputs through instead of raising a
@@ -207,7 +212,9 @@ def fit(
         validation_data = validation.check_inputs(
             state, as_arrays(validation_data), allow_nonfinite=allow_nonfinite
         )
-    engine = engine or default_engine()
+    if devices == "all":
+        devices = len(jax.devices())
+    engine = resolve_engine(engine, devices, mesh)
     # Multi-process engines check that every process holds as many rows.
     engine.check_data(arrays, batch_size)
     n = len(arrays["x"])
