@@ -70,6 +70,8 @@ def resolve_engine(engine=None, devices=None, mesh=None):
         return engine
     if devices is None and mesh is None:
         return default_engine()
+    if devices == "all":
+        devices = len(jax.devices())
     from jaxnets.parallel import make_engine  # imports the sharding machinery on demand
 
     return make_engine(devices=devices, mesh=mesh)

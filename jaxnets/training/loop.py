@@ -212,8 +212,6 @@ def fit(
         validation_data = validation.check_inputs(
             state, as_arrays(validation_data), allow_nonfinite=allow_nonfinite
         )
-    if devices == "all":
-        devices = len(jax.devices())
     engine = resolve_engine(engine, devices, mesh)
     # Multi-process engines check that every process holds as many rows.
     engine.check_data(arrays, batch_size)
