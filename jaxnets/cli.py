@@ -32,28 +32,27 @@ command again resumes it (raise --epochs to train longer), and
 """
 
 
-def _save_every(text: str):
-    if text == "epoch":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 'epoch' or a positive integer, got {text!r}")
-    return value
+def _positive_int_or(word: str):
+    """An argparse type: the literal ``word`` or a positive integer."""
+
+    def parse(text: str):
+        if text == word:
+            return text
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(
+                f"expected {word!r} or a positive integer, got {text!r}"
+            )
+        return value
+
+    return parse
 
 
-def _devices(text: str):
-    if text == "all":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 'all' or a positive integer, got {text!r}")
-    return value
+_save_every = _positive_int_or("epoch")
+_devices = _positive_int_or("all")
 
 
 def _parallel_options(p):

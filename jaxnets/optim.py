@@ -59,6 +59,9 @@ def optimizer_names() -> list[str]:
     return sorted(_RULES)
 
 
+SCHEDULES = ("constant", "step", "piecewise", "exponential", "cosine", "warmup_cosine", "one_cycle")
+
+
 def make_schedule(
     name: str | None,
     learning_rate: float,
@@ -87,15 +90,7 @@ def make_schedule(
     """
     if name is None or name == "constant":
         return learning_rate
-    builders = {
-        "step": None,
-        "piecewise": None,
-        "exponential": None,
-        "cosine": None,
-        "warmup_cosine": None,
-        "one_cycle": None,
-    }
-    lookup(name, builders, kind="schedule")
+    lookup(name, dict.fromkeys(SCHEDULES), kind="schedule")
     if not total_steps or total_steps <= 0:
         raise ConfigError(
             f"schedule {name!r} needs total_steps > 0 (got {total_steps!r}); "

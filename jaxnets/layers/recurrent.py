@@ -66,7 +66,8 @@ class _RNN(Layer):
         return self.param("bias", init, (self.gates * self.units,))
 
     def _cell(self, carry, xt, rk, bias) -> tuple[tuple, jax.Array]:
-        raise NotImplementedError
+        """One time step; each subclass (SimpleRNN, LSTM, GRU) defines its equations."""
+        raise NotImplementedError(f"{type(self).__name__} must define _cell")  # abstract
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None, initial_state=None):
