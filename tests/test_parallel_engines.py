@@ -1,5 +1,7 @@
 """Data-parallel engines give the numbers of one device (8 fake CPU devices, see conftest)."""
 
+import contextlib
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,8 +11,8 @@ from jax.sharding import Mesh
 
 from jaxnets import parallel
 from jaxnets.errors import ConfigError, UnknownNameError
-from jaxnets.layers import BatchNormalization
-from jaxnets.parallel import PmapEngine, ShardedEngine, make_engine
+from jaxnets.layers import BatchNormalization, replicas
+from jaxnets.parallel import ShardedEngine, make_engine
 from jaxnets.training import create_train_state, evaluate, fit, loop, predict
 
 TOL = 1e-6
@@ -42,6 +44,13 @@ class CNN(nn.Module):
         return nn.Dense(3)(nn.relu(x).mean(axis=(1, 2)))
 
 
+def models_mlp_with_dropout():
+    """The MLP above with jaxnets' Dropout, which draws from the replicated stream under pmap."""
+    from jaxnets import models
+
+    return models.get("mlp", features=(16,), num_classes=3, dropout_rate=0.5)
+
+
 def mlp_data(n=320, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 6)).astype(np.float32)
@@ -60,7 +69,7 @@ def train(module, data, engine=None, *, optimizer="adam", lr=0.02, batch_size=16
 
 def max_diff(a, b) -> float:
     diffs = jax.tree.map(lambda u, v: float(np.max(np.abs(np.asarray(u) - np.asarray(v)))), a, b)
-    return max(jax.tree.leaves(diffs))
+    return max(jax.tree.leaves(diffs), default=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -91,16 +100,58 @@ def test_jit_engine_keeps_state_replicated_and_pmap_has_no_device_axis(mlp_refer
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["jit", "pmap"])
-def test_cnn_with_batchnorm_matches_single_device(kind):
+@pytest.mark.parametrize("kind,axis_name", [("jit", None), ("pmap", None), ("pmap", "data")])
+def test_cnn_with_batchnorm_matches_single_device(kind, axis_name):
+    # Under pmap the engine syncs batch statistics itself; an explicit axis_name still works.
     rng = np.random.default_rng(0)
     data = (rng.normal(size=(320, 6, 6, 1)).astype(np.float32), rng.integers(0, 3, 320))
     ref, _ = train(CNN(), data)
-    # pmap needs the axis name to average batch statistics over devices; jit does not.
-    module = CNN(axis_name=PmapEngine.axis_name if kind == "pmap" else None)
-    state, _ = train(module, data, make_engine(8, kind))
+    state, _ = train(CNN(axis_name=axis_name), data, make_engine(8, kind))
     assert max_diff(state.params, ref.params) < TOL
     assert max_diff(state.model_state, ref.model_state) < TOL
+
+
+def test_pmap_batchnorm_without_sync_would_differ():
+    # The control for the test above: per-device statistics give other numbers,
+    # so that test would catch an engine that stopped syncing them.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 6, 6, 1)).astype(np.float32) * np.arange(1, 17)[:, None, None, None]
+    module = CNN()
+    variables = module.init(jax.random.key(0), x[:1])
+
+    def stats(rows, sync):
+        def per_device(rows):
+            with contextlib.ExitStack() as stack:
+                if sync:
+                    stack.enter_context(replicas.split_over("data"))
+                _, upd = module.apply(variables, rows, train=True, mutable=["batch_stats"])
+            return upd["batch_stats"]["BatchNormalization_0"]["mean"]
+
+        return jax.vmap(per_device, axis_name="data")(rows.reshape(8, 2, 6, 6, 1))
+
+    _, whole = module.apply(variables, x, train=True, mutable=["batch_stats"])
+    whole = whole["batch_stats"]["BatchNormalization_0"]["mean"]
+    np.testing.assert_allclose(stats(x, True), np.broadcast_to(whole, (8, 4)), atol=1e-6)
+    assert np.abs(stats(x, False) - whole).max() > 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_zoo_batchnorm_and_dropout_model_under_pmap_matches_jit(accumulate):
+    # A zoo model (Conv-BatchNorm-ReLU blocks) with dropout added: pmap and jit
+    # engines normalize over the whole batch and draw the same dropout masks.
+    from jaxnets import models
+
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(96, 8, 8, 1)).astype(np.float32), rng.integers(0, 3, 96))
+    convnet = models.get("convnet_bn", filters=(4, 8), strides=(1, 2), num_classes=3)
+    for m, d in ((convnet, data), (models_mlp_with_dropout(), mlp_data(96))):
+        jit, _ = train(m, d, make_engine(8, "jit", accumulate=accumulate), epochs=2)
+        pmap, _ = train(m, d, make_engine(8, "pmap", accumulate=accumulate), epochs=2)
+        one, _ = train(m, d, epochs=2) if accumulate == 1 else (jit, None)
+        assert max_diff(pmap.params, jit.params) < TOL
+        assert max_diff(pmap.model_state, jit.model_state) < TOL
+        assert max_diff(one.params, jit.params) < TOL
 
 
 @pytest.mark.parametrize("kind", ["jit", "pmap"])
@@ -177,6 +228,20 @@ def test_dropout_masks_do_not_depend_on_device_count():
     split = engine.place_batch({"x": x})["x"]
     assert len(split.sharding.device_set) == 8
     np.testing.assert_array_equal(draw(jnp.asarray(x)), draw(split))
+
+
+def test_pmap_dropout_masks_do_not_depend_on_device_count():
+    data = mlp_data(160)
+    module = models_mlp_with_dropout()
+    one, _ = train(module, data)
+    for devices in (2, 8):
+        state, _ = train(module, data, make_engine(devices, "pmap"))
+        assert max_diff(one.params, state.params) < TOL
+    # A model whose dropout ignores the shared stream (Flax's own) still trains,
+    # with each device drawing its own masks.
+    state, history = train(MLP(dropout=0.5), data, make_engine(8, "pmap"))
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state.params))
+    assert np.isfinite(history["loss"][0])
 
 
 def test_two_fits_reuse_the_engines_compiled_step():

@@ -19,10 +19,12 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxnets.errors import ConfigError, ShapeError
 from jaxnets.layers import activations, initializers
 from jaxnets.layers.base import Layer
+from jaxnets.layers.replicas import REPLICATED_RNG, replica_axis
 
 
 class Dense(Layer):
@@ -91,9 +93,22 @@ class Dropout(Layer):
     def __call__(self, x, train: bool = False):
         if not train or self.rate == 0.0:
             return x
-        shape = x.shape if self.noise_shape is None else self.noise_shape
-        keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.rate, shape)
+        shape = tuple(x.shape if self.noise_shape is None else self.noise_shape)
+        axis = replica_axis()
+        if axis is not None and self.has_rng(REPLICATED_RNG):
+            keep = self._global_mask(shape, axis, x.shape[0])
+        else:
+            keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.rate, shape)
         return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
+
+    def _global_mask(self, shape, axis: str, rows: int):
+        # This replica's rows of the mask one device would draw for the whole
+        # batch, so masks do not depend on the device count (jaxnets.layers.replicas).
+        key = self.make_rng(REPLICATED_RNG)
+        if shape[0] != rows:  # a mask broadcast over the batch is the same everywhere
+            return jax.random.bernoulli(key, 1.0 - self.rate, shape)
+        full = jax.random.bernoulli(key, 1.0 - self.rate, (rows * lax.axis_size(axis), *shape[1:]))
+        return lax.dynamic_slice_in_dim(full, lax.axis_index(axis) * rows, rows)
 
 
 class Embedding(Layer):

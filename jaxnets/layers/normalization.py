@@ -26,6 +26,7 @@ from jax import lax
 
 from jaxnets.layers import initializers
 from jaxnets.layers.base import Layer
+from jaxnets.layers.replicas import replica_axis
 
 
 def _feature_axes(axis, ndim: int) -> tuple[int, ...]:
@@ -48,6 +49,8 @@ class BatchNormalization(Layer):
       center, scale: learn ``bias`` / ``scale``.
       axis_name: a `pmap`/`shard_map` axis name; batch statistics are then
         averaged over it, so data-parallel replicas normalize identically.
+        `jaxnets.parallel.PmapEngine` sets it for every layer (see
+        `jaxnets.layers.replicas`); set it for your own ``pmap`` loops.
     """
 
     axis: int | tuple[int, ...] = -1
@@ -82,14 +85,15 @@ class BatchNormalization(Layer):
             # Statistics in float32 even for half-precision inputs.
             xf = x.astype(jnp.float32)
             mean = xf.mean(axis=reduce)
+            axis_name = self.axis_name or replica_axis()
             # Init usually runs outside pmap, where the axis name is unbound.
-            sync = self.axis_name is not None and not self.is_initializing()
+            sync = axis_name is not None and not self.is_initializing()
             if sync:
-                mean = lax.pmean(mean, self.axis_name)
+                mean = lax.pmean(mean, axis_name)
             # Two passes (not E[x^2] - E[x]^2): no cancellation for large means.
             var = jnp.square(xf - mean.reshape(bshape)).mean(axis=reduce)
             if sync:
-                var = lax.pmean(var, self.axis_name)
+                var = lax.pmean(var, axis_name)
             if not self.is_initializing():
                 m = self.momentum
                 ra_mean.value = m * ra_mean.value + (1.0 - m) * mean

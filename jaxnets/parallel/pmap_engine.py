@@ -9,10 +9,12 @@ Each device runs `jaxnets.parallel.step.global_train_step` on its slice of
 the batch with ``axis_name='data'``: it differentiates its share of the
 global masked loss and the shares' gradients are summed with ``psum``;
 metric sums are ``psum``-ed and model state (BatchNorm running statistics)
-``pmean``-ed. For batch statistics synced across devices, build BatchNorm
-layers with ``axis_name=engine.axis_name`` (``'data'``); without it each
-device normalizes by its own slice. Each device folds its index into the
-dropout key, so dropout masks depend on the device count under this engine.
+``pmean``-ed. The step runs the model inside `jaxnets.layers.replicas.split_over`:
+jaxnets' BatchNormalization then averages batch statistics over devices and
+its Dropout keeps this device's rows of the whole batch's mask, so results do
+not depend on the device count. (Flax's ``nn.BatchNorm`` syncs only when built
+with ``axis_name='data'``; Flax's ``nn.Dropout`` draws per device, from a key
+with the device index folded in.)
 
 State, sums and batches live as global arrays exactly as with the jit engine
 (the same ``place_state``/``place_batch``/``fetch``); the compiled function

@@ -42,6 +42,7 @@ from jax import lax
 
 from jaxnets import metrics as metrics_lib
 from jaxnets import precision
+from jaxnets.layers import replicas
 from jaxnets.training.state import TrainState
 from jaxnets.training.step import (
     apply_gradients,
@@ -80,6 +81,18 @@ def split_microbatches(batch: dict, accumulate: int, sharding=None) -> dict:
     return jax.tree.map(split, batch)
 
 
+def _with_shared_rng(state: TrainState, key) -> TrainState:
+    """``state`` whose model also gets ``key`` as the replicated RNG stream."""
+    apply_fn = state.apply_fn
+
+    def apply(variables, *args, rngs=None, **kwargs):
+        return apply_fn(
+            variables, *args, rngs={**(rngs or {}), replicas.REPLICATED_RNG: key}, **kwargs
+        )
+
+    return state.replace(apply_fn=apply)
+
+
 def global_train_step(
     state: TrainState,
     batch: dict,
@@ -102,9 +115,11 @@ def global_train_step(
       microbatch_sharding: where the ``(K, B/K, ...)`` layout lives under
         ``jax.jit`` (``P(None, 'data')``, see `jaxnets.parallel.mesh`).
     """
-    key = state.step_key()
+    base_key = state.step_key()
+    key = base_key
     if axis_name is not None:
-        # Each device draws its own dropout masks.
+        # Each device draws its own masks in layers that only know the 'dropout'
+        # stream; jaxnets' Dropout draws from the shared stream instead.
         key = jax.random.fold_in(key, lax.axis_index(axis_name))
     count = jnp.sum(batch["mask"].astype(jnp.float32))
     if axis_name is not None:
@@ -112,16 +127,27 @@ def global_train_step(
     count = jnp.maximum(count, 1.0)
     # Under float16 the loss is scaled and the gradients unscaled (jaxnets.precision).
     grad_fn = precision.value_and_grad(global_objective, state.loss_scale)
+
+    def grads_of(model_state, rows, i=None):
+        sub = state.replace(model_state=model_state)
+        k, shared = key, base_key
+        if i is not None:
+            k, shared = jax.random.fold_in(k, i), jax.random.fold_in(shared, i)
+        if axis_name is None:
+            return grad_fn(state.params, sub, rows, k, count)
+        # BatchNorm and Dropout see the whole batch across devices (jaxnets.layers.replicas).
+        with replicas.split_over(axis_name):
+            return grad_fn(state.params, _with_shared_rng(sub, shared), rows, k, count)
+
     if accumulate == 1:
-        (_, (sums, new_model_state)), grads = grad_fn(state.params, state, batch, key, count)
+        (_, (sums, new_model_state)), grads = grads_of(state.model_state, batch)
     else:
         micro = split_microbatches(batch, accumulate, microbatch_sharding)
 
         def body(carry, xs):
             total, model_state = carry
             mb, i = xs
-            sub = state.replace(model_state=model_state)
-            (_, (s, new_ms)), g = grad_fn(state.params, sub, mb, jax.random.fold_in(key, i), count)
+            (_, (s, new_ms)), g = grads_of(model_state, mb, i)
             return (jax.tree.map(jnp.add, total, g), new_ms), s
 
         zeros = jax.tree.map(jnp.zeros_like, state.params)
@@ -131,7 +157,7 @@ def global_train_step(
     if axis_name is not None:
         grads = lax.psum(grads, axis_name)
         sums = lax.psum(sums, axis_name)
-        # Equal already when BatchNorm syncs over axis_name; kept replicated otherwise.
+        # Equal already for synced BatchNorm; kept replicated for other layers.
         new_model_state = lax.pmean(new_model_state, axis_name)
     loss = sums["loss"]["total"] / count
     return apply_gradients(state, grads, loss, new_model_state), sums
