@@ -104,9 +104,9 @@ def restore_weights(path: Path, state):
     return state.replace(params=tree["params"], model_state=tree["model_state"])
 
 
-def train(args) -> dict:
-    """Runs ``jaxnets train``: fit, print each epoch, report the test metrics."""
-    config = {
+def run_config(args) -> dict:
+    """The run's configuration, as written to ``<workdir>/config.json``."""
+    return {
         "model": args.model,
         "dataset": args.dataset or recipes.default_dataset(args.model),
         "epochs": args.epochs,
@@ -120,6 +120,18 @@ def train(args) -> dict:
         "data_dir": args.data_dir,
         "save_every": getattr(args, "save_every", "epoch"),
     }
+
+
+def train(args) -> dict:
+    """Runs ``jaxnets train``: fit, print each epoch, report the test metrics.
+
+    GAN parts train as a generator/discriminator pair (`jaxnets.gan_runner`).
+    """
+    if recipes.gan_pair(args.model):
+        from jaxnets import gan_runner
+
+        return gan_runner.train(args)
+    config = run_config(args)
     if args.epochs <= 0 or args.batch_size <= 0:
         raise ConfigError("--epochs and --batch-size must be positive integers.")
     if getattr(args, "no_compile_cache", False):
@@ -182,6 +194,10 @@ def evaluate_workdir(workdir: str, batch_size: int = 256) -> dict:
             "`jaxnets train --workdir`."
         )
     config = json.loads((path / "config.json").read_text())
+    if recipes.gan_pair(config["model"]):
+        from jaxnets import gan_runner
+
+        return gan_runner.evaluate_workdir(path, config)
     dataset = load_dataset(config)
     target = make_state(config, dataset, total_steps=1)
     if (path / "checkpoints").is_dir():
@@ -208,7 +224,8 @@ def list_models():
         shapes = jax.eval_shape(lambda x, m=module: m.init(jax.random.key(0), x), x)
         n = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes.get("params", {})))
         shape = f"{tuple(x.shape[1:])} {x.dtype}"
-        print(f"{name:<22}{module.task:<13}{shape:<22}{n:>12,}  {recipes.default_dataset(name)}")
+        label = recipes.default_dataset_label(name)
+        print(f"{name:<22}{module.task:<13}{shape:<22}{n:>12,}  {label}")
 
 
 def list_datasets():

@@ -9,14 +9,36 @@ from jaxnets import cli, data, models, recipes
 from jaxnets.errors import ConfigError
 from jaxnets.training import create_train_state, eval_step
 
-TRAINABLE = [n for n in models.names() if models.get(n).task in ("classify", "lm", "reconstruct")]
-TRAINABLE = [n for n in TRAINABLE if "siamese" not in n]
+# Models trained by `fit` on one dataset (GAN parts train as pairs: tests/test_cli_zoo.py).
+TRAINABLE = [n for n in models.names() if recipes.gan_pair(n) is None]
 
 
-@pytest.mark.parametrize("name", [n for n in models.names() if n not in TRAINABLE])
-def test_models_with_their_own_loops_are_refused_with_a_pointer(name):
-    with pytest.raises(ConfigError, match="not trained by `jaxnets train`|pairs of inputs"):
-        recipes.task_of(name)
+@pytest.mark.parametrize("name", models.names())
+def test_every_zoo_model_has_a_task_jaxnets_train_knows(name):
+    assert recipes.task_of(name) in recipes.TASKS
+    assert recipes.default_dataset(name) in data.names()
+
+
+def test_both_parts_of_a_gan_name_the_same_pair():
+    pair = ("dcgan_generator", "dcgan_discriminator")
+    assert recipes.gan_pair(pair[0]) == recipes.gan_pair(pair[1]) == pair
+    assert recipes.gan_pair("gan_mlp_discriminator")[0] == "gan_mlp_generator"
+    assert recipes.gan_pair("mlp") is None
+
+
+def test_per_step_and_per_example_targets_do_not_mix():
+    digits = data.load("digits")
+    with pytest.raises(ConfigError, match="needs a label per step"):
+        recipes.adapt("gru_tagger", digits)
+    x, y = np.zeros((4, 6), np.int32), np.zeros((4, 6), np.int32)  # (n, T) tokens and tags
+    tags = data.Dataset(
+        x, y, x, y, num_classes=2, input_shape=(6,), task="tagging", name="t", vocab_size=5
+    )
+    with pytest.raises(ConfigError, match="gru_tagger"):
+        recipes.adapt("lstm", tags)
+    module = recipes.build("gru_tagger", recipes.adapt("gru_tagger", tags))
+    assert (module.vocab_size, module.num_classes, module.input_shape) == (5, 2, (6,))
+    assert recipes.loss_and_metrics("gru_tagger", tags)[1] == ("accuracy", "f1_binary")
 
 
 @pytest.mark.parametrize(
@@ -30,6 +52,8 @@ def test_default_dataset_fits_the_model(name):
     out = jax.eval_shape(lambda: module.init_with_output(jax.random.key(0), x)[0])
     if models.get(name).task == "reconstruct":
         assert out.shape == x.shape
+    elif recipes.is_siamese(name):
+        assert ds.x_train.shape[1] == 2 and out.shape == (2, 2)  # pairs -> same/different
     else:
         assert out.shape == (2, ds.num_classes)
 
@@ -64,6 +88,9 @@ def test_models_command_lists_the_zoo_with_parameter_counts(capsys):
     assert cli.main(["models"]) == 0
     out = capsys.readouterr().out
     assert "cnn" in out and "34,826" in out  # the pinned CNN count
+    rows = {line.split()[0]: line.split("  ")[-1].strip() for line in out.splitlines()[1:]}
+    assert rows["siamese_mlp"] == "digits pairs" and rows["gru_tagger"] == "austen_segmentation"
+    assert rows["dcgan_generator"] == "digits"
 
 
 def test_unknown_model_is_a_clean_cli_error(capsys):

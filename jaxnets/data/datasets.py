@@ -27,7 +27,7 @@ import numpy as np
 
 from jaxnets.errors import ConfigError, DataError, lookup, suggest
 
-TASKS = ("classification", "regression", "language_modeling")
+TASKS = ("classification", "regression", "language_modeling", "tagging")
 SPLITS = ("train", "val", "test")
 
 
@@ -40,13 +40,16 @@ class Dataset:
       num_classes: number of classes (vocabulary size for language modeling),
         ``None`` for regression.
       input_shape: shape of one example, e.g. ``(28, 28, 1)``.
-      task: ``"classification"``, ``"regression"`` or ``"language_modeling"``
-        (targets are the next tokens, ``y[:, t]`` follows ``x[:, t]``).
+      task: ``"classification"``, ``"regression"``, ``"language_modeling"``
+        (targets are the next tokens, ``y[:, t]`` follows ``x[:, t]``) or
+        ``"tagging"`` (a class per step: ``y[:, t]`` labels ``x[:, t]``).
       name: registry name.
       class_names: label (or vocabulary symbol) of each class index, if known.
       x_val, y_val: optional validation split.
       x_mask_train, x_mask_val, x_mask_test: optional ``(n, T)`` bool step masks
         for padded variable-length sequences (True = real step).
+      vocab_size: for int token inputs whose vocabulary is not ``num_classes``
+        (tagging), the number of distinct tokens.
     """
 
     x_train: np.ndarray
@@ -63,6 +66,7 @@ class Dataset:
     x_mask_train: np.ndarray | None = None
     x_mask_val: np.ndarray | None = None
     x_mask_test: np.ndarray | None = None
+    vocab_size: int | None = None
 
     def __post_init__(self):
         if self.task not in TASKS:
