@@ -7,21 +7,25 @@ Measures steps/s of a full Adam training step (forward, backward, update):
   ``nn.max_pool``, then jaxnets with ``impl='xla'`` and ``impl='im2col'``,
   each jitted per step and inside `lax.scan` (several steps per call);
 * an LSTM (128 units, 64 steps, 32 features, batch 64): Flax
-  ``nn.RNN(nn.OptimizedLSTMCell)`` against jaxnets ``LSTM`` with the input
-  projection hoisted out of the loop or not (``hoist_input``), unroll 1/4/8.
+  ``nn.RNN(nn.OptimizedLSTMCell)`` against jaxnets ``LSTM`` as the fused
+  whole-sequence op (``fused=True``, hand-written backward, the CPU default),
+  as the `lax.scan` with the projection in the loop (``fused=False``) and with
+  it hoisted (``hoist_input=True``), each at unroll 1/2/4/8.
 
 Usage::
 
-    python benchmarks/bench_layers.py            # about 2-3 minutes on 2 cores
+    python benchmarks/bench_layers.py            # about 4-5 minutes on 2 cores
     python benchmarks/bench_layers.py --quick    # smoke run: 4 rows, tiny shapes
 
-Numbers are noisy on a shared machine; each row is the best of a few timed
-windows after one compile-and-warm-up call.
+Numbers are noisy on a shared machine: the rows of a table are compiled
+first and then timed in turn, round after round (A, B, A, B...), and each row
+reports the median and the best of its rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import flax.linen as nn
@@ -63,10 +67,11 @@ class FlaxLSTM(nn.Module):
 class JaxnetsLSTM(nn.Module):
     unroll: int = 1
     hoist: bool = False
+    fused: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        lstm = layers.LSTM(128, unroll=self.unroll, hoist_input=self.hoist)
+        lstm = layers.LSTM(128, unroll=self.unroll, hoist_input=self.hoist, fused=self.fused)
         return layers.Dense(1)(lstm(x))
 
 
@@ -91,42 +96,53 @@ def mse(pred, y):
     return jnp.mean((pred[:, 0] - y) ** 2)
 
 
-def measure(model, x, y, loss_fn, *, scan: int, seconds: float, repeats: int):
-    """``(best steps/s over repeats windows of ~seconds, compile-and-first-call s)``."""
+def prepare(model, x, y, loss_fn, *, scan: int):
+    """Compiles and warms up a training loop; returns ``(run, steps per call, compile s)``."""
     params = model.init(jax.random.key(0), x)
     tx = optax.adam(1e-3)
-    carry = (params, tx.init(params))
     step = make_step(model, tx, loss_fn)
     if scan:
         xs = jnp.broadcast_to(x, (scan, *x.shape))
         ys = jnp.broadcast_to(y, (scan, *y.shape))
-        run = jax.jit(lambda c: lax.scan(step, c, (xs, ys)))
-        per_call = scan
+        fn = jax.jit(lambda c: lax.scan(step, c, (xs, ys)))
     else:
-        run = jax.jit(lambda c: step(c, (x, y)))
-        per_call = 1
+        fn = jax.jit(lambda c: step(c, (x, y)))
+    box = {"carry": (params, tx.init(params))}
+
+    def run():
+        box["carry"], loss = fn(box["carry"])
+        return loss
+
     t0 = time.perf_counter()
-    carry, _ = jax.block_until_ready(run(carry))  # compile and warm up
-    compile_s = time.perf_counter() - t0
-    best = 0.0
+    jax.block_until_ready(run())  # compile and warm up
+    return run, max(scan, 1), time.perf_counter() - t0
+
+
+def measure_table(rows, x, y, loss_fn, *, seconds: float, repeats: int):
+    """Prints each ``(name, mode, model, scan)`` row's median and best steps/s over
+    ``repeats`` rounds of ~``seconds`` windows, the rows timed in turn each round."""
+    prepared = [(name, mode, *prepare(m, x, y, loss_fn, scan=n)) for name, mode, m, n in rows]
+    rates = [[] for _ in rows]
     for _ in range(repeats):
-        n, start = 0, time.perf_counter()
-        while True:
-            carry, loss = run(carry)
-            jax.block_until_ready(loss)
-            n += per_call
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds:
-                break
-        best = max(best, n / elapsed)
-    return best, compile_s
+        for (_, _, run, per_call, _), out in zip(prepared, rates, strict=True):
+            n, start = 0, time.perf_counter()
+            while True:
+                jax.block_until_ready(run())
+                n += per_call
+                elapsed = time.perf_counter() - start
+                if elapsed >= seconds:
+                    break
+            out.append(n / elapsed)
+    for (name, mode, _, _, comp), r in zip(prepared, rates, strict=True):
+        med, best = statistics.median(r), max(r)
+        print(f"{name:<44} {mode:<10} {med:>8.1f} {best:>8.1f} {comp:>9.1f}", flush=True)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (a few seconds)")
     args = parser.parse_args(argv)
-    seconds, repeats, scan = (0.02, 1, 2) if args.quick else (2.0, 3, 20)
+    seconds, repeats, scan = (0.02, 1, 2) if args.quick else (1.0, 5, 20)
     # XLA's convolution inside scan is very slow on CPU (~0.3 steps/s): give
     # it a short scan so the run stays within minutes, and skip it in --quick.
     slow_scan = 4
@@ -147,28 +163,25 @@ def main(argv=None):
         ("CNN jaxnets impl=xla", f"scan x{slow_scan}", JaxnetsCNN("xla"), slow_scan),
         ("CNN jaxnets impl=im2col", f"scan x{scan}", JaxnetsCNN("im2col"), scan),
     ]
-    lstm_rows = [
-        ("LSTM flax nn.RNN(OptimizedLSTMCell)", "jit", FlaxLSTM(), 0),
-        ("LSTM jaxnets hoisted input, unroll=1", "jit", JaxnetsLSTM(1, True), 0),
-        ("LSTM jaxnets hoisted input, unroll=4", "jit", JaxnetsLSTM(4, True), 0),
-        ("LSTM jaxnets in-loop input, unroll=1", "jit", JaxnetsLSTM(1), 0),
-        ("LSTM jaxnets in-loop input, unroll=4", "jit", JaxnetsLSTM(4), 0),
-        ("LSTM jaxnets in-loop input, unroll=8", "jit", JaxnetsLSTM(8), 0),
-    ]
+    lstm_rows = [("LSTM flax nn.RNN(OptimizedLSTMCell)", "jit", FlaxLSTM(), 0)]
+    for label, kw in (
+        ("fused (custom_vjp)", dict(fused=True)),
+        ("scan, in-loop input", dict()),
+        ("scan, hoisted input", dict(hoist=True)),
+    ):
+        for unroll in (1, 2, 4, 8):
+            model = JaxnetsLSTM(unroll, **kw)
+            lstm_rows.append((f"LSTM jaxnets {label}, unroll={unroll}", "jit", model, 0))
     if args.quick:
-        # Smoke run: one row per code path (xla, im2col in scan, both LSTM loops).
+        # Smoke run: one row per code path (xla, im2col in scan, fused and scan LSTM).
         rows = [rows[1], rows[4]]
-        lstm_rows = [lstm_rows[1], lstm_rows[4]]
+        lstm_rows = [lstm_rows[1], lstm_rows[9]]
     print(f"backend={jax.default_backend()} devices={jax.device_count()} quick={args.quick}")
     print(f"CNN batch {batch} 28x28x1, LSTM batch {batch // 2} x {steps} steps x 32 features")
-    print(f"{'model':<38} {'mode':<10} {'steps/s':>9} {'compile s':>10}")
-    print("-" * 70)
-    for name, mode, model, n in rows:
-        rate, comp = measure(model, img, labels, xent, scan=n, seconds=seconds, repeats=repeats)
-        print(f"{name:<38} {mode:<10} {rate:>9.1f} {comp:>10.1f}", flush=True)
-    for name, mode, model, n in lstm_rows:
-        rate, comp = measure(model, seq, target, mse, scan=n, seconds=seconds, repeats=repeats)
-        print(f"{name:<38} {mode:<10} {rate:>9.1f} {comp:>10.1f}", flush=True)
+    print(f"{'model':<44} {'mode':<10} {'median':>8} {'best':>8} {'compile s':>9}  (steps/s)")
+    print("-" * 84)
+    measure_table(rows, img, labels, xent, seconds=seconds, repeats=repeats)
+    measure_table(lstm_rows, seq, target, mse, seconds=seconds, repeats=repeats)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.test_util import check_grads
 
-from jaxnets.errors import ShapeError
+from jaxnets.errors import ConfigError, ShapeError
 from jaxnets.layers import GRU, LSTM, Bidirectional, SimpleRNN
+from jaxnets.layers.lstm_fused import lstm_sequence
 
 B, T, F, U = 3, 6, 4, 5
 
@@ -192,3 +194,54 @@ def test_bidirectional_return_state(x):
     assert out.shape == (B, 2 * U)
     np.testing.assert_allclose(out, np.concatenate([fh, bh], -1))
     assert fc.shape == bc.shape == (B, U)
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_fused_lstm_matches_scan_values_and_gradients(x, go_backwards):
+    # The whole-sequence op (hand-written backward) against autodiff of the scan.
+    kw = dict(return_sequences=True, return_state=True, go_backwards=go_backwards)
+    fused, scan = LSTM(U, fused=True, **kw), LSTM(U, fused=False, **kw)
+    v = _init(fused, x)
+    mask = jnp.asarray(np.arange(T)[None] < np.array([[6], [3], [0]]))
+    k1, k2 = jax.random.split(jax.random.key(3))
+    state0 = (jax.random.normal(k1, (B, U)), jax.random.normal(k2, (B, U)))
+
+    def loss(layer, params, x, state0):
+        seq, h, c = layer.apply({"params": params}, x, mask=mask, initial_state=state0)
+        return jnp.sum(jnp.sin(seq)) + jnp.sum(h * c) + jnp.sum(c**2)
+
+    for layer_out, ref_out in zip(
+        fused.apply(v, x, mask=mask, initial_state=state0),
+        scan.apply(v, x, mask=mask, initial_state=state0),
+        strict=True,
+    ):
+        np.testing.assert_allclose(layer_out, ref_out, rtol=1e-6, atol=1e-6)
+    grad = jax.grad(loss, argnums=(1, 2, 3))
+    got = grad(fused, v["params"], x, state0)
+    want = grad(scan, v["params"], x, state0)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_lstm_check_grads():
+    with jax.enable_x64(True):  # float64, so the finite differences are accurate
+        ks = jax.random.split(jax.random.key(0), 6)
+        xs = jax.random.normal(ks[0], (4, 2, 3), jnp.float64)
+        h0, c0 = (jax.random.normal(k, (2, 2), jnp.float64) for k in ks[1:3])
+        kernel = 0.5 * jax.random.normal(ks[3], (3, 8), jnp.float64)
+        rk = 0.5 * jax.random.normal(ks[4], (2, 8), jnp.float64)
+        bias = jax.random.normal(ks[5], (8,), jnp.float64)
+        mask = jnp.asarray([[1, 1], [1, 0], [0, 0], [1, 0]], bool)[..., None]
+        args = (xs, h0, c0, kernel, rk, bias)
+        check_grads(lambda *a: lstm_sequence(*a, mask), args, order=1, modes=["rev"])
+
+
+def test_fused_lstm_choice_and_errors(x):
+    with pytest.raises(ConfigError, match="recurrent_activation='sigmoid'"):
+        LSTM(U, fused=True, recurrent_activation="hard_sigmoid").init(jax.random.key(0), x)
+    with pytest.raises(ConfigError, match="hoist_input"):
+        LSTM(U, fused=True, hoist_input=True).init(jax.random.key(0), x)
+    # Other activations fall back to the scan by themselves.
+    v = _init(LSTM(U), x)
+    out = LSTM(U, activation="relu").apply(v, x)
+    assert out.shape == (B, U) and np.isfinite(out).all()

@@ -1,12 +1,20 @@
 """SimpleRNN, LSTM and GRU with Keras equations and parameters, and Bidirectional.
 
 With ``hoist_input=True`` a layer projects the inputs of every time step
-at once, one ``(B*T, F) @ (F, gates*units)`` product before the loop, so the
+at once, one ``(T*B, F) @ (F, gates*units)`` product before the loop, so the
 `lax.scan` body keeps only the recurrent ``(B, units) @ (units, gates*units)``
 product. ``hoist_input=None`` (default) hoists on GPU/TPU but not on CPU,
-where XLA ran the hoisted loop about 2.7x slower in an LSTM training step
-(see ``benchmarks/bench_layers.py``). Parameters are the same either way.
-``unroll`` is `lax.scan`'s unroll factor (True unrolls fully).
+where the hoisted LSTM training step stayed slower (its extra (T, B, 4U)
+buffers cost more than T small products; see ``benchmarks/bench_layers.py``).
+The hoisted projection is kept as one (T, B, U) stack per gate: XLA:CPU does
+not vectorise an elementwise fusion that slices a gate out of a per-step
+dynamic slice of a (T, B, 4U) stack, which made the hoisted loop 2x slower.
+Parameters are the same either way. ``unroll`` is `lax.scan`'s unroll factor
+(True unrolls fully).
+
+`LSTM` with the default activations runs on CPU as one whole-sequence op with
+a hand-written backward pass (`jaxnets.layers.lstm_fused`, ``fused=None``),
+which computes the weight gradients of all steps as one product each.
 
 Masking (``mask`` (B, T), True = valid step): a masked step leaves the carry
 unchanged and outputs zeros, so with right-padded sequences the final state
@@ -38,9 +46,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxnets.errors import ShapeError, lookup
+from jaxnets.errors import ConfigError, ShapeError, lookup
 from jaxnets.layers import activations, initializers
 from jaxnets.layers.base import Layer
+from jaxnets.layers.lstm_fused import lstm_sequence
 
 
 class _RNN(Layer):
@@ -65,9 +74,16 @@ class _RNN(Layer):
         init = initializers.get(self.bias_initializer)
         return self.param("bias", init, (self.gates * self.units,))
 
-    def _cell(self, carry, xt, rk, bias) -> tuple[tuple, jax.Array]:
-        """One time step; each subclass (SimpleRNN, LSTM, GRU) defines its equations."""
+    def _cell(self, carry, xg, rk, bias) -> tuple[tuple, jax.Array]:
+        """One time step from ``xg``, the input projection split per gate (``gates`` arrays).
+
+        Each subclass (SimpleRNN, LSTM, GRU) defines its equations.
+        """
         raise NotImplementedError(f"{type(self).__name__} must define _cell")  # abstract
+
+    def _fused(self, hoist: bool) -> bool:
+        """Whether to run the whole-sequence op instead of the scan (LSTM overrides)."""
+        return False
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None, initial_state=None):
@@ -88,20 +104,22 @@ class _RNN(Layer):
         kernel = kernel.astype(x.dtype)
         hoist = self.hoist_input
         if hoist is None:
-            # Measured on XLA CPU (jax 0.10): the hoisted loop made an LSTM
-            # training step ~2.7x slower than projecting inside the loop (its
-            # per-step dynamic slice lands in the elementwise gate fusion), so
-            # hoist only on GPU/TPU, where one big product beats T small ones.
+            # Measured on XLA CPU (jax 0.10): even with per-gate stacks the
+            # hoisted LSTM training step was slower than projecting inside the
+            # loop (bench_layers.py), so hoist only on GPU/TPU, where one big
+            # product beats T small ones.
             hoist = jax.default_backend() != "cpu"
+        fused = self._fused(hoist)
+        hoist = hoist and not fused  # the fused op projects inside its own loop
+        xs = jnp.swapaxes(x, 0, 1)  # (T, B, F): time-major, the loop's layout
         if hoist:
             # Every step's x @ kernel in one product; the loop keeps h @ rk only.
-            xp = jnp.dot(x.reshape(b * t, f), kernel).reshape(b, t, gu)
-            xs = jnp.swapaxes(xp if in_bias is None else xp + in_bias, 0, 1)  # (T, B, G*U)
-        else:
-            xs = jnp.swapaxes(x, 0, 1)  # (T, B, F): projected inside the loop.
+            xp = jnp.dot(xs.reshape(t * b, f), kernel).reshape(t, b, gu)
+            xp = xp if in_bias is None else xp + in_bias
+            xs = tuple(jnp.split(xp, self.gates, axis=-1))  # a (T, B, U) stack per gate
         ms = None if mask is None else jnp.swapaxes(mask.astype(bool), 0, 1)[..., None]
         if self.go_backwards:
-            xs = xs[::-1]
+            xs = jax.tree.map(lambda a: a[::-1], xs)
             ms = None if ms is None else ms[::-1]
 
         if initial_state is None:
@@ -120,17 +138,24 @@ class _RNN(Layer):
         rk = rk.astype(x.dtype)
 
         def step(carry, inputs):
-            xt, mt = inputs
+            xg, mt = inputs
             if not hoist:
-                xt = jnp.dot(xt, kernel)
+                xt = jnp.dot(xg, kernel)
                 xt = xt if in_bias is None else xt + in_bias
-            new, out = self._cell(carry, xt, rk, bias)
+                xg = tuple(jnp.split(xt, self.gates, axis=-1))
+            new, out = self._cell(carry, xg, rk, bias)
             if mt is not None:
                 new = tuple(jnp.where(mt, n, c) for n, c in zip(new, carry, strict=True))
                 out = jnp.where(mt, out, jnp.zeros_like(out))
             return new, out
 
-        carry, ys = lax.scan(step, carry, (xs, ms), unroll=self.unroll)
+        if fused:
+            hs, c_last = lstm_sequence(xs, *carry, kernel, rk, in_bias, ms, self.unroll)
+            carry = (hs[-1], c_last)
+            # hs holds the carried h; a masked step outputs zeros, as in the scan.
+            ys = hs if ms is None else jnp.where(ms, hs, jnp.zeros_like(hs))
+        else:
+            carry, ys = lax.scan(step, carry, (xs, ms), unroll=self.unroll)
         # Output equals h, and masked steps hold h: the final h is the last valid output.
         out = jnp.swapaxes(ys, 0, 1) if self.return_sequences else carry[0]
         return (out, *carry) if self.return_state else out
@@ -155,8 +180,8 @@ class SimpleRNN(_RNN):
         backend (off on CPU, on elsewhere).
     """
 
-    def _cell(self, carry, xt, rk, bias):
-        h = activations.get(self.activation)(xt + jnp.dot(carry[0], rk))
+    def _cell(self, carry, xg, rk, bias):
+        h = activations.get(self.activation)(xg[0] + jnp.dot(carry[0], rk))
         return (h,), h
 
 
@@ -166,7 +191,12 @@ class LSTM(_RNN):
     ``i, f, o = recurrent_activation(.)``, ``c = f*c + i*activation(.)``,
     ``h = o*activation(c)``. ``unit_forget_bias`` initialises the forget bias
     to 1 as Keras does. With ``return_state`` returns ``(output, h, c)``;
-    ``initial_state`` is ``(h, c)``. Other arguments as `SimpleRNN`.
+    ``initial_state`` is ``(h, c)``. ``fused``: run `lstm_fused.lstm_sequence`
+    (hand-written backward, weight gradients as one product over all steps;
+    needs the default tanh/sigmoid activations and the projection in the
+    loop); None picks it on CPU, where it trained ~10% faster than the scan,
+    and keeps the scan elsewhere (not measured there). Other arguments as
+    `SimpleRNN`.
     """
 
     gates: ClassVar[int] = 4
@@ -174,6 +204,23 @@ class LSTM(_RNN):
 
     recurrent_activation: str | Callable | None = "sigmoid"
     unit_forget_bias: bool = True
+    fused: bool | None = None
+
+    def _fused(self, hoist):
+        standard = (
+            activations.get(self.activation) is jnp.tanh
+            and activations.get(self.recurrent_activation) is jax.nn.sigmoid
+        )
+        if self.fused is None:
+            return standard and not hoist and jax.default_backend() == "cpu"
+        if self.fused and not standard:
+            raise ConfigError(
+                "LSTM(fused=True) needs activation='tanh' and recurrent_activation='sigmoid'; "
+                "use fused=False for other activations."
+            )
+        if self.fused and self.hoist_input:
+            raise ConfigError("LSTM(fused=True) projects inside its loop; drop hoist_input=True.")
+        return self.fused
 
     def _bias(self):
         base = initializers.get(self.bias_initializer)
@@ -185,11 +232,11 @@ class LSTM(_RNN):
 
         return self.param("bias", init, (4 * u,))
 
-    def _cell(self, carry, xt, rk, bias):
+    def _cell(self, carry, xg, rk, bias):
         h, c = carry
         act = activations.get(self.activation)
         ract = activations.get(self.recurrent_activation)
-        i, f, g, o = jnp.split(xt + jnp.dot(h, rk), 4, axis=-1)
+        i, f, g, o = (a + r for a, r in zip(xg, jnp.split(jnp.dot(h, rk), 4, axis=-1), strict=True))
         c = ract(f) * c + ract(i) * act(g)
         h = ract(o) * act(c)
         return (h, c), h
@@ -215,12 +262,12 @@ class GRU(_RNN):
         shape = (2, 3 * self.units) if self.reset_after else (3 * self.units,)
         return self.param("bias", init, shape)
 
-    def _cell(self, carry, xt, rk, bias):
+    def _cell(self, carry, xg, rk, bias):
         (h,) = carry
         u = self.units
         act = activations.get(self.activation)
         ract = activations.get(self.recurrent_activation)
-        xz, xr, xh = jnp.split(xt, 3, axis=-1)
+        xz, xr, xh = xg
         if self.reset_after:
             inner = jnp.dot(h, rk)
             if bias is not None:
