@@ -82,3 +82,35 @@ def test_batchnorm_syncs_under_pmap(rng):
         np.testing.assert_allclose(
             upd["batch_stats"]["var"][replica], upd_full["batch_stats"]["var"], rtol=1e-5
         )
+
+
+def _naive_standardize(x, axes, epsilon):
+    mean = x.mean(axis=axes, keepdims=True)
+    return (x - mean) / jnp.sqrt(jnp.square(x - mean).mean(axis=axes, keepdims=True) + epsilon)
+
+
+def test_layernorm_hand_written_gradient_equals_autodiff_and_finite_differences(rng):
+    from jax.test_util import check_grads
+
+    from jaxnets.layers.normalization import standardize
+
+    x = jnp.asarray(rng.normal(size=(3, 4, 5)) * 3 + 1, jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 4, 5)), jnp.float32)
+    for axes in ((2,), (1, 2)):
+        got = jax.grad(lambda x: (standardize(x, axes, 1e-3) * w).sum())(x)
+        want = jax.grad(lambda x: (_naive_standardize(x, axes, 1e-3) * w).sum())(x)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        with jax.enable_x64(True):
+            check_grads(
+                lambda x: standardize(x, axes, 1e-3),
+                (np.asarray(x, np.float64),),
+                order=1,
+                modes=["rev"],
+            )
+    # The layer's parameter gradients too.
+    ln = LayerNormalization()
+    v = ln.init(jax.random.key(0), x)
+    got = jax.grad(lambda v: (ln.apply(v, x) * w).sum())(v)["params"]
+    y = _naive_standardize(x, (2,), 1e-3)
+    np.testing.assert_allclose(got["scale"], (w * y).sum(axis=(0, 1)), atol=1e-4)
+    np.testing.assert_allclose(got["bias"], w.sum(axis=(0, 1)), atol=1e-5)

@@ -18,9 +18,11 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -110,6 +112,50 @@ class BatchNormalization(Layer):
         return y
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def standardize(x, axes: tuple[int, ...], epsilon: float):
+    """``(x - mean) / sqrt(var + epsilon)`` over ``axes``, with a hand-written gradient.
+
+    The gradient is the closed form
+    ``rstd * (g - mean(g) - xhat * mean(g * xhat))`` from the saved ``xhat``
+    and ``rstd``. Left to autodiff, XLA:CPU fuses the chain of LayerNorm
+    backward passes of a residual stream into the transposes that feed the
+    weight gradients and recomputes it there, unvectorized: the 2-block
+    Transformer benchmark trained 1.38x faster with this rule (6.05 -> 8.33
+    steps/s, 2-core CPU). Values are unchanged; gradients agree to rounding.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> x = jnp.array([[1.0, 2.0, 4.0]])
+      >>> standardize(x, (1,), 0.0).round(3).tolist()
+      [[-1.069, -0.267, 1.336]]
+      >>> f = lambda x: (standardize(x, (1,), 1e-3) * jnp.arange(3.0)).sum()
+      >>> g = jax.grad(f)(x)
+      >>> eps = 1e-3; fd = (f(x.at[0, 0].add(eps)) - f(x.at[0, 0].add(-eps))) / (2 * eps)
+      >>> bool(jnp.allclose(g[0, 0], fd, atol=1e-2))
+      True
+    """
+    return _standardize_fwd(x, axes, epsilon)[0]
+
+
+def _standardize_fwd(x, axes, epsilon):
+    mean = x.mean(axis=axes, keepdims=True)
+    centered = x - mean
+    rstd = lax.rsqrt(jnp.square(centered).mean(axis=axes, keepdims=True) + epsilon)
+    xhat = centered * rstd
+    return xhat, (xhat, rstd)
+
+
+def _standardize_bwd(axes, epsilon, residuals, g):
+    xhat, rstd = residuals
+    mean_g = g.mean(axis=axes, keepdims=True)
+    mean_gx = (g * xhat).mean(axis=axes, keepdims=True)
+    return (rstd * (g - mean_g - xhat * mean_gx),)
+
+
+standardize.defvjp(_standardize_fwd, _standardize_bwd)
+
+
 class LayerNormalization(Layer):
     """Normalizes each example over ``axis`` (default the last) (Keras ``LayerNormalization``).
 
@@ -138,10 +184,7 @@ class LayerNormalization(Layer):
         feat = _feature_axes(self.axis, x.ndim)
         shape = tuple(x.shape[a] for a in feat)
         bshape = tuple(x.shape[a] if a in feat else 1 for a in range(x.ndim))
-        xf = x.astype(jnp.float32)
-        mean = xf.mean(axis=feat, keepdims=True)
-        var = jnp.square(xf - mean).mean(axis=feat, keepdims=True)
-        y = (xf - mean) * lax.rsqrt(var + self.epsilon)
+        y = standardize(x.astype(jnp.float32), feat, self.epsilon)
         if self.scale:
             y = y * self.param("scale", initializers.get(self.gamma_initializer), shape).reshape(
                 bshape
