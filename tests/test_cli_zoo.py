@@ -10,7 +10,7 @@ import pytest
 from jaxnets import data, gan_runner, recipes
 from jaxnets.checkpoint import CheckpointManager
 from jaxnets.cli import main
-from jaxnets.data import austen, pairs, segmentation
+from jaxnets.data import austen, pairs
 
 
 def _austen_dir():
@@ -142,7 +142,7 @@ def test_gan_options_it_does_not_implement_are_refused(capsys):
 def test_segmentation_labels_mark_word_starts(monkeypatch):
     text = "It is a truth\nuniversally acknowledged,  that"
     novels = {name: text for name in austen.NOVELS}
-    monkeypatch.setattr(segmentation, "load_austen_texts", lambda data_dir=None: novels)
+    monkeypatch.setattr(austen, "load_austen_texts", lambda data_dir=None: novels)
     ds = data.load("austen_segmentation", seq_len=8, novels=("emma",), test_fraction=0.25)
     chars = "Itisatruthuniversallyacknowledged,that"  # 38 characters, 28 + 10 split
     vocab = sorted(set(chars))

@@ -97,12 +97,12 @@ def test_layernorm_hand_written_gradient_equals_autodiff_and_finite_differences(
     x = jnp.asarray(rng.normal(size=(3, 4, 5)) * 3 + 1, jnp.float32)
     w = jnp.asarray(rng.normal(size=(3, 4, 5)), jnp.float32)
     for axes in ((2,), (1, 2)):
-        got = jax.grad(lambda x: (standardize(x, axes, 1e-3) * w).sum())(x)
-        want = jax.grad(lambda x: (_naive_standardize(x, axes, 1e-3) * w).sum())(x)
+        got = jax.grad(lambda x, a=axes: (standardize(x, a, 1e-3) * w).sum())(x)
+        want = jax.grad(lambda x, a=axes: (_naive_standardize(x, a, 1e-3) * w).sum())(x)
         np.testing.assert_allclose(got, want, atol=1e-5)
         with jax.enable_x64(True):
             check_grads(
-                lambda x: standardize(x, axes, 1e-3),
+                lambda x, a=axes: standardize(x, a, 1e-3),
                 (np.asarray(x, np.float64),),
                 order=1,
                 modes=["rev"],

@@ -81,6 +81,21 @@ def novels_from_objects(objects: dict, where: str = "Rdata") -> dict[str, str]:
     return texts
 
 
+def novels_text(data_dir, novels: tuple[str, ...] | None, test_fraction: float) -> str:
+    """The chosen novels (default all six) in publication order, a blank line apart.
+
+    Checks ``novels`` and ``test_fraction`` (strictly between 0 and 1) first.
+    """
+    chosen = tuple(NOVELS) if novels is None else tuple(novels)
+    unknown = [n for n in chosen if n not in NOVELS]
+    if unknown or not chosen:
+        raise ConfigError(f"novels must be among {', '.join(NOVELS)}; got {list(chosen)}.")
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}.")
+    texts = load_austen_texts(data_dir)
+    return "\n\n".join(texts[n] for n in chosen)
+
+
 @register("austen", "jane_austen")
 def austen(
     data_dir: str | os.PathLike | None = None,
@@ -102,14 +117,7 @@ def austen(
       test_fraction: share of the text held out at its end.
       novels: R names of a subset of novels (see `NOVELS`), default all six.
     """
-    texts = load_austen_texts(data_dir)
-    chosen = tuple(NOVELS) if novels is None else tuple(novels)
-    unknown = [n for n in chosen if n not in NOVELS]
-    if unknown or not chosen:
-        raise ConfigError(f"novels must be among {', '.join(NOVELS)}; got {list(chosen)}.")
-    if not 0.0 < test_fraction < 1.0:
-        raise ConfigError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}.")
-    text = "\n\n".join(texts[n] for n in chosen)
+    text = novels_text(data_dir, novels, test_fraction)
     vocab = sorted(set(text))
     lookup = np.zeros(max(map(ord, vocab)) + 1, dtype=np.int32)
     lookup[[ord(c) for c in vocab]] = np.arange(len(vocab), dtype=np.int32)

@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from jaxnets.data.austen import NOVELS, load_austen_texts
+from jaxnets.data.austen import novels_text
 from jaxnets.data.datasets import Dataset, register
 from jaxnets.errors import ConfigError
 
@@ -74,16 +74,9 @@ def austen_segmentation(
       A ``"tagging"`` `Dataset`: ``x`` int32 tokens and ``y`` int32 labels, both
       ``(n, seq_len)``; ``num_classes=2``; ``vocab_size`` characters.
     """
-    chosen = tuple(NOVELS) if novels is None else tuple(novels)
-    unknown = [n for n in chosen if n not in NOVELS]
-    if unknown or not chosen:
-        raise ConfigError(f"novels must be among {', '.join(NOVELS)}; got {list(chosen)}.")
-    if not 0.0 < test_fraction < 1.0:
-        raise ConfigError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}.")
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
         raise ConfigError(f"seq_len must be a positive int, got {seq_len!r}.")
-    texts = load_austen_texts(data_dir)
-    tokens, labels, vocab = segment_text("\n\n".join(texts[n] for n in chosen))
+    tokens, labels, vocab = segment_text(novels_text(data_dir, novels, test_fraction))
     cut = int(len(tokens) * (1.0 - test_fraction))
     x_train, x_test = _windows(tokens[:cut], seq_len), _windows(tokens[cut:], seq_len)
     y_train, y_test = _windows(labels[:cut], seq_len), _windows(labels[cut:], seq_len)
