@@ -7,13 +7,14 @@ points at a new folder (cold) and then at the same folder again (warm).
   of a reference model (``python -m benchmarks.bench_compile --child NAME``).
 * ``start``: seconds from launching ``jaxnets train`` to its pre-flight report,
   which it prints when the first step's program is ready (imports, data,
-  initialization and compilation included).
+  initialization and compilation included); medians of a few cold/warm pairs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,11 +86,27 @@ def time_to_first_step(cache: str, timeout: float = 600) -> float | None:
     return seen if proc.returncode == 0 else None
 
 
-def start_times() -> dict:
-    with tempfile.TemporaryDirectory() as cache:
-        cold = time_to_first_step(cache)
-        warm = time_to_first_step(cache)
-    return {"command": "jaxnets " + " ".join(TRAIN_ARGS), "cold": cold, "warm": warm}
+def _median(values: list) -> float | None:
+    return None if None in values else statistics.median(values)  # None: a run failed
+
+
+def start_times(rounds: int = 3) -> dict:
+    """Medians over ``rounds`` (cold, warm) pairs, each pair on a new cache folder.
+
+    Pairs alternate cold and warm, so background load on a shared machine hits
+    both alike; a single pair can be off by a second either way.
+    """
+    cold, warm = [], []
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as cache:
+            cold.append(time_to_first_step(cache))
+            warm.append(time_to_first_step(cache))
+    return {
+        "command": "jaxnets " + " ".join(TRAIN_ARGS),
+        "cold": _median(cold),
+        "warm": _median(warm),
+        "rounds": {"cold": cold, "warm": warm},
+    }
 
 
 if __name__ == "__main__":

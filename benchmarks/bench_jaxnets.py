@@ -3,7 +3,18 @@
 Each timed run is the second epoch of a two-epoch ``fit``, timed between the
 ends of epochs 1 and 2 by a callback (``fit`` syncs with the host at each epoch
 end), so the one-time work of a call (input checks, placing the dataset)
-stays out of the steady-state rate, as the warm-up keeps compilation out.
+stays out of the steady-state rate, as the warm-up keeps compilation out. The
+per-epoch work (drawing and placing the epoch's order, fresh metric sums, the
+epoch-end fetch and metrics) is inside it, as the permutation and the final
+sync are inside the hand-written loops' time.
+
+Data feeding matches ``hand-dev`` in `benchmarks.bench_handwritten`: the
+per-step ``fit`` keeps the dataset on the device and gathers each batch inside
+its jitted step (one dispatch per step, metric sums included), sending only the
+step number; ``hand`` gathers on the host instead. With ``verbose=0`` and no
+callback reading batch logs, ``fit`` fetches metrics at epoch ends only, where
+the hand-written loops read the loss every 10 steps (on a CPU that sync costs
+little: the next step is queued behind the running one either way).
 """
 
 from __future__ import annotations

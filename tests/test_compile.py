@@ -12,7 +12,7 @@ import pytest
 from jaxnets import compile as compile_lib
 from jaxnets.callbacks import Callback
 from jaxnets.compile import GuardedStep, RetraceWarning
-from jaxnets.training import create_train_state, fit, train_step
+from jaxnets.training import create_train_state, evaluate, fit, train_step
 
 
 def small_state(**kw):
@@ -81,6 +81,44 @@ def test_persistent_cache_directory_gets_entries(tmp_path):
         assert compile_lib.cache_dir() is None
     finally:
         compile_lib.enable_cache(before) if before else compile_lib.disable_cache()
+
+
+def test_a_warm_start_takes_every_program_from_the_persistent_cache(tmp_path):
+    # Initialization, the train step and evaluation: after the in-memory caches are
+    # dropped (a new process, in effect) nothing compiles; thresholds keep no program out.
+    x = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+
+    def run():
+        state = create_train_state(nn.Dense(2), "adam", x[:1], learning_rate=0.1)
+        state, _ = fit(state, (x, y), epochs=1, batch_size=8, verbose=0)
+        evaluate(state, (x, y), batch_size=8)
+
+    events = []
+
+    def listener(name, **kwargs):
+        events.append(name)
+
+    def forget_compiled():
+        jax.clear_caches()
+        compile_lib._EXECUTABLES.clear()
+
+    before = compile_lib.cache_dir()
+    try:
+        compile_lib.enable_cache(tmp_path / "xla")
+        forget_compiled()  # programs earlier tests compiled would skip the cache write
+        run()
+        forget_compiled()
+        jax.monitoring.register_event_listener(listener)
+        try:
+            run()
+        finally:
+            jax.monitoring.unregister_event_listener(listener)
+    finally:
+        compile_lib.enable_cache(before) if before else compile_lib.disable_cache()
+    requests = events.count("/jax/compilation_cache/compile_requests_use_cache")
+    assert requests >= 3 and events.count("/jax/compilation_cache/cache_hits") == requests
+    assert "/jax/compilation_cache/cache_misses" not in events
 
 
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):

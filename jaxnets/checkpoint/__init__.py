@@ -7,24 +7,37 @@
   `masked_optimizer` and `GradualUnfreezing` freeze and unfreeze parameter groups.
 - `export` / `load_exported` write and run the inference function without the
   model's Python code (``jax.export``).
+
+The names below are imported from their submodules on first use, so importing
+one part (say `jaxnets.checkpoint.freezing`) does not load Orbax. The export
+functions are bound eagerly (a light module): ``export`` is also the name of
+its submodule, and importing that submodule later must not rebind it.
+
+Example:
+  >>> import jaxnets.checkpoint as ckpt
+  >>> ckpt.freeze_params.__module__
+  'jaxnets.checkpoint.freezing'
 """
 
+import importlib
+
 from jaxnets.checkpoint.export import ExportedModel, export, load_exported
-from jaxnets.checkpoint.freezing import (
-    GradualUnfreezing,
-    freeze_params,
-    frozen,
-    masked_optimizer,
-    param_labels,
-)
-from jaxnets.checkpoint.manager import (
-    CheckpointFallbackWarning,
-    CheckpointManager,
-    RunState,
-    restore_state,
-)
-from jaxnets.checkpoint.structure import check_compatible
-from jaxnets.checkpoint.transfer import TransferReport, load_pretrained, read_variables
+
+_EXPORTS = {
+    "CheckpointFallbackWarning": "manager",
+    "CheckpointManager": "manager",
+    "GradualUnfreezing": "freezing",
+    "RunState": "manager",
+    "TransferReport": "transfer",
+    "check_compatible": "structure",
+    "freeze_params": "freezing",
+    "frozen": "freezing",
+    "load_pretrained": "transfer",
+    "masked_optimizer": "freezing",
+    "param_labels": "freezing",
+    "read_variables": "transfer",
+    "restore_state": "manager",
+}
 
 __all__ = [
     "CheckpointFallbackWarning",
@@ -44,3 +57,16 @@ __all__ = [
     "read_variables",
     "restore_state",
 ]
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jaxnets.checkpoint' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"jaxnets.checkpoint.{module}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

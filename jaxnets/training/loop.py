@@ -119,6 +119,15 @@ def _scalars(logs: dict) -> dict:
     return {k: v for k, v in logs.items() if isinstance(v, float)}
 
 
+def _wants_batch_logs(callbacks) -> bool:
+    """True if a callback has its own ``on_train_batch_end`` (a method or an attribute)."""
+    from jaxnets.callbacks.base import Callback
+
+    base = Callback.on_train_batch_end
+    hooks = (getattr(c, "on_train_batch_end", None) for c in callbacks)
+    return any(h is not None and getattr(h, "__func__", h) is not base for h in hooks)
+
+
 def fit(
     state: TrainState,
     data,
@@ -253,10 +262,12 @@ def fit(
     state = engine.place_state(state)
     ctx.state = state
     skipped_total = _count(engine.fetch(state.skipped))
+    # Mid-epoch metrics cost a host sync and a few eager ops on the host; fetch
+    # them only for a progress bar or a callback that reads batch logs.
+    batch_logs = bar.verbose == 1 or _wants_batch_logs(cbs)
     cbs.on_train_begin()
     if ckpt is not None:
         ckpt.apply_callback_states(callbacks)
-    zeros = None
     for epoch in range(initial_epoch, epochs):
         start = initial_step if epoch == initial_epoch else 0
         cbs.on_epoch_begin(epoch)
@@ -265,15 +276,14 @@ def fit(
         sums = None
         # Steps, or scans of steps with fuse="epoch"; i is the last step of each.
         for i, batch in feed.epoch(epoch, start):
-            if zeros is None:
-                zeros = feed.zero_sums(state, batch)
             if sums is None:
-                sums = ckpt.initial_sums(zeros) if ckpt is not None else None
-                sums = jax.tree.map(jnp.copy, zeros) if sums is None else sums
+                zeros = feed.zero_sums(state, batch)  # fresh device buffers (the step donates them)
+                resumed = ckpt.initial_sums(zeros) if ckpt is not None else None
+                sums = zeros if resumed is None else resumed
             cbs.on_train_batch_begin(i)
             state, sums = feed.step(state, sums, batch)
             ctx.state = state  # the last completed step, kept if the data or a callback raises
-            if feed.log_due(i, log_every) and i + 1 < steps:
+            if batch_logs and feed.log_due(i, log_every) and i + 1 < steps:
                 logs = _scalars(metrics_lib.compute_all(state.metric_table, engine.fetch(sums)))
                 bar.update(i + 1, logs)
                 ctx.state = state

@@ -10,8 +10,6 @@ from __future__ import annotations
 import sys
 import time
 
-from tqdm.auto import tqdm
-
 
 def _fmt(logs: dict) -> str:
     return " - ".join(f"{k}: {v:.4f}" for k, v in logs.items() if isinstance(v, float))
@@ -30,6 +28,8 @@ class ProgressBar:
     def epoch_begin(self, epoch: int, initial: int = 0):
         self._start = time.perf_counter()
         if self.verbose == 1:
+            from tqdm.auto import tqdm  # only bars need it (it also probes for Jupyter)
+
             self._bar = tqdm(
                 total=self.steps,
                 initial=initial,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 
 from jaxnets import precision
 from jaxnets.training.state import TrainState
@@ -137,18 +138,24 @@ def apply_gradients(state: TrainState, grads, loss, new_model_state) -> TrainSta
     the check runs on the device, without a host sync. Steps that compute
     gradients their own way (data-parallel ones in `jaxnets.parallel`) end with it.
     """
-    updates, new_opt_state = state.tx.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
     finite = jnp.isfinite(loss) & _all_finite(grads)
 
-    def keep_if_finite(new, old):
-        return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    def update(_):
+        updates, new_opt_state = state.tx.update(grads, state.opt_state, state.params)
+        return optax.apply_updates(state.params, updates), new_model_state, new_opt_state
 
+    def keep(_):
+        return state.params, state.model_state, state.opt_state
+
+    # A branch, not a `jnp.where` per leaf: a finite step (nearly every step) then
+    # skips a select pass over params and optimizer state (8-15% more MLP steps/s
+    # on CPU, measured interleaved). Under vmap (populations) it becomes that select.
+    params, model_state, opt_state = lax.cond(finite, update, keep, None)
     return state.replace(
         step=state.step + 1,
-        params=keep_if_finite(new_params, state.params),
-        model_state=keep_if_finite(new_model_state, state.model_state),
-        opt_state=keep_if_finite(new_opt_state, state.opt_state),
+        params=params,
+        model_state=model_state,
+        opt_state=opt_state,
         skipped=state.skipped + (~finite).astype(jnp.int32),
         loss_scale=precision.adjust(state.loss_scale, finite),
     )
