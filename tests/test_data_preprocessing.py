@@ -89,3 +89,45 @@ def test_sequence_windows():
     assert sequence_windows(np.arange(3), 5)[0].shape == (0, 5)
     with pytest.raises(ConfigError):
         sequence_windows(np.arange(3), 0)
+
+
+@pytest.mark.parametrize("stratified", [False, True])
+def test_numpy_split_equals_scikit_learns_train_test_split(stratified):
+    from sklearn.model_selection import train_test_split
+
+    from jaxnets.data.sklearn_split import train_test_indices
+
+    rng = np.random.default_rng(0)
+    label_sets = [
+        rng.integers(0, 3, 50),
+        rng.integers(0, 10, 1797),
+        np.repeat([0, 1], [90, 10]),
+        np.arange(40) % 7,
+    ]
+    for labels in label_sets:
+        for seed in (0, 1, 7, 123):
+            for fraction in (0.1, 0.2, 0.25, 0.5):
+                n = len(labels)
+                stratify = labels if stratified else None
+                try:
+                    want = train_test_split(
+                        np.arange(n), test_size=fraction, random_state=seed, stratify=stratify
+                    )
+                except ValueError:  # e.g. fewer test rows than classes: ours refuses too
+                    with pytest.raises(ValueError):
+                        train_test_indices(n, fraction, seed, stratify)
+                    continue
+                got = train_test_indices(n, fraction, seed, stratify)
+                np.testing.assert_array_equal(got[0], want[0])
+                np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_digits_read_from_the_bundled_file_equal_load_digits():
+    from sklearn.datasets import load_digits
+
+    from jaxnets.data.sources_sklearn import _bundled_digits
+
+    pixels, target = _bundled_digits()
+    raw = load_digits()
+    np.testing.assert_array_equal(pixels, raw.data)
+    np.testing.assert_array_equal(target, raw.target)

@@ -132,12 +132,10 @@ def split_indices(
     """
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"fraction must lie strictly between 0 and 1, got {fraction}.")
-    from sklearn.model_selection import train_test_split
+    from jaxnets.data.sklearn_split import train_test_indices
 
     try:
-        keep, held = train_test_split(
-            np.arange(n), test_size=fraction, random_state=seed, stratify=stratify
-        )
+        keep, held = train_test_indices(n, fraction, seed, stratify)
     except ValueError as err:  # too few rows, or a class with a single member
         hint = " or pass stratify=False" if stratify is not None else ""
         raise DataError(

@@ -20,6 +20,26 @@ from jaxnets.data.datasets import Dataset, register, stratified_split
 from jaxnets.data.preprocessing import split_indices, standardize
 
 
+def _bundled_digits():
+    """scikit-learn's ``digits.csv.gz`` as ``(pixels, labels)``, read without importing
+    sklearn: its import (scipy included) takes over a second, most of a warm start."""
+    import gzip
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("sklearn")  # locates the package without running it
+    for root in (spec and spec.submodule_search_locations) or ():
+        path = Path(root) / "datasets" / "data" / "digits.csv.gz"
+        if path.exists():
+            with gzip.open(path, "rt") as f:
+                data = np.loadtxt(f, delimiter=",")
+            return data[:, :-1], data[:, -1]
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    return raw.data, raw.target
+
+
 @register("digits")
 def digits(seed: int = 0, test_fraction: float = 0.2, image: bool = False) -> Dataset:
     """scikit-learn's 8x8 digits (UCI optdigits' test part), 1797 images.
@@ -31,13 +51,11 @@ def digits(seed: int = 0, test_fraction: float = 0.2, image: bool = False) -> Da
 
     Pixels are divided by 16, so they lie in [0, 1].
     """
-    from sklearn.datasets import load_digits
-
-    raw = load_digits()
-    x = (raw.data / 16.0).astype(np.float32)
+    pixels, target = _bundled_digits()
+    x = (pixels / 16.0).astype(np.float32)
     if image:
         x = x.reshape(-1, 8, 8, 1)
-    y = raw.target.astype(np.int32)
+    y = target.astype(np.int32)
     x_train, y_train, x_test, y_test = stratified_split(x, y, test_fraction, seed)
     return Dataset(
         x_train,
