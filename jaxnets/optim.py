@@ -159,6 +159,11 @@ def make_optimizer(
       An ``optax.GradientTransformation`` whose state holds the learning rate and
       weight decay as injected hyperparameters.
     """
+    key = _config_key(
+        name, learning_rate, schedule, total_steps, weight_decay, clipnorm, schedule_kwargs, kwargs
+    )
+    if key is not None and key in _BUILT:
+        return _BUILT[key]
     rule = lookup(name, _RULES, kind="optimizer")
     _check_positive("learning_rate", learning_rate)
     if weight_decay is None:
@@ -182,7 +187,37 @@ def make_optimizer(
     tx = optax.inject_hyperparams(build)(learning_rate=lr, weight_decay=weight_decay)
     if clipnorm is not None:
         tx = optax.chain(optax.clip_by_global_norm(clipnorm), tx)
+    if key is not None:
+        if len(_BUILT) >= _MAX_BUILT:
+            _BUILT.pop(next(iter(_BUILT)))
+        _BUILT[key] = tx
     return tx
+
+
+# One optimizer object per configuration. A TrainState's optimizer is static
+# (part of its pytree structure), so two states built from the same options
+# must share it for `fit` and `fit_population` to reuse the compiled step
+# instead of tracing and lowering it again for each new state.
+_BUILT: dict = {}
+_MAX_BUILT = 64
+
+
+def _config_key(*options):
+    """A hashable key for plain-valued options (names, numbers, None), else None."""
+
+    def freeze(value):
+        if isinstance(value, dict):
+            return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+        if isinstance(value, (list, tuple)):
+            return tuple(freeze(v) for v in value)
+        if value is None or isinstance(value, (str, int, float, bool)):
+            return (type(value).__name__, value)
+        raise TypeError  # a schedule function or an array: build afresh
+
+    try:
+        return freeze(options)
+    except TypeError:
+        return None
 
 
 def _injected_states(opt_state):

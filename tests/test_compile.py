@@ -171,3 +171,36 @@ def test_benchmark_quick_smoke_run_writes_a_table_json_and_plot(tmp_path):
     assert set(rates) == {"hand", "jaxnets", "jaxnets-fused"} and all(rates.values())
     assert (tmp_path / "results.png").stat().st_size > 0
     assert "| mlp |" in proc.stdout
+
+
+def test_a_fresh_state_of_an_equal_model_reuses_the_compiled_steps():
+    # Two states built separately from the same options (new module object, optimizer
+    # built from its name again) must share the step's executable: no new lowering.
+    from jaxnets import models
+    from jaxnets.population import fit_population
+
+    x = np.random.default_rng(0).normal(size=(24, 5)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+
+    def fresh(seed):
+        module = models.get("mlp", features=(7,), num_classes=2, input_shape=(5,))
+        return create_train_state(module, "adam", x[:1], seed=seed, learning_rate=0.01)
+
+    def compiles_of(run):
+        before = compile_lib.STATS["compiles"]
+        run()
+        return compile_lib.STATS["compiles"] - before
+
+    for fuse in (None, "epoch"):
+        first = lambda f=fuse: fit(fresh(0), (x, y), batch_size=8, verbose=0, fuse=f)
+        compiles_of(first)
+        assert (
+            compiles_of(lambda f=fuse: fit(fresh(1), (x, y), batch_size=8, verbose=0, fuse=f)) == 0
+        )
+    pop = lambda seeds: fit_population([fresh(s) for s in seeds], (x, y), batch_size=8, verbose=0)
+    compiles_of(lambda: pop((0, 1)))
+    assert compiles_of(lambda: pop((2, 3))) == 0
+    # The control: another width is another program.
+    other = models.get("mlp", features=(9,), num_classes=2, input_shape=(5,))
+    state = create_train_state(other, "adam", x[:1], learning_rate=0.01)
+    assert compiles_of(lambda: fit(state, (x, y), batch_size=8, verbose=0)) >= 1

@@ -34,7 +34,7 @@ from jaxnets.data.batching import pad_to
 from jaxnets.errors import ConfigError
 from jaxnets.keras import data_adapter
 from jaxnets.training.engine import resolve_engine
-from jaxnets.training.state import TrainState, accepted_call_kwargs
+from jaxnets.training.state import ModuleApply, TrainState, accepted_call_kwargs
 
 
 class Loops:
@@ -148,7 +148,7 @@ class Loops:
 
     def _predict_state(self) -> TrainState:
         if self.state is not None:
-            return self.state.replace(apply_fn=self.module.apply)
+            return self.state.replace(apply_fn=ModuleApply(self.module))
         variables = dict(self._keras.variables)
         return TrainState(
             step=jnp.zeros((), jnp.int32),
@@ -157,7 +157,7 @@ class Loops:
             opt_state=(),
             rng=jax.random.key(0),
             skipped=jnp.zeros((), jnp.int32),
-            apply_fn=self.module.apply,
+            apply_fn=ModuleApply(self.module),
             tx=optax.identity(),
             loss=losses_lib.get("mse"),
             call_kwargs=accepted_call_kwargs(self.module),

@@ -106,11 +106,21 @@ def eval_chunk(state, sums, data, plan):
 
 def zero_sums(fn, state, data, plan):
     """Zeros shaped like the metric sums ``fn(state, batch)`` returns for one planned batch."""
-    shapes = jax.eval_shape(
-        lambda s, d, p: fn(s, gather_batch(d, p["index"][0], p["valid"][0])), state, data, plan
-    )
-    shapes = shapes[1] if isinstance(shapes, tuple) else shapes
+    leaves, treedef = jax.tree.flatten((state, data, plan))
+    key = (fn, treedef, tuple(jax.typeof(x) for x in leaves))
+    shapes = _SUM_SHAPES.get(key)
+    if shapes is None:  # tracing the whole step costs as much as a short fit: once per signature
+        shapes = jax.eval_shape(
+            lambda s, d, p: fn(s, gather_batch(d, p["index"][0], p["valid"][0])), state, data, plan
+        )
+        shapes = shapes[1] if isinstance(shapes, tuple) else shapes
+        if len(_SUM_SHAPES) >= 64:
+            _SUM_SHAPES.pop(next(iter(_SUM_SHAPES)))
+        _SUM_SHAPES[key] = shapes
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+_SUM_SHAPES: dict = {}
 
 
 def can_keep_on_device(engine, arrays: dict) -> bool:

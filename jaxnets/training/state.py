@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,6 +34,28 @@ from jaxnets import metrics as metrics_lib
 from jaxnets import optim, validation
 from jaxnets import precision as precision_lib
 from jaxnets.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class ModuleApply:
+    """``module.apply``, equal for equal modules.
+
+    A TrainState's ``apply_fn`` is static: part of its pytree structure, and so
+    of every compiled step's cache key. Bound methods compare by the identity
+    of their module (Python >= 3.8), so two states of equal but separately
+    built modules would each trace and lower the step again; this wrapper
+    compares the modules themselves (Flax modules are dataclasses).
+
+    Example:
+      >>> import flax.linen as nn
+      >>> ModuleApply(nn.Dense(2)) == ModuleApply(nn.Dense(2)), nn.Dense(2).apply == nn.Dense(2).apply
+      (True, False)
+    """
+
+    module: Any
+
+    def __call__(self, *args, **kwargs):
+        return self.module.apply(*args, **kwargs)
 
 
 class TrainState(struct.PyTreeNode):
@@ -164,7 +187,7 @@ def create_train_state(
         opt_state=tx.init(params),
         rng=run_key,
         skipped=jnp.zeros((), jnp.int32),
-        apply_fn=module.apply,
+        apply_fn=ModuleApply(module),
         tx=tx,
         loss=losses_lib.get(loss),
         metrics=metric_objs,
