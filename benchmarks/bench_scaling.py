@@ -32,7 +32,7 @@ def worker(args) -> dict:
 
     from jaxnets.models.mlp import MLP
     from jaxnets.parallel import PmapEngine, ShardedEngine
-    from jaxnets.training import LocalEngine, create_train_state, loop
+    from jaxnets.training import LocalEngine, create_train_state, fused, loop
 
     n = args.devices
     if jax.device_count() < n:
@@ -54,7 +54,7 @@ def worker(args) -> dict:
     state = create_train_state(model, "adam", host["x"][:1], learning_rate=1e-3)
     state = engine.place_state(state)
     placed = engine.place_batch(host)
-    sums = engine.place_state(loop._zeros_like_sums(loop.train_step, state, placed))
+    sums = engine.place_state(fused.sums_like(state, placed))
     step = engine.compile(loop.train_and_accumulate, donate_argnums=(0, 1))
     start = time.perf_counter()
     state, sums = step(state, sums, placed)

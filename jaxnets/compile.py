@@ -194,9 +194,36 @@ def describe_change(old, new, path: str) -> str | None:
     return f"{path}: structure {jax.tree.structure(old)} -> {jax.tree.structure(new)}"
 
 
+class BoundedCache(OrderedDict):
+    """A dict that forgets its oldest entries beyond ``limit`` (compiled programs, shapes...).
+
+    Example:
+      >>> cache = BoundedCache(limit=2)
+      >>> for k in "abc":
+      ...     _ = cache.put(k, k.upper())
+      >>> list(cache)
+      ['b', 'c']
+    """
+
+    def __init__(self, limit: int = 64):
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key, value):
+        self[key] = value
+        while len(self) > self.limit:
+            self.popitem(last=False)
+        return value
+
+
+def signature(tree) -> tuple:
+    """A hashable key of a pytree's structure, shapes and dtypes: one compile (or trace) each."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple(jax.typeof(x) for x in leaves)
+
+
 # Executables shared by every GuardedStep, so a second fit of the same model reuses them.
-_EXECUTABLES: OrderedDict = OrderedDict()
-_MAX_EXECUTABLES = 64
+_EXECUTABLES = BoundedCache(limit=64)
 STATS = {"compiles": 0}
 
 
@@ -248,8 +275,7 @@ class GuardedStep:
         return self._current
 
     def _executable(self, args, note: str = ""):
-        leaves, treedef = jax.tree.flatten(args)
-        key = (treedef, tuple(jax.typeof(x) for x in leaves))
+        key = signature(args)
         if key in self._variants:
             return self._variants[key]
         skeleton = tuple(_skeleton(a) for a in args)
@@ -287,9 +313,7 @@ class GuardedStep:
             mem = compiled.memory_analysis()
             peak = int(getattr(mem, "peak_memory_in_bytes", 0) or 0) if mem else 0
             rep = ProgramReport(self.name, seconds, float(cost.get("flops", 0.0)), peak, note=note)
-            _EXECUTABLES[shared] = (compiled, rep)
-            while len(_EXECUTABLES) > _MAX_EXECUTABLES:
-                _EXECUTABLES.popitem(last=False)
+            _EXECUTABLES.put(shared, (compiled, rep))
         self._variants[key] = compiled
         self.report.programs.append(rep)
         if self.on_compile is not None:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 import jax.numpy as jnp
 import optax
 
+from jaxnets.compile import BoundedCache
 from jaxnets.errors import ConfigError, lookup
 
 
@@ -187,19 +188,14 @@ def make_optimizer(
     tx = optax.inject_hyperparams(build)(learning_rate=lr, weight_decay=weight_decay)
     if clipnorm is not None:
         tx = optax.chain(optax.clip_by_global_norm(clipnorm), tx)
-    if key is not None:
-        if len(_BUILT) >= _MAX_BUILT:
-            _BUILT.pop(next(iter(_BUILT)))
-        _BUILT[key] = tx
-    return tx
+    return tx if key is None else _BUILT.put(key, tx)
 
 
 # One optimizer object per configuration. A TrainState's optimizer is static
 # (part of its pytree structure), so two states built from the same options
 # must share it for `fit` and `fit_population` to reuse the compiled step
 # instead of tracing and lowering it again for each new state.
-_BUILT: dict = {}
-_MAX_BUILT = 64
+_BUILT = BoundedCache(limit=64)
 
 
 def _config_key(*options):

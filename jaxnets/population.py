@@ -44,7 +44,6 @@ from jaxnets.training import fused
 from jaxnets.training.engine import default_engine
 from jaxnets.training.loop import as_arrays
 from jaxnets.training.state import TrainState
-from jaxnets.training.step import eval_step, train_step
 
 
 def stack_states(states: Sequence[TrainState]) -> TrainState:
@@ -198,7 +197,7 @@ def fit_population(
     plan0 = fused.epoch_plan(count, batch_size, None, 0)
     valid = engine.place_state(plan0["valid"])
     row = engine.place_state({k: v for k, v in plan0.items()})
-    zeros = fused.zero_sums(train_step, states[0], data_dev, row)
+    zeros = fused.zero_sums(states[0], data_dev, row)
     report = compile_lib.CompileReport(params=compile_lib.param_count(states[0].params))
     show = (lambda p: fused.print_report(report)) if verbose else None
     run = compile_lib.GuardedStep(
@@ -213,7 +212,7 @@ def fit_population(
         varrays = as_arrays(validation_data)
         vdata = engine.place_state(varrays)
         vplan = engine.place_state(fused.epoch_plan(len(varrays["x"]), batch_size, None, 0))
-        vzeros = fused.zero_sums(eval_step, states[0], vdata, vplan)
+        vzeros = fused.zero_sums(states[0], vdata, vplan)
         val = (engine.compile(population_eval), vdata, vplan, vzeros)
     monitor = monitor or ("val_loss" if val else "loss")
     sign = 1.0 if _mode(monitor) == "min" else -1.0

@@ -104,23 +104,29 @@ def eval_chunk(state, sums, data, plan):
     return lax.scan(body, sums, (plan["index"], plan["valid"]))[0]
 
 
-def zero_sums(fn, state, data, plan):
-    """Zeros shaped like the metric sums ``fn(state, batch)`` returns for one planned batch."""
-    leaves, treedef = jax.tree.flatten((state, data, plan))
-    key = (fn, treedef, tuple(jax.typeof(x) for x in leaves))
+def sums_like(state, batch):
+    """Zeros shaped like the metric sums a train or eval step returns for ``batch``.
+
+    A train step's sums are shaped like `eval_step`'s, so that is what is
+    traced (it needs no collective axis: a BatchNorm with ``axis_name`` is only
+    bound inside the pmap engine's program). The shapes are kept per argument
+    signature: tracing a step costs as much as a short fit, and every fit,
+    evaluation and population call needs them.
+    """
+    key = compile_lib.signature((state, batch))
     shapes = _SUM_SHAPES.get(key)
-    if shapes is None:  # tracing the whole step costs as much as a short fit: once per signature
-        shapes = jax.eval_shape(
-            lambda s, d, p: fn(s, gather_batch(d, p["index"][0], p["valid"][0])), state, data, plan
-        )
-        shapes = shapes[1] if isinstance(shapes, tuple) else shapes
-        if len(_SUM_SHAPES) >= 64:
-            _SUM_SHAPES.pop(next(iter(_SUM_SHAPES)))
-        _SUM_SHAPES[key] = shapes
+    if shapes is None:
+        shapes = _SUM_SHAPES.put(key, jax.eval_shape(eval_step, state, batch))
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
-_SUM_SHAPES: dict = {}
+_SUM_SHAPES = compile_lib.BoundedCache(limit=64)
+
+
+def zero_sums(state, data, plan):
+    """`sums_like` for one batch of an epoch plan over device-resident ``data``."""
+    batch = jax.eval_shape(gather_batch, data, plan["index"][0], plan["valid"][0])
+    return sums_like(state, batch)
 
 
 def can_keep_on_device(engine, arrays: dict) -> bool:
@@ -265,11 +271,9 @@ class Feed:
         if self._zeros is None:
             if self.device:
                 plan = unit[1]
-                zeros = zero_sums(train_step, state, self.data, plan)
+                zeros = zero_sums(state, self.data, plan)
             else:
-                from jaxnets.training.loop import _zeros_like_sums
-
-                zeros = _zeros_like_sums(train_step, state, unit[0])
+                zeros = sums_like(state, unit[0])
             self._zeros = self.engine.place_state(zeros)
             self.report.params = compile_lib.param_count(state.params)
         return jax.tree.map(jnp.copy, self._zeros)

@@ -45,7 +45,6 @@ from jaxnets.training.fused import (
     train_chunk,
     zero_sums,
 )
-from jaxnets.training.step import eval_step, train_step
 
 
 def early_stopping_of(callbacks, has_validation: bool):
@@ -180,12 +179,12 @@ def fit_run(
     plans = {"index": np.stack([p["index"] for p in plans]), "valid": plans[0]["valid"]}
     data, plans = engine.place_state(arrays), engine.place_state(plans)
     row = {"index": plans["index"][0], "valid": plans["valid"]}
-    zero_train = zero_sums(train_step, state, data, row)
+    zero_train = zero_sums(state, data, row)
     val_data = val_plan = zero_val = None
     if validation_data is not None:
         val_data = engine.place_state(validation_data)
         val_plan = engine.place_state(epoch_plan(len(validation_data["x"]), batch_size, None, 0))
-        zero_val = zero_sums(eval_step, state, val_data, val_plan)
+        zero_val = zero_sums(state, val_data, val_plan)
     report = compile_lib.CompileReport(params=compile_lib.param_count(state.params))
     note = "FLOPs of one train + one eval step" if validation_data is not None else ""
     runner = compile_lib.GuardedStep(

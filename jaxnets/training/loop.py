@@ -27,8 +27,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxnets import compile as compile_lib
@@ -70,14 +68,6 @@ def as_arrays(data, *, need_targets: bool = True) -> dict[str, np.ndarray]:
 def _check_positive_int(name: str, value):
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
-
-
-def _zeros_like_sums(fn, state, batch):
-    # A train step's sums are shaped like eval_step's, which needs no collective axis
-    # (a BatchNorm with axis_name is only bound inside the pmap engine's program).
-    shapes = jax.eval_shape(eval_step if fn is train_step else fn, state, batch)
-    sums = shapes[1] if isinstance(shapes, tuple) else shapes
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums)
 
 
 def train_and_accumulate(state: TrainState, sums: dict, batch: dict):
@@ -358,7 +348,7 @@ def evaluate(
     for host_batch in iterate_batches(arrays, batch_size):
         batch = engine.place_batch(host_batch)
         if sums is None:
-            sums = engine.place_state(_zeros_like_sums(eval_step, state, batch))
+            sums = engine.place_state(fused.sums_like(state, batch))
         sums = step_fn(state, sums, batch)
     logs = metrics_lib.compute_all(state.metric_table, engine.fetch(sums))
     if verbose:
