@@ -238,3 +238,59 @@ def compute_all(metric_objs, accumulators) -> dict[str, np.ndarray | float]:
             value = np.asarray(metric_objs[name].compute(jax.tree.map(jnp.asarray, acc)))
             out[name] = float(value) if value.ndim == 0 else value
     return out
+
+
+_MEMBER_PROGRAMS: dict = {}
+
+
+def _member_program(metric_objs, names: tuple[str, ...]):
+    key = tuple((name, metric_objs.get(name)) for name in names)
+    try:
+        return _MEMBER_PROGRAMS[key]
+    except TypeError:  # an unhashable user metric: build (and trace) afresh
+        key = None
+    except KeyError:
+        pass
+
+    def one(accs):
+        out = {}
+        for name in names:
+            acc = accs[name]
+            if name == "loss":
+                out[name] = acc["total"] / jnp.maximum(acc["count"], 1e-12)
+            else:
+                out[name] = metric_objs[name].compute(acc)
+        return out
+
+    program = jax.jit(jax.vmap(one), backend="cpu")
+    if key is not None:
+        if len(_MEMBER_PROGRAMS) > 64:
+            _MEMBER_PROGRAMS.clear()
+        _MEMBER_PROGRAMS[key] = program
+    return program
+
+
+def compute_members(metric_objs, accumulators) -> list[dict[str, np.ndarray | float]]:
+    """`compute_all` for accumulators stacked on a leading member axis, as one program.
+
+    A population of N members would otherwise pay N rounds of small host ops
+    per epoch; this computes every member's metrics in one vmapped CPU call.
+
+    Example:
+      >>> import numpy as np
+      >>> sums = {"loss": {"total": np.array([2.0, 9.0]), "count": np.array([4.0, 3.0])}}
+      >>> [row["loss"] for row in compute_members({}, sums)]
+      [0.5, 3.0]
+    """
+    host = jax.device_get(accumulators)
+    names = tuple(sorted(host))
+    values = jax.device_get(_member_program(metric_objs, names)(host))
+    n = len(jax.tree.leaves(host)[0]) if host else 0
+    rows = []
+    for i in range(n):
+        row = {}
+        for name in names:
+            value = np.asarray(values[name][i])
+            row[name] = float(value) if value.ndim == 0 else value
+        rows.append(row)
+    return rows

@@ -46,18 +46,26 @@ from jaxnets.training.loop import as_arrays
 from jaxnets.training.state import TrainState
 
 
+@jax.jit
+def _stack(rows):
+    return jax.tree.map(lambda *col: jnp.stack(col), *rows)
+
+
 def stack_states(states: Sequence[TrainState]) -> TrainState:
     """Stacks members leaf by leaf (axis 0); static fields are the first member's."""
     leaves0, treedef = jax.tree.flatten(states[0])
+    spec = lambda leaves: [(np.shape(a), getattr(a, "dtype", None) or jnp.result_type(a)) for a in leaves]
+    spec0 = spec(leaves0)
     rows = [jax.tree.leaves(s) for s in states]
     for i, leaves in enumerate(rows):
-        shapes = [(np.shape(a), jnp.result_type(a)) for a in leaves]
-        if shapes != [(np.shape(a), jnp.result_type(a)) for a in leaves0]:
+        if spec(leaves) != spec0:
             raise ConfigError(
                 f"population member {i} differs from member 0 in its parameter or optimizer "
                 "shapes; members must share the architecture and the optimizer."
             )
-    return jax.tree.unflatten(treedef, [jnp.stack(col) for col in zip(*rows, strict=True)])
+    # One compiled stack instead of one dispatch per leaf: for small members the
+    # per-leaf dispatches cost more than an epoch of training.
+    return jax.tree.unflatten(treedef, _stack(rows))
 
 
 def unstack_member(states: TrainState, i: int) -> TrainState:
@@ -221,17 +229,16 @@ def fit_population(
     stopped: list[int | None] = [None] * n
     histories: list[dict] = [{} for _ in range(n)]
     table = states[0].metric_table
-    for epoch in range(epochs):
-        orders = [fused.epoch_plan(count, batch_size, s if shuffle else None, epoch) for s in seeds]
-        index = engine.place_state(np.stack([p["index"] for p in orders]))
-        stacked, sums = run(stacked, jnp.asarray(active), data_dev, index, valid, zeros)
-        vsums = val[0](stacked, *val[1:]) if val else None
+
+    def record(epoch, sums, vsums) -> None:
+        """Host side of an epoch: per-member logs, early stopping and the epoch line."""
         host, vhost = engine.fetch((sums, vsums))
+        rows = metrics_lib.compute_members(table, host)
+        vrows = metrics_lib.compute_members(table, vhost) if vhost is not None else None
         for i in np.flatnonzero(active):
-            logs = metrics_lib.compute_all(table, jax.tree.map(lambda a, i=i: a[i], host))
-            if vhost is not None:
-                vlogs = metrics_lib.compute_all(table, jax.tree.map(lambda a, i=i: a[i], vhost))
-                logs.update({f"val_{k}": v for k, v in vlogs.items()})
+            logs = dict(rows[i])
+            if vrows is not None:
+                logs.update({f"val_{k}": v for k, v in vrows[i].items()})
             for k, v in logs.items():
                 histories[i].setdefault(k, []).append(v)
             if patience is not None and monitor in logs:  # Keras EarlyStopping, per member
@@ -245,6 +252,21 @@ def fit_population(
             scores = [sign * h[monitor][-1] for h in histories if monitor in h]
             best_now = f" - best {monitor}: {sign * min(scores):.4f}" if scores else ""
             print(f"Epoch {epoch + 1}/{epochs} - {int(active.sum())}/{n} active{best_now}")
-        if not active.any():
-            break
+
+    pending = None  # without early stopping, epoch e+1 is queued before e's metrics are read
+    for epoch in range(epochs):
+        orders = [fused.epoch_plan(count, batch_size, s if shuffle else None, epoch) for s in seeds]
+        index = engine.place_state(np.stack([p["index"] for p in orders]))
+        stacked, sums = run(stacked, jnp.asarray(active), data_dev, index, valid, zeros)
+        vsums = val[0](stacked, *val[1:]) if val else None
+        if pending is not None:
+            record(*pending)
+        pending = (epoch, sums, vsums)
+        if patience is not None:
+            record(*pending)
+            pending = None
+            if not active.any():
+                break
+    if pending is not None:
+        record(*pending)
     return Population(stacked, histories, seeds, member_hp, stopped, monitor)

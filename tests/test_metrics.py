@@ -111,3 +111,26 @@ def test_regression_metrics_match_sklearn():
 def test_unknown_metric_lists_valid_names():
     with pytest.raises(UnknownNameError, match=r"did you mean 'accuracy'.*Valid metrics: .*f1"):
         metrics.get("acuracy")
+
+
+def test_compute_members_equals_compute_all_member_by_member(preds):
+    """The vectorized per-member compute of a population gives `compute_all`'s values."""
+    probs, labels = preds
+    table = {name: metrics.get(name) for name in ("accuracy", "f1_macro", "recall_per_class")}
+    members = []
+    for shift in range(3):  # three members with different predictions
+        p = np.roll(probs, shift, axis=0)
+        sums = {name: m.update(jnp.asarray(p), jnp.asarray(labels), jnp.ones(N, jnp.float32))
+                for name, m in table.items()}  # fmt: skip
+        sums["loss"] = {"total": jnp.float32(3.0 + shift), "count": jnp.float32(N)}
+        members.append(sums)
+    stacked = {k: {f: np.stack([np.asarray(m[k][f]) for m in members]) for f in members[0][k]}
+               for k in members[0]}  # fmt: skip
+    rows = metrics.compute_members(table, stacked)
+    assert len(rows) == 3
+    for row, sums in zip(rows, members, strict=True):
+        want = metrics.compute_all(table, sums)
+        assert sorted(row) == sorted(want)
+        for name in want:
+            np.testing.assert_allclose(row[name], want[name], rtol=1e-6)
+            assert isinstance(row[name], float) == isinstance(want[name], float)

@@ -68,3 +68,12 @@ def test_states_must_share_shapes():
         stack_states([make(0), other])
     with pytest.raises(ConfigError, match="values for 2 members"):
         fit_population(make, make_data(), n=2, hparams={"learning_rate": [0.1]}, verbose=0)
+
+
+def test_without_early_stopping_every_epoch_is_logged_in_order(capsys):
+    # Without patience the next epoch is queued before the last one's metrics are read.
+    pop = fit_population(make, make_data(), n=3, epochs=3, batch_size=16, verbose=1)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("Epoch")]
+    assert [ln.split(" - ")[0] for ln in lines] == ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"]
+    assert all(len(h["loss"]) == 3 for h in pop.histories)
+    assert pop.stopped_epoch == [None, None, None]
