@@ -204,3 +204,16 @@ def test_a_fresh_state_of_an_equal_model_reuses_the_compiled_steps():
     other = models.get("mlp", features=(9,), num_classes=2, input_shape=(5,))
     state = create_train_state(other, "adam", x[:1], learning_rate=0.01)
     assert compiles_of(lambda: fit(state, (x, y), batch_size=8, verbose=0)) >= 1
+
+
+def test_the_benchmark_cnn_check_finds_no_xla_convolution_in_the_fused_epoch():
+    # run_all reports this for the CNN; the quick smoke run above covers the MLP only.
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.bench_jaxnets import fused_program_uses_im2col
+    from benchmarks.common import SPECS, make_data
+
+    spec = SPECS["cnn"]
+    x, y = make_data(spec, 2)
+    assert fused_program_uses_im2col(spec, x, y) is True
