@@ -167,26 +167,36 @@ def create_train_state(
         if value < 0:
             raise ConfigError(f"{name} must be >= 0, got {value}.")
     key = jax.random.key(seed) if isinstance(seed, int) else seed
-    init_key, dropout_key, run_key = jax.random.split(key, 3)
     call_kwargs = accepted_call_kwargs(module)
     init_kwargs = {"train": False} if "train" in call_kwargs else {}
-    init_fn = lambda k1, k2, x: module.init_with_output(
-        {"params": k1, "dropout": k2}, x, **init_kwargs
+
+    # Everything that creates arrays runs as one program: one trace and one
+    # compile (or persistent-cache load) instead of one per eager op, which is
+    # most of a warm start's time outside imports.
+    def init_arrays(key, x):
+        init_key, dropout_key, run_key = jax.random.split(key, 3)
+        output, variables = module.init_with_output(
+            {"params": init_key, "dropout": dropout_key}, x, **init_kwargs
+        )
+        variables = dict(variables)
+        params = variables.pop("params", {})
+        step, skipped = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)
+        return output, params, variables, tx.init(params), run_key, step, skipped
+
+    sample_output, params, variables, opt_state, run_key, step, skipped = jax.jit(init_arrays)(
+        key, sample_input
     )
-    sample_output, variables = jax.jit(init_fn)(init_key, dropout_key, sample_input)
-    variables = dict(variables)
-    params = variables.pop("params", {})
     metric_objs = tuple(metrics_lib.get(m) for m in metrics)
     names = [m.name for m in metric_objs]
     if len(set(names)) != len(names) or "loss" in names:
         raise ConfigError(f"metric names must be unique and not 'loss', got {names}.")
     return TrainState(
-        step=jnp.zeros((), jnp.int32),
+        step=step,
         params=params,
         model_state=variables,
-        opt_state=tx.init(params),
+        opt_state=opt_state,
         rng=run_key,
-        skipped=jnp.zeros((), jnp.int32),
+        skipped=skipped,
         apply_fn=ModuleApply(module),
         tx=tx,
         loss=losses_lib.get(loss),
