@@ -2,9 +2,10 @@
 
 `fit_population` builds (or takes) N `TrainState` members that share an
 architecture and optimizer, gives each its own seed (initialization, dropout
-keys and batch order) and its own injected hyperparameters (learning rate,
-weight decay: `jaxnets.optim.set_hyperparam` on each member's optimizer
-state), stacks them, and trains them together: each epoch is one compiled
+keys and batch order) and its own hyperparameters, held as arrays in its state
+(learning rate, weight decay: `jaxnets.optim.set_hyperparam` on the optimizer
+state; dropout rate: `jaxnets.training.state.set_model_hyperparam`, which every
+`jaxnets.layers.Dropout` of the model reads), stacks them, and trains them together: each epoch is one compiled
 ``vmap`` of the fused epoch of `jaxnets.training.fused`. Member ``i`` takes
 exactly the steps ``fit(member_i, data, seed=seeds[i])`` would take.
 
@@ -12,8 +13,9 @@ Each member has its own metrics and its own early stopping (Keras rules on the
 monitored quantity); a stopped member's state stops changing while the others
 go on. ``Population.best()`` returns the winner as an ordinary `TrainState`.
 
-A per-member dropout rate is not supported: the rate is a static module field,
-so members with different rates would be different programs.
+A per-member dropout rate needs jaxnets' `Dropout` layer (the zoo models use
+it when built with ``dropout_rate > 0``): ``flax.linen.Dropout``'s rate is a
+static field, and a model with no layer that reads a given rate is an error.
 
 Example:
   >>> import numpy as np, flax.linen as nn
@@ -40,10 +42,11 @@ from jaxnets import compile as compile_lib
 from jaxnets import metrics as metrics_lib
 from jaxnets import optim
 from jaxnets.errors import ConfigError
+from jaxnets.layers import hyperparams
 from jaxnets.training import fused
 from jaxnets.training.engine import default_engine
 from jaxnets.training.loop import as_arrays
-from jaxnets.training.state import TrainState
+from jaxnets.training.state import TrainState, set_model_hyperparam
 
 
 @jax.jit
@@ -174,9 +177,10 @@ def fit_population(
       n: number of members (default: ``len(seeds)`` or the number of states).
       seeds: one per member (default ``0..n-1``): passed to ``make_state`` and
         used as the member's shuffle seed.
-      hparams: injected optimizer hyperparameters, e.g.
-        ``{"learning_rate": [1e-3, 3e-3], "weight_decay": 1e-4}`` (a list gives
-        one value per member, a number is shared).
+      hparams: per-member hyperparameters, e.g. ``{"learning_rate": [1e-3,
+        3e-3], "weight_decay": 1e-4, "dropout_rate": [0.1, 0.4]}`` (a list
+        gives one value per member, a number is shared): optimizer ones are
+        injected into the optimizer state, ``dropout_rate`` into the model.
       epochs, batch_size, shuffle: as in `fit`.
       validation_data: evaluated for every member at each epoch end.
       patience, min_delta, monitor: per-member early stopping with Keras's
@@ -193,8 +197,11 @@ def fit_population(
     member_hp = _member_hparams(hparams, n)
     for i, hp in enumerate(member_hp):
         for name, value in hp.items():
-            opt_state = optim.set_hyperparam(states[i].opt_state, name, value)
-            states[i] = states[i].replace(opt_state=opt_state)
+            if name in hyperparams.MODEL_HYPERPARAMS:  # e.g. dropout_rate: the model reads it
+                states[i] = set_model_hyperparam(states[i], name, value)
+            else:
+                opt_state = optim.set_hyperparam(states[i].opt_state, name, value)
+                states[i] = states[i].replace(opt_state=opt_state)
     engine = engine or default_engine()
     compile_lib.ensure_default_cache()
     arrays = as_arrays(data)
@@ -215,6 +222,17 @@ def fit_population(
         on_compile=show,
         report=report,
     )
+    model_hp = sorted(set(member_hp[0]) & set(hyperparams.MODEL_HYPERPARAMS))
+    if model_hp:  # a model without a layer that reads them would silently ignore them
+        index0 = engine.place_state(np.stack([plan0["index"]] * n))
+        with hyperparams.record() as read:
+            jax.eval_shape(population_epoch, stacked, jnp.ones(n, bool), data_dev, index0, valid, zeros)
+        if unread := [name for name in model_hp if name not in read]:
+            raise ConfigError(
+                f"hparams {unread} need a layer that reads them (jaxnets.layers.Dropout for "
+                "dropout_rate); this model has none. flax.linen.Dropout's rate is a static "
+                "field: build the model with jaxnets layers, or from the zoo with dropout_rate > 0."
+            )
     val = None
     if validation_data is not None:
         varrays = as_arrays(validation_data)

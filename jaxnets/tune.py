@@ -1,7 +1,8 @@
 """Hyperparameter search where each generation of trials trains as one population.
 
-`search` draws trials (random search, or every point of a grid) over injected
-optimizer hyperparameters such as ``learning_rate`` and ``weight_decay``, runs
+`search` draws trials (random search, or every point of a grid) over
+hyperparameters held as arrays in the training state: the optimizer's
+``learning_rate`` and ``weight_decay`` and the model's ``dropout_rate``. It runs
 them ``population`` at a time with `jaxnets.population.fit_population` (one
 vmapped, compiled epoch per generation), and returns a `Results` table sorted
 best first.

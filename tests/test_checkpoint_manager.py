@@ -246,3 +246,15 @@ def test_no_checkpoint_is_a_clear_error(tmp_path):
         restore_state(tmp_path / "nowhere", make_state())
     with pytest.raises(CheckpointError, match="no complete checkpoint"):
         CheckpointManager(tmp_path).restore(make_state())
+
+
+def test_model_hyperparameters_are_saved_and_restored(tmp_path):
+    from jaxnets.training.state import set_model_hyperparam
+
+    state = set_model_hyperparam(make_state(), "dropout_rate", 0.375)
+    with CheckpointManager(tmp_path) as mngr:
+        mngr.save(state)
+    target = set_model_hyperparam(make_state(), "dropout_rate", 0.0)
+    assert float(restore_state(tmp_path, target).hparams["dropout_rate"]) == 0.375
+    with pytest.raises(CheckpointError, match="dropout_rate"):  # a target without it: named
+        restore_state(tmp_path, make_state())

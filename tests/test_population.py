@@ -77,3 +77,44 @@ def test_without_early_stopping_every_epoch_is_logged_in_order(capsys):
     assert [ln.split(" - ")[0] for ln in lines] == ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"]
     assert all(len(h["loss"]) == 3 for h in pop.histories)
     assert pop.stopped_epoch == [None, None, None]
+
+
+def test_each_member_has_its_own_dropout_rate():
+    # make() builds an MLP with a jaxnets Dropout (rate 0.2); members override it.
+    from jaxnets.training.state import set_model_hyperparam
+
+    data, rates = make_data(), [0.0, 0.5, 0.2]
+    pop = fit_population(make, data, seeds=[7, 7, 7], hparams={"dropout_rate": rates},
+                         epochs=2, batch_size=16, verbose=0)  # fmt: skip
+    members = [pop.member(i) for i in range(3)]
+    for member, rate in zip(members, rates, strict=True):
+        solo, _ = fit(set_model_hyperparam(make(7), "dropout_rate", rate), data, epochs=2,
+                      batch_size=16, seed=7, verbose=0)  # fmt: skip
+        for a, b in zip(jax.tree.leaves(solo.params), jax.tree.leaves(member.params), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=0)
+        assert float(member.hparams["dropout_rate"]) == np.float32(rate)
+    # Rate 0 is no dropout at all: the same training as a model without a Dropout layer.
+    plain = create_train_state(
+        models.get("mlp_784_128_10", features=(8,), num_classes=2, input_shape=(5,)),
+        "adam", np.zeros((1, 5), np.float32), seed=7,
+    )  # fmt: skip
+    plain, _ = fit(plain, data, epochs=2, batch_size=16, seed=7, verbose=0)
+    for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(members[0].params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=0)
+    # The stated rate (0.2) injected explicitly is the module's own training.
+    own, _ = fit(make(7), data, epochs=2, batch_size=16, seed=7, verbose=0)
+    for a, b in zip(jax.tree.leaves(own.params), jax.tree.leaves(members[2].params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=0)
+    first = lambda state: np.asarray(jax.tree.leaves(state.params)[0])
+    assert not np.allclose(first(members[1]), first(members[0]))  # the rate made a difference
+
+
+def test_a_dropout_rate_for_a_model_without_a_jaxnets_dropout_is_an_error():
+    import flax.linen as nn
+
+    make_plain = lambda seed: create_train_state(nn.Dense(2), "adam", np.zeros((1, 5), np.float32),
+                                                 seed=seed)  # fmt: skip
+    with pytest.raises(ConfigError, match="need a layer that reads them"):
+        fit_population(make_plain, make_data(), n=2, hparams={"dropout_rate": [0.1, 0.2]}, verbose=0)
+    with pytest.raises(ConfigError, match=r"dropout_rate must be in \[0, 1\)"):
+        fit_population(make, make_data(), n=2, hparams={"dropout_rate": [0.1, 1.0]}, verbose=0)

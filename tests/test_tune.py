@@ -38,3 +38,22 @@ def test_trials_grid_and_random_draws():
         trials({"lr": LogUniform(1e-4, 1e-2)}, "grid")
     with pytest.raises(ConfigError, match="method"):
         trials({"lr": [1.0]}, "bayes")
+
+
+def test_search_over_the_dropout_rate_trains_each_trial_with_its_rate():
+    from jaxnets import models
+    from jaxnets.training import fit
+    from jaxnets.training.state import set_model_hyperparam
+
+    x = np.random.default_rng(1).normal(size=(48, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    mlp = models.get("mlp", features=(16,), num_classes=2, dropout_rate=0.1, input_shape=(3,))
+    make_mlp = lambda seed: create_train_state(mlp, "adam", x[:1], seed=seed, learning_rate=0.05)
+    results = search(make_mlp, (x, y), {"dropout_rate": [0.0, 0.6]}, method="grid", population=2,
+                     epochs=3, batch_size=16, verbose=0)  # fmt: skip
+    for row in results:
+        seed = row["seed"]
+        state = set_model_hyperparam(make_mlp(seed), "dropout_rate", row["dropout_rate"])
+        _, hist = fit(state, (x, y), epochs=3, batch_size=16, seed=seed, verbose=0)
+        np.testing.assert_allclose(row["loss"], hist["loss"][-1], rtol=1e-5)
+    assert {round(r["dropout_rate"], 3) for r in results} == {0.0, 0.6}

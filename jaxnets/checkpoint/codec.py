@@ -32,8 +32,11 @@ from jaxnets.errors import CheckpointError
 FORMAT = "jaxnets.checkpoint/1"
 # The TrainState fields that change during training; the static ones (apply_fn,
 # tx, loss, metrics) are configuration and come from the restore target. The
-# float16 loss scale is None (no leaves) at other precisions.
-STATE_FIELDS = ("step", "params", "model_state", "opt_state", "rng", "skipped", "loss_scale")
+# float16 loss scale is None (no leaves) at other precisions, and model
+# hyperparameters are an empty dict (no leaves) unless some were set.
+STATE_FIELDS = (
+    "step", "params", "model_state", "opt_state", "rng", "skipped", "loss_scale", "hparams",
+)  # fmt: skip
 _ARRAY_TAG = "__ndarray__"
 
 

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxnets.errors import ConfigError, ShapeError
-from jaxnets.layers import activations, initializers
+from jaxnets.layers import activations, hyperparams, initializers
 from jaxnets.layers.base import Layer
 from jaxnets.layers.replicas import REPLICATED_RNG, replica_axis
 
@@ -68,7 +68,9 @@ class Activation(Layer):
 class Dropout(Layer):
     """Zeroes a ``rate`` fraction of inputs in train mode and rescales the rest.
 
-    Draws from the ``'dropout'`` RNG; eval mode is the identity.
+    Draws from the ``'dropout'`` RNG; eval mode is the identity. Inside
+    `jaxnets.layers.hyperparams.inject` an injected ``dropout_rate`` (an
+    array: one per population member) replaces ``rate``.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -91,23 +93,28 @@ class Dropout(Layer):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        if not train or self.rate == 0.0:
+        if not train:
             return x
+        rate = hyperparams.get("dropout_rate", self.rate)
+        static = isinstance(rate, (int, float))
+        if static and rate == 0:
+            return x
+        keep_prob = 1.0 - rate if static else 1.0 - jnp.asarray(rate, jnp.float32)
         shape = tuple(x.shape if self.noise_shape is None else self.noise_shape)
         axis = replica_axis()
         if axis is not None and self.has_rng(REPLICATED_RNG):
-            keep = self._global_mask(shape, axis, x.shape[0])
+            keep = self._global_mask(shape, axis, x.shape[0], keep_prob)
         else:
-            keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.rate, shape)
-        return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
+            keep = jax.random.bernoulli(self.make_rng("dropout"), keep_prob, shape)
+        return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
 
-    def _global_mask(self, shape, axis: str, rows: int):
+    def _global_mask(self, shape, axis: str, rows: int, keep_prob):
         # This replica's rows of the mask one device would draw for the whole
         # batch, so masks do not depend on the device count (jaxnets.layers.replicas).
         key = self.make_rng(REPLICATED_RNG)
         if shape[0] != rows:  # a mask broadcast over the batch is the same everywhere
-            return jax.random.bernoulli(key, 1.0 - self.rate, shape)
-        full = jax.random.bernoulli(key, 1.0 - self.rate, (rows * lax.axis_size(axis), *shape[1:]))
+            return jax.random.bernoulli(key, keep_prob, shape)
+        full = jax.random.bernoulli(key, keep_prob, (rows * lax.axis_size(axis), *shape[1:]))
         return lax.dynamic_slice_in_dim(full, lax.axis_index(axis) * rows, rows)
 
 

@@ -76,6 +76,9 @@ class TrainState(struct.PyTreeNode):
         (`jaxnets.validation.InputSpec`), for checking inputs before tracing.
       precision: compute dtype name (see `jaxnets.precision`); params stay float32.
       loss_scale: a `jaxnets.precision.DynamicScale` for float16, else None.
+      hparams: model hyperparameters held as arrays, e.g. ``{"dropout_rate":
+        0.3}`` (see `set_model_hyperparam`); the training step injects them
+        into the model (`jaxnets.layers.hyperparams`). Empty by default.
     """
 
     step: jax.Array
@@ -94,6 +97,7 @@ class TrainState(struct.PyTreeNode):
     input_spec: validation.InputSpec | None = struct.field(pytree_node=False, default=None)
     precision: str = struct.field(pytree_node=False, default="float32")
     loss_scale: Any = None
+    hparams: dict = struct.field(default_factory=dict)
 
     @property
     def variables(self) -> dict:
@@ -107,6 +111,33 @@ class TrainState(struct.PyTreeNode):
     def step_key(self, step=None) -> jax.Array:
         """The PRNG key of a step (dropout and other per-step randomness)."""
         return jax.random.fold_in(self.rng, self.step if step is None else step)
+
+
+def set_model_hyperparam(state: TrainState, name: str, value) -> TrainState:
+    """Returns ``state`` with a model hyperparameter held as a float32 array.
+
+    The training step injects it into the model: ``dropout_rate`` replaces the
+    rate of every `jaxnets.layers.Dropout` while training. As an array it
+    changes without a recompile, and population members each hold their own.
+
+    Example:
+      >>> import numpy as np
+      >>> from jaxnets import models
+      >>> mlp = models.get("mlp", features=(4,), dropout_rate=0.1, input_shape=(3,))
+      >>> state = create_train_state(mlp, "adam", np.zeros((1, 3), np.float32))
+      >>> float(set_model_hyperparam(state, "dropout_rate", 0.25).hparams["dropout_rate"])
+      0.25
+    """
+    from jaxnets.layers.hyperparams import MODEL_HYPERPARAMS
+
+    if name not in MODEL_HYPERPARAMS:
+        raise ConfigError(
+            f"unknown model hyperparameter {name!r}; known: "
+            + ", ".join(f"{k} ({v})" for k, v in MODEL_HYPERPARAMS.items())
+        )
+    if name == "dropout_rate" and not 0.0 <= float(value) < 1.0:
+        raise ConfigError(f"dropout_rate must be in [0, 1), got {value!r}.")
+    return state.replace(hparams={**state.hparams, name: jnp.asarray(value, jnp.float32)})
 
 
 def accepted_call_kwargs(module: nn.Module) -> tuple[str, ...]:

@@ -27,6 +27,7 @@ import optax
 from jax import lax
 
 from jaxnets import precision
+from jaxnets.layers import hyperparams
 from jaxnets.training.state import TrainState
 
 
@@ -108,13 +109,14 @@ def loss_and_updates(params, state: TrainState, batch, key):
     mutable = list(state.model_state)
     # Mixed precision: compute in half precision, hand float32 to the loss and the state.
     compute_params, x = precision.cast_to_compute(state.precision, (params, batch["x"]))
-    out = state.apply_fn(
-        {"params": compute_params, **state.model_state},
-        x,
-        rngs={"dropout": key},
-        mutable=mutable or False,
-        **model_kwargs(state, batch, train=True),
-    )
+    with hyperparams.inject(state.hparams):
+        out = state.apply_fn(
+            {"params": compute_params, **state.model_state},
+            x,
+            rngs={"dropout": key},
+            mutable=mutable or False,
+            **model_kwargs(state, batch, train=True),
+        )
     outputs, new_model_state = out if mutable else (out, {})
     outputs = precision.cast_to_float32(outputs)
     new_model_state = precision.cast_like(dict(new_model_state), state.model_state)
