@@ -66,7 +66,6 @@ def fused_program_uses_im2col(spec: Spec, x, y) -> bool:
     import jax
 
     from jaxnets.training import fused
-    from jaxnets.training.step import train_step
 
     state = make_state(spec, x[: spec.batch])
     data = {"x": x[: 2 * spec.batch], "y": y[: 2 * spec.batch]}

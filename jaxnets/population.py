@@ -57,7 +57,9 @@ def _stack(rows):
 def stack_states(states: Sequence[TrainState]) -> TrainState:
     """Stacks members leaf by leaf (axis 0); static fields are the first member's."""
     leaves0, treedef = jax.tree.flatten(states[0])
-    spec = lambda leaves: [(np.shape(a), getattr(a, "dtype", None) or jnp.result_type(a)) for a in leaves]
+    spec = lambda leaves: [
+        (np.shape(a), getattr(a, "dtype", None) or jnp.result_type(a)) for a in leaves
+    ]
     spec0 = spec(leaves0)
     rows = [jax.tree.leaves(s) for s in states]
     for i, leaves in enumerate(rows):
@@ -226,7 +228,9 @@ def fit_population(
     if model_hp:  # a model without a layer that reads them would silently ignore them
         index0 = engine.place_state(np.stack([plan0["index"]] * n))
         with hyperparams.record() as read:
-            jax.eval_shape(population_epoch, stacked, jnp.ones(n, bool), data_dev, index0, valid, zeros)
+            jax.eval_shape(
+                population_epoch, stacked, jnp.ones(n, bool), data_dev, index0, valid, zeros
+            )
         if unread := [name for name in model_hp if name not in read]:
             raise ConfigError(
                 f"hparams {unread} need a layer that reads them (jaxnets.layers.Dropout for "

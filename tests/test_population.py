@@ -115,6 +115,8 @@ def test_a_dropout_rate_for_a_model_without_a_jaxnets_dropout_is_an_error():
     make_plain = lambda seed: create_train_state(nn.Dense(2), "adam", np.zeros((1, 5), np.float32),
                                                  seed=seed)  # fmt: skip
     with pytest.raises(ConfigError, match="need a layer that reads them"):
-        fit_population(make_plain, make_data(), n=2, hparams={"dropout_rate": [0.1, 0.2]}, verbose=0)
+        fit_population(
+            make_plain, make_data(), n=2, hparams={"dropout_rate": [0.1, 0.2]}, verbose=0
+        )
     with pytest.raises(ConfigError, match=r"dropout_rate must be in \[0, 1\)"):
         fit_population(make, make_data(), n=2, hparams={"dropout_rate": [0.1, 1.0]}, verbose=0)

@@ -21,13 +21,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
 
 from jaxnets import precision
-from jaxnets.layers import hyperparams
 from jaxnets.training.state import TrainState
 
 
@@ -104,12 +105,22 @@ def metric_sums(state: TrainState, outputs, batch, per_example, reg=0.0):
     return sums
 
 
+def _injected(hparams):
+    """`jaxnets.layers.hyperparams.inject` of the state's model hyperparameters, if any."""
+    if not hparams:
+        return contextlib.nullcontext()
+    # Imported here: jaxnets.layers costs ~30 ms to import, and a plain Flax model never needs it.
+    from jaxnets.layers import hyperparams
+
+    return hyperparams.inject(hparams)
+
+
 def loss_and_updates(params, state: TrainState, batch, key):
     """Mean masked loss of a batch (for ``jax.grad``), with outputs and new model state."""
     mutable = list(state.model_state)
     # Mixed precision: compute in half precision, hand float32 to the loss and the state.
     compute_params, x = precision.cast_to_compute(state.precision, (params, batch["x"]))
-    with hyperparams.inject(state.hparams):
+    with _injected(state.hparams):
         out = state.apply_fn(
             {"params": compute_params, **state.model_state},
             x,
