@@ -153,6 +153,11 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     names = args.models or (["mlp"] if args.quick else list(SPECS))
     rounds = args.rounds or (1 if args.quick else 5)
+    # jaxnets keeps freed host memory for reuse (process-wide, at its first compile on
+    # CPU); set it before any contender runs, so every one of them runs under it.
+    from jaxnets import cpu_memory
+
+    cpu_memory.ensure_malloc_reuse()
     started = time.time()
     results = {
         "machine": f"{_cpu_name()}, {_cores()} cores, load {load_average()} at start",

@@ -34,6 +34,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxnets import cpu_memory
+
 ENV_VAR = "JAXNETS_COMPILE_CACHE"
 _OFF = ("0", "off", "false", "no", "none", "")
 _STATE = {"user_choice": None}  # None until enable_cache/disable_cache is called
@@ -305,7 +307,9 @@ class GuardedStep:
             rep = dataclasses.replace(rep, cached=True, note=note or rep.note)
         else:
             start = time.perf_counter()
-            compiled = self.jitted.lower(*args).compile()
+            traced = self.jitted.trace(*args)
+            options = cpu_memory.compiler_options(traced.jaxpr)  # {} off the CPU
+            compiled = traced.lower().compile(options or None)
             seconds = time.perf_counter() - start
             STATS["compiles"] += 1
             cost = compiled.cost_analysis() or {}
