@@ -240,6 +240,10 @@ class GuardedStep:
         per length bucket, or a shorter last chunk).
       on_compile: called with each new `ProgramReport` (the loop prints it).
       describe: ``describe(args) -> str`` notes what a new variant is for (e.g. a bucket).
+      reuse_memory: on CPU, compile so that calls reuse their host memory
+        (`jaxnets.cpu_memory`); for programs called once per step. Such a
+        program whose temporaries span several heaps is not written to the
+        persistent cache (XLA cannot serialize it).
     """
 
     def __init__(
@@ -252,8 +256,10 @@ class GuardedStep:
         on_compile: Callable[[ProgramReport], None] | None = None,
         report: CompileReport | None = None,
         describe: Callable | None = None,
+        reuse_memory: bool = False,
     ):
         self.jitted, self.name, self.arg_names = jitted, name, tuple(arg_names)
+        self.reuse_memory = reuse_memory
         self.expected_variants = expected_variants
         self.on_compile, self.describe = on_compile, describe
         self.report = report if report is not None else CompileReport()
@@ -301,15 +307,18 @@ class GuardedStep:
                 RetraceWarning,
                 stacklevel=3,
             )
-        shared = (self.jitted, key)
+        shared = (self.jitted, key, self.reuse_memory)
         if shared in _EXECUTABLES:
             compiled, rep = _EXECUTABLES[shared]
             rep = dataclasses.replace(rep, cached=True, note=note or rep.note)
         else:
             start = time.perf_counter()
             traced = self.jitted.trace(*args)
-            options = cpu_memory.compiler_options(traced.jaxpr)  # {} off the CPU
-            compiled = traced.lower().compile(options or None)
+            options = cpu_memory.compiler_options(traced.jaxpr) if self.reuse_memory else {}
+            with warnings.catch_warnings():
+                # Several temp heaps cannot be serialized: such a program is simply not cached.
+                warnings.filterwarnings("ignore", ".*Multiple temp buffer allocations")
+                compiled = traced.lower().compile(options or None)
             seconds = time.perf_counter() - start
             STATS["compiles"] += 1
             cost = compiled.cost_analysis() or {}

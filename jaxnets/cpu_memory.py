@@ -7,8 +7,9 @@ reference CNN (80 MB of temporaries at batch 128) that is about 20,000 page
 faults, some 20 ms of a 45 ms step, and the Transformer loses as much. A fused
 epoch pays it once per epoch, a per-step loop once per step.
 
-Two settings remove it, applied by `jaxnets.compile.GuardedStep` (every
-training, evaluation and population program) when the backend is the CPU:
+Two settings remove it, applied on the CPU to the programs a loop calls once
+per step (`jaxnets.compile.GuardedStep` with ``reuse_memory=True``: the
+per-step training step, and a fused epoch run in short chunks):
 
 * XLA splits the temporaries into heaps of at most `HEAP_BYTES`
   (``xla_multiheap_size_constraint_per_heap``, a per-program compiler option;
@@ -18,8 +19,12 @@ training, evaluation and population program) when the backend is the CPU:
   memory below 1 GiB back to the system (``mallopt``, process-wide, once), so
   the next call reuses the same pages.
 
-The cost is that the process keeps up to that much freed memory mapped, as a
-caching allocator does. ``JAXNETS_CPU_MEMORY=off`` turns both off. Results do
+The costs: the process keeps up to that much freed memory mapped, as a
+caching allocator does; and XLA cannot serialize an executable whose
+temporaries span several heaps, so such a program is compiled in every new
+process instead of coming from the persistent cache (about a second for the
+CNN, repaid after ~70 steps). A whole fused epoch is called once per epoch and
+keeps the single heap. ``JAXNETS_CPU_MEMORY=off`` turns both off. Results do
 not change: only where buffers live.
 
 Example:

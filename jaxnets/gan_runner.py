@@ -165,6 +165,7 @@ class _CheckpointView:
     model_state = None  # no BatchNorm: nothing else changes
     skipped = None
     loss_scale = None
+    hparams = None
 
     def replace(self, *, step, params, opt_state, rng, **unused):
         gan = self.gan.replace(

@@ -229,6 +229,8 @@ class Feed:
             on_compile=on_compile,
             report=report,
             describe=describe,
+            # Called once per step (or per short chunk): worth keeping its memory mapped.
+            reuse_memory=not fuse or self.chunk < self.steps,
         )
         self.report = report
 
