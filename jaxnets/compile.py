@@ -313,12 +313,17 @@ class GuardedStep:
             rep = dataclasses.replace(rep, cached=True, note=note or rep.note)
         else:
             start = time.perf_counter()
-            traced = self.jitted.trace(*args)
-            options = cpu_memory.compiler_options(traced.jaxpr) if self.reuse_memory else {}
+            options = {}
+            if self.reuse_memory and hasattr(self.jitted, "trace"):  # not an eager stand-in
+                traced = self.jitted.trace(*args)
+                options = cpu_memory.compiler_options(traced.jaxpr)
+                lowered = traced.lower()
+            else:
+                lowered = self.jitted.lower(*args)
             with warnings.catch_warnings():
                 # Several temp heaps cannot be serialized: such a program is simply not cached.
                 warnings.filterwarnings("ignore", ".*Multiple temp buffer allocations")
-                compiled = traced.lower().compile(options or None)
+                compiled = lowered.compile(options) if options else lowered.compile()
             seconds = time.perf_counter() - start
             STATS["compiles"] += 1
             cost = compiled.cost_analysis() or {}
