@@ -83,17 +83,19 @@ def largest_value_bytes(closed_jaxpr) -> int:
 def ensure_malloc_reuse() -> bool:
     """Sets glibc's mmap and trim thresholds once per process; True if they are set."""
     if _STATE["malloc"] is None:
-        _STATE["malloc"] = False
-        if enabled() and sys.platform.startswith("linux"):
-            try:
-                libc = ctypes.CDLL("libc.so.6")
-                _STATE["malloc"] = bool(
-                    libc.mallopt(_M_MMAP_THRESHOLD, MMAP_BYTES)
-                    and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_BYTES)
-                )
-            except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to tune
-                pass
+        _STATE["malloc"] = enabled() and sys.platform.startswith("linux") and _mallopt()
     return _STATE["malloc"]
+
+
+def _mallopt() -> bool:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(
+            libc.mallopt(_M_MMAP_THRESHOLD, MMAP_BYTES)
+            and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_BYTES)
+        )
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to tune
+        return False
 
 
 def compiler_options(closed_jaxpr, backend: str | None = None) -> dict:

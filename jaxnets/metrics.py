@@ -246,11 +246,11 @@ _MEMBER_PROGRAMS: dict = {}
 def _member_program(metric_objs, names: tuple[str, ...]):
     key = tuple((name, metric_objs.get(name)) for name in names)
     try:
-        return _MEMBER_PROGRAMS[key]
+        program = _MEMBER_PROGRAMS.get(key)
     except TypeError:  # an unhashable user metric: build (and trace) afresh
-        key = None
-    except KeyError:
-        pass
+        key, program = None, None
+    if program is not None:
+        return program
 
     def one(accs):
         out = {}

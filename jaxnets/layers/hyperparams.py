@@ -31,22 +31,17 @@ from collections.abc import Iterator, Mapping
 # Names a TrainState's ``hparams`` may hold, and what each must be.
 MODEL_HYPERPARAMS = {"dropout_rate": "a float in [0, 1): the fraction of inputs Dropout zeroes"}
 
-_ACTIVE: contextvars.ContextVar[tuple[Mapping, set] | None] = contextvars.ContextVar(
+_ACTIVE: contextvars.ContextVar[Mapping | None] = contextvars.ContextVar(
     "jaxnets_model_hyperparams", default=None
 )
 
 
 @contextlib.contextmanager
-def inject(values: Mapping | None) -> Iterator[set]:
-    """While active, layers read ``values`` (e.g. ``{"dropout_rate": 0.3}``).
-
-    Yields the set of names some layer read, so a caller can tell that a model
-    has no layer for a hyperparameter it was given.
-    """
-    used: set = set()
-    token = _ACTIVE.set((dict(values or {}), used))
+def inject(values: Mapping | None) -> Iterator[None]:
+    """While active, layers read ``values`` (e.g. ``{"dropout_rate": 0.3}``)."""
+    token = _ACTIVE.set(dict(values or {}))
     try:
-        yield used
+        yield
     finally:
         _ACTIVE.reset(token)
 
@@ -58,7 +53,10 @@ _READ: contextvars.ContextVar[set | None] = contextvars.ContextVar(
 
 @contextlib.contextmanager
 def record() -> Iterator[set]:
-    """Collects the names layers read from any `inject` while tracing inside it."""
+    """Collects the names that layers read from an `inject`.
+
+    A caller can then tell that a model has no layer for a hyperparameter it was given.
+    """
     names: set = set()
     token = _READ.set(names)
     try:
@@ -70,9 +68,8 @@ def record() -> Iterator[set]:
 def get(name: str, default):
     """The injected value of ``name`` (an array or a number), else ``default``."""
     active = _ACTIVE.get()
-    if active is None or name not in active[0]:
+    if active is None or name not in active:
         return default
-    active[1].add(name)
     if (names := _READ.get()) is not None:
         names.add(name)
-    return active[0][name]
+    return active[name]
