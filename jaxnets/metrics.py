@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnets import compile as compile_lib
 from jaxnets.errors import ConfigError, lookup
 
 # sklearn.metrics.log_loss clips probabilities to [eps, 1 - eps] with float64 eps.
@@ -221,26 +222,36 @@ def get(metric):
     return metric
 
 
+def _values(metric_objs, accs) -> dict:
+    """Each metric's value from its merged sums: eagerly, or traced (vmapped over members)."""
+    return {
+        name: acc["total"] / jnp.maximum(acc["count"], 1e-12)
+        if name == "loss"
+        else metric_objs[name].compute(acc)
+        for name, acc in accs.items()
+    }
+
+
+def _to_host(value) -> np.ndarray | float:
+    value = np.asarray(value)
+    return float(value) if value.ndim == 0 else value
+
+
 def compute_all(metric_objs, accumulators) -> dict[str, np.ndarray | float]:
     """Computes every metric from merged accumulators on the host.
 
     Scalars come back as Python floats, per-class values as numpy arrays.
     """
     host = jax.device_get(accumulators)
-    out = {}
     # The final division is tiny: run it on the host CPU so that it never queues
     # work (or transfers) on an accelerator.
     with jax.default_device(jax.local_devices(backend="cpu")[0]):
-        for name, acc in host.items():
-            if name == "loss":
-                out[name] = float(acc["total"] / max(float(acc["count"]), 1e-12))
-                continue
-            value = np.asarray(metric_objs[name].compute(jax.tree.map(jnp.asarray, acc)))
-            out[name] = float(value) if value.ndim == 0 else value
-    return out
+        values = _values(metric_objs, jax.tree.map(jnp.asarray, host))
+        return {name: _to_host(v) for name, v in values.items()}
 
 
-_MEMBER_PROGRAMS: dict = {}
+# One vmapped program per metric table and accumulator layout.
+_MEMBER_PROGRAMS = compile_lib.BoundedCache(limit=64)
 
 
 def _member_program(metric_objs, names: tuple[str, ...]):
@@ -249,24 +260,10 @@ def _member_program(metric_objs, names: tuple[str, ...]):
         program = _MEMBER_PROGRAMS.get(key)
     except TypeError:  # an unhashable user metric: build (and trace) afresh
         key, program = None, None
-    if program is not None:
-        return program
-
-    def one(accs):
-        out = {}
-        for name in names:
-            acc = accs[name]
-            if name == "loss":
-                out[name] = acc["total"] / jnp.maximum(acc["count"], 1e-12)
-            else:
-                out[name] = metric_objs[name].compute(acc)
-        return out
-
-    program = jax.jit(jax.vmap(one), backend="cpu")
-    if key is not None:
-        if len(_MEMBER_PROGRAMS) > 64:
-            _MEMBER_PROGRAMS.clear()
-        _MEMBER_PROGRAMS[key] = program
+    if program is None:
+        program = jax.jit(jax.vmap(lambda accs: _values(metric_objs, accs)), backend="cpu")
+        if key is not None:
+            _MEMBER_PROGRAMS.put(key, program)
     return program
 
 
@@ -286,11 +283,4 @@ def compute_members(metric_objs, accumulators) -> list[dict[str, np.ndarray | fl
     names = tuple(sorted(host))
     values = jax.device_get(_member_program(metric_objs, names)(host))
     n = len(jax.tree.leaves(host)[0]) if host else 0
-    rows = []
-    for i in range(n):
-        row = {}
-        for name in names:
-            value = np.asarray(values[name][i])
-            row[name] = float(value) if value.ndim == 0 else value
-        rows.append(row)
-    return rows
+    return [{name: _to_host(values[name][i]) for name in names} for i in range(n)]
