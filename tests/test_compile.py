@@ -206,6 +206,7 @@ def test_a_fresh_state_of_an_equal_model_reuses_the_compiled_steps():
     assert compiles_of(lambda: fit(state, (x, y), batch_size=8, verbose=0)) >= 1
 
 
+@pytest.mark.cpu
 def test_the_benchmark_cnn_check_finds_no_xla_convolution_in_the_fused_epoch():
     # run_all reports this for the CNN; the quick smoke run above covers the MLP only.
     import sys

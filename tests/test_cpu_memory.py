@@ -14,6 +14,8 @@ from jaxnets.compile import GuardedStep
 
 N = 1536  # one (N, N) float32 value is 9.4 MB; the program below holds six at once
 
+pytestmark = pytest.mark.cpu
+
 
 def big_temporaries(x):
     # The barrier keeps XLA from fusing the values away: they must exist together.

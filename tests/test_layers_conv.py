@@ -116,6 +116,7 @@ def test_parameter_shapes_and_hand_computed_output():
     np.testing.assert_allclose(layer.apply(variables, x), np.full((1, 3, 3, 2), 19.0))
 
 
+@pytest.mark.cpu
 def test_auto_picks_im2col_on_cpu():
     from jaxnets.layers.base import resolve_impl
 

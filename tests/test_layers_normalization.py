@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxnets.layers import BatchNormalization, LayerNormalization
 
@@ -61,6 +62,7 @@ def test_layernorm_hand_computed(rng):
     np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-3), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.eight_devices
 def test_batchnorm_syncs_under_pmap(rng):
     # conftest gives 8 fake CPU devices; two replicas must agree with one batch.
     n = 2

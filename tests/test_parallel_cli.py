@@ -17,6 +17,7 @@ def train(*options):
     return runner.train(args)
 
 
+@pytest.mark.eight_devices
 @pytest.mark.slow
 def test_devices_engines_and_accumulation_give_the_one_device_metrics(capsys):
     # Batches of 60 rows: padded to 64 on 8 devices, split in 2 microbatches of 32.
@@ -34,6 +35,7 @@ def test_devices_engines_and_accumulation_give_the_one_device_metrics(capsys):
     assert "pmap engine on 4 device(s), 2 microbatches per step" in out
 
 
+@pytest.mark.eight_devices
 def test_bad_device_options_are_rejected(capsys):
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["train", "--devices", "0"])

@@ -17,6 +17,8 @@ from jaxnets.training import create_train_state, evaluate, fit, loop, predict
 
 TOL = 1e-6
 
+pytestmark = pytest.mark.eight_devices
+
 
 class MLP(nn.Module):
     dropout: float = 0.0

@@ -83,6 +83,7 @@ def test_disk_full_during_fit_stops_the_run_and_it_resumes_later(tmp_path, monke
     assert _bits(state.params) == _bits(expected.params) and len(history["loss"]) == 3
 
 
+@pytest.mark.eight_devices
 @pytest.mark.parametrize("save_on, resume_on", [(1, 8), (8, 1)])
 def test_restore_on_another_device_count(tmp_path, save_on, resume_on):
     engines = {1: None, 8: parallel.make_engine(devices=8)}
