@@ -162,13 +162,13 @@ def test_benchmark_quick_smoke_run_writes_a_table_json_and_plot(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, "-m", "benchmarks.run_all", "--quick", "--out", str(tmp_path),
-           "--contenders", "hand", "jaxnets", "jaxnets-fused", "--skip", "population", "start",
-           "compile", "--rounds", "1"]  # fmt: skip
+           "--contenders", "hand", "hand-scan", "jaxnets", "jaxnets-fused", "--skip", "population",
+           "start", "compile", "--rounds", "1"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     rates = results["models"]["mlp"]["steps_per_s"]
-    assert set(rates) == {"hand", "jaxnets", "jaxnets-fused"} and all(rates.values())
+    assert set(rates) == {"hand", "hand-scan", "jaxnets", "jaxnets-fused"} and all(rates.values())
     assert (tmp_path / "results.png").stat().st_size > 0
     assert "| mlp |" in proc.stdout
 

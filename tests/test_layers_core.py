@@ -125,3 +125,24 @@ def test_merges():
     np.testing.assert_allclose(Average().apply({}, [a, b]), 1.5 * a)
     with pytest.raises(ShapeError, match="list of at least 2"):
         Add().apply({}, a)
+
+
+def test_gelu_value_and_derivatives_match_the_normal_cdf_closed_form():
+    # Oracle in float64: gelu = x * Phi(x), gelu' = Phi + x * phi, gelu'' = phi * (2 - x^2).
+    x = np.linspace(-12, 12, 4001)
+    cdf = 0.5 * np.vectorize(math.erfc)(-x / np.sqrt(2))
+    pdf = np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+    xs = jnp.asarray(x, jnp.float32)
+    gelu = activations.get("gelu")
+    np.testing.assert_allclose(gelu(xs), x * cdf, rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(jax.vmap(jax.grad(gelu))(xs), cdf + x * pdf, rtol=1e-5, atol=1e-6)
+    second = jax.vmap(jax.grad(jax.grad(gelu)))(xs)
+    np.testing.assert_allclose(second, pdf * (2 - x * x), rtol=1e-4, atol=1e-6)
+
+
+def test_gelu_keeps_float_dtypes_and_promotes_integers():
+    gelu = activations.get("gelu")
+    assert gelu(jnp.ones(2, jnp.bfloat16)).dtype == jnp.bfloat16
+    assert gelu(jnp.ones(2, jnp.float16)).dtype == jnp.float16
+    assert gelu(jnp.array([1, 2])).dtype == jnp.float32
+    assert float(gelu(2.0)) == pytest.approx(2.0 * 0.5 * (1 + math.erf(2 / math.sqrt(2))), rel=1e-6)
