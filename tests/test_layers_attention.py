@@ -109,7 +109,8 @@ def test_dropout_and_scores(qv):
     out, w = mha.apply(params, q, v, return_attention_scores=True)
     assert out.shape == (B, T, 3) and w.shape == (B, 2, T, S)
     np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(mha.apply(params, q, v), out)  # eval: deterministic
+    # eval is deterministic; without scores the normalization comes after the product
+    np.testing.assert_allclose(mha.apply(params, q, v), out, rtol=1e-6, atol=1e-6)
     train = mha.apply(params, q, v, train=True, rngs={"dropout": jax.random.key(3)})
     assert not np.allclose(train, out)
 
@@ -121,3 +122,33 @@ def test_errors(qv):
     mha = MultiHeadAttention(num_heads=2, key_dim=2)
     with pytest.raises(ShapeError, match="value_mask"):
         mha.init(jax.random.key(0), q, v, attention_mask=jnp.ones((B, S), bool))
+
+
+def _attend_numpy(logits, v):
+    w = np.exp(logits - logits.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    return np.einsum("bhts,bshv->bthv", w, v)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_normalizing_after_the_product_matches_softmax_weights(rng, masked):
+    # The inference/no-dropout path divides (exp(l - max) @ v) by the row sums; values and
+    # gradients must be those of softmax(l) @ v, masked (finfo.min) and fully masked rows too.
+    from jaxnets.layers.attention import _softmax_attend
+
+    logits = rng.normal(size=(2, 3, 4, 5)).astype(np.float32) * 3
+    v = rng.normal(size=(2, 5, 3, 6)).astype(np.float32)
+    if masked:
+        logits[:, :, :, -2:] = np.finfo(np.float32).min
+        logits[0, 1, 2, :] = np.finfo(np.float32).min  # a fully masked row: uniform weights
+    np.testing.assert_allclose(
+        _softmax_attend(logits, v), _attend_numpy(logits.astype(np.float64), v), atol=1e-5
+    )
+    cot = rng.normal(size=(2, 4, 3, 6)).astype(np.float32)
+    ours = jax.grad(lambda l, v: jnp.sum(_softmax_attend(l, v) * cot), argnums=(0, 1))
+    ref = jax.grad(
+        lambda l, v: jnp.sum(jnp.einsum("bhts,bshv->bthv", jax.nn.softmax(l, -1), v) * cot),
+        argnums=(0, 1),
+    )
+    for a, b in zip(ours(logits, v), ref(logits, v)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

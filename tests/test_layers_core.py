@@ -146,3 +146,17 @@ def test_gelu_keeps_float_dtypes_and_promotes_integers():
     assert gelu(jnp.ones(2, jnp.float16)).dtype == jnp.float16
     assert gelu(jnp.array([1, 2])).dtype == jnp.float32
     assert float(gelu(2.0)) == pytest.approx(2.0 * 0.5 * (1 + math.erf(2 / math.sqrt(2))), rel=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(4,), (6, 4), (2, 3, 4), (2, 3, 2, 4)])
+def test_rows_dot_values_and_gradients_match_numpy(rng, shape):
+    from jaxnets.layers.core import rows_dot
+
+    x = rng.normal(size=shape).astype(np.float32)
+    w = rng.normal(size=(4, 5)).astype(np.float32)
+    c = rng.normal(size=(*shape[:-1], 5)).astype(np.float32)
+    np.testing.assert_allclose(rows_dot(x, w), x.astype(np.float64) @ w, rtol=1e-5, atol=1e-5)
+    dx, dw = jax.grad(lambda x, w: jnp.sum(rows_dot(x, w) * c), argnums=(0, 1))(x, w)
+    x2, c2 = x.reshape(-1, 4).astype(np.float64), c.reshape(-1, 5)
+    np.testing.assert_allclose(dw, x2.T @ c2, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, (c2 @ w.T).reshape(shape), rtol=1e-5, atol=1e-5)

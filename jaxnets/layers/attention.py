@@ -30,6 +30,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxnets.errors import ConfigError, ShapeError
 from jaxnets.layers import initializers
@@ -133,13 +134,30 @@ class MultiHeadAttention(Layer):
             allowed = causal if allowed is None else allowed & causal
         if allowed is not None:
             logits = jnp.where(allowed, logits, jnp.finfo(logits.dtype).min)
-        weights = jax.nn.softmax(logits, axis=-1)  # (B, H, T, S)
-
-        if train and self.dropout > 0.0:
-            keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.dropout, weights.shape)
-            weights_d = jnp.where(keep, weights / (1.0 - self.dropout), 0.0)
-        else:
+        weights = None
+        if train and self.dropout > 0.0 or return_attention_scores:
+            weights = jax.nn.softmax(logits, axis=-1)  # (B, H, T, S)
             weights_d = weights
-        o = jnp.einsum("bhts,bshv->bthv", weights_d, v)
+            if train and self.dropout > 0.0:
+                shape = weights.shape
+                keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.dropout, shape)
+                weights_d = jnp.where(keep, weights / (1.0 - self.dropout), 0.0)
+            o = jnp.einsum("bhts,bshv->bthv", weights_d, v)
+        else:
+            o = _softmax_attend(logits, v)
         out = self._proj(self.output_shape or query.shape[-1], "attention_output", axis=(-2, -1))(o)
         return (out, weights) if return_attention_scores else out
+
+
+def _softmax_attend(logits, v):
+    """``softmax(logits) @ v`` normalized after the product: ``(exp(l - max) @ v) / sum``.
+
+    Dividing the (B, T, H, V) product instead of the (B, H, T, S) weights saves
+    XLA:CPU a pass over the weights and the broadcast of the denominators it
+    otherwise keeps for the backward pass. The shift by the row maximum is a
+    constant for the gradient, as in `jax.nn.softmax`.
+    """
+    shift = lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+    e = jnp.exp(logits - shift)
+    o = jnp.einsum("bhts,bshv->bthv", e, v)
+    return o / jnp.sum(e, axis=-1).transpose(0, 2, 1)[..., None]
