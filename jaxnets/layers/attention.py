@@ -134,11 +134,12 @@ class MultiHeadAttention(Layer):
             allowed = causal if allowed is None else allowed & causal
         if allowed is not None:
             logits = jnp.where(allowed, logits, jnp.finfo(logits.dtype).min)
+        dropout = train and self.dropout > 0.0
         weights = None
-        if train and self.dropout > 0.0 or return_attention_scores:
+        if dropout or return_attention_scores:  # the weights themselves are needed
             weights = jax.nn.softmax(logits, axis=-1)  # (B, H, T, S)
             weights_d = weights
-            if train and self.dropout > 0.0:
+            if dropout:
                 shape = weights.shape
                 keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.dropout, shape)
                 weights_d = jnp.where(keep, weights / (1.0 - self.dropout), 0.0)
