@@ -54,7 +54,7 @@ class Callback:
         return {}
 
     def set_state(self, state: dict):
-        pass
+        """Restores what `get_state` returned; a stateless callback has nothing to restore."""
 
 
 _HOOKS = [name for name in vars(Callback) if name.startswith("on_")]
