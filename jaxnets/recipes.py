@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
+import jax
 
 from jaxnets import models as models_lib
 from jaxnets.data import pairs as pairs_lib
@@ -78,7 +78,9 @@ def default_dataset_label(model: str) -> str:
 def _example_shape(model: str) -> tuple[int, ...]:
     """Shape of one example of the model's data: a pair member, a discriminator's input."""
     pair = gan_pair(model)
-    shape = tuple(np.shape(models_lib.example_input(pair[1] if pair else model, batch_size=1)))
+    # Only the shape is needed: eval_shape runs no array op (each would compile).
+    name = pair[1] if pair else model
+    shape = tuple(jax.eval_shape(lambda: models_lib.example_input(name, batch_size=1)).shape)
     return shape[2:] if is_siamese(model) else shape[1:]
 
 

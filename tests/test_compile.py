@@ -1,5 +1,6 @@
 """`jaxnets.compile`: persistent cache, pre-flight report, retrace guard."""
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -218,3 +219,51 @@ def test_the_benchmark_cnn_check_finds_no_xla_convolution_in_the_fused_epoch():
     spec = SPECS["cnn"]
     x, y = make_data(spec, 2)
     assert fused_program_uses_im2col(spec, x, y) is True
+
+
+def compiled_programs(fn) -> list[str]:
+    """Names of the XLA programs compiled while ``fn`` runs, with JAX's caches empty."""
+    jax.clear_caches()
+    compile_lib._EXECUTABLES.clear()
+    records = []
+
+    class Record(logging.Handler):
+        def emit(self, record):
+            if (message := record.getMessage()).startswith("Compiling "):
+                records.append(message.split()[1])
+
+    handler, logger = Record(), logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles():
+            fn()
+    finally:
+        logger.removeHandler(handler)
+    return records
+
+
+def test_nothing_but_init_and_the_step_compiles_before_the_first_step():
+    # Each eager op before the first step is one more program to compile (or to
+    # load from the persistent cache): most of a warm start outside imports.
+    from jaxnets import recipes
+    from jaxnets.training import fused
+    from jaxnets.training.engine import default_engine
+
+    x = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    assert compiled_programs(lambda: recipes.dataset_options("cnn", "digits")) == []
+    box = {}
+    init = lambda: box.update(state=small_state(seed=3))  # noqa: E731
+    assert compiled_programs(init) == ["jit(init_arrays)"]
+    feed = fused.Feed({"x": x, "y": y}, 8, 0, default_engine())
+    unit = next(feed.epoch(0))[1]
+    assert compiled_programs(lambda: feed.zero_sums(box["state"], unit)) == []
+    zeros = feed.zero_sums(box["state"], unit)
+    assert compiled_programs(lambda: feed.step(box["state"], zeros, unit)) == ["jit(train_indexed)"]
+
+
+def test_an_int_seed_gives_the_state_jax_random_key_gives():
+    for seed in (0, 7, -3, 2**31 - 1):
+        a, b = small_state(seed=seed), small_state(seed=jax.random.key(seed))
+        assert np.array_equal(jax.random.key_data(a.rng), jax.random.key_data(b.rng))
+        assert np.array_equal(a.params["kernel"], b.params["kernel"])

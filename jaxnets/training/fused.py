@@ -105,7 +105,7 @@ def eval_chunk(state, sums, data, plan):
 
 
 def sums_like(state, batch):
-    """Zeros shaped like the metric sums a train or eval step returns for ``batch``.
+    """Host (numpy) zeros shaped like the metric sums a train or eval step returns for ``batch``.
 
     A train step's sums are shaped like `eval_step`'s, so that is what is
     traced (it needs no collective axis: a BatchNorm with ``axis_name`` is only
@@ -117,7 +117,9 @@ def sums_like(state, batch):
     shapes = _SUM_SHAPES.get(key)
     if shapes is None:
         shapes = _SUM_SHAPES.put(key, jax.eval_shape(eval_step, state, batch))
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    # Host zeros: `jnp.zeros` would compile (or load from the cache) one program
+    # per shape before the first step; a transfer compiles nothing.
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
 
 _SUM_SHAPES = compile_lib.BoundedCache(limit=64)
@@ -125,7 +127,8 @@ _SUM_SHAPES = compile_lib.BoundedCache(limit=64)
 
 def zero_sums(state, data, plan):
     """`sums_like` for one batch of an epoch plan over device-resident ``data``."""
-    batch = jax.eval_shape(gather_batch, data, plan["index"][0], plan["valid"][0])
+    # Row 0 is taken inside eval_shape: indexing a device array eagerly compiles.
+    batch = jax.eval_shape(lambda d, p: gather_batch(d, p["index"][0], p["valid"][0]), data, plan)
     return sums_like(state, batch)
 
 
@@ -276,9 +279,11 @@ class Feed:
                 zeros = zero_sums(state, self.data, plan)
             else:
                 zeros = sums_like(state, unit[0])
-            self._zeros = self.engine.place_state(zeros)
+            self._zeros = zeros
             self.report.params = compile_lib.param_count(state.params)
-        return jax.tree.map(jnp.copy, self._zeros)
+        # New host arrays each time: the step donates the device buffers, and a
+        # transfer (unlike `jnp.copy`) compiles nothing.
+        return self.engine.place_state(jax.tree.map(np.zeros_like, self._zeros))
 
     def step(self, state, sums, unit):
         """Runs one unit; returns ``(state, sums)``."""

@@ -26,6 +26,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -148,6 +149,17 @@ def accepted_call_kwargs(module: nn.Module) -> tuple[str, ...]:
     return tuple(k for k in ("train", "mask") if k in params)
 
 
+def _seed_array(seed: int) -> np.ndarray | None:
+    """``seed`` as the array `jax.random.key` makes of it, or None if it does not fit.
+
+    `jax.random.key(seed)` converts an int through ``int64`` to JAX's default int
+    type (int32 unless x64 is on); the same array traced gives the same key.
+    """
+    dtype = jax.dtypes.canonicalize_dtype(np.int64)
+    info = np.iinfo(dtype)
+    return np.asarray(seed, dtype) if info.min <= seed <= info.max else None
+
+
 def create_train_state(
     module: nn.Module,
     optimizer: str | optax.GradientTransformation,
@@ -197,14 +209,20 @@ def create_train_state(
     for name, value in (("l1", l1), ("l2", l2)):
         if value < 0:
             raise ConfigError(f"{name} must be >= 0, got {value}.")
-    key = jax.random.key(seed) if isinstance(seed, int) else seed
+    # An int seed becomes the key inside the init program: `jax.random.key` run
+    # eagerly is two more programs to compile (or load) before the first step.
+    seed_or_key = _seed_array(seed) if isinstance(seed, int) else None
+    from_seed = seed_or_key is not None
+    if not from_seed:
+        seed_or_key = jax.random.key(seed) if isinstance(seed, int) else seed
     call_kwargs = accepted_call_kwargs(module)
     init_kwargs = {"train": False} if "train" in call_kwargs else {}
 
     # Everything that creates arrays runs as one program: one trace and one
     # compile (or persistent-cache load) instead of one per eager op, which is
     # most of a warm start's time outside imports.
-    def init_arrays(key, x):
+    def init_arrays(seed_or_key, x):
+        key = jax.random.key(seed_or_key) if from_seed else seed_or_key
         init_key, dropout_key, run_key = jax.random.split(key, 3)
         output, variables = module.init_with_output(
             {"params": init_key, "dropout": dropout_key}, x, **init_kwargs
@@ -215,7 +233,7 @@ def create_train_state(
         return output, params, variables, tx.init(params), run_key, step, skipped
 
     sample_output, params, variables, opt_state, run_key, step, skipped = jax.jit(init_arrays)(
-        key, sample_input
+        seed_or_key, sample_input
     )
     metric_objs = tuple(metrics_lib.get(m) for m in metrics)
     names = [m.name for m in metric_objs]
