@@ -2,15 +2,16 @@
 
 `lstm_sequence` runs the Keras LSTM (gates i, f, c, o; sigmoid and tanh) over
 all time steps and gives the same values as differentiating the per-step
-`lax.scan` of `jaxnets.layers.LSTM`, but its backward pass is laid out the
-way cuDNN and oneDNN lay out theirs:
+`lax.scan` of `jaxnets.layers.LSTM`, with a backward pass written for XLA:CPU:
 
-* the reverse loop computes only the gate gradients ``dgates_t`` (B, 4U) and
-  ``dh_{t-1} = dgates_t @ recurrent_kernel.T``;
-* the weight gradients then come from ONE matrix product each over all steps,
-  ``d recurrent_kernel = H_prev.T @ dG`` as a ``(U, T*B) @ (T*B, 4U)`` product,
-  ``d kernel = X.T @ dG``, and ``d x = dG @ kernel.T``, instead of T small
-  products accumulated inside the loop.
+* the reverse loop computes the gate gradients ``dgates_t`` (B, 4U),
+  ``dh_{t-1} = dgates_t @ recurrent_kernel.T`` and ``dx_t = dgates_t @ kernel.T``,
+  and adds ``h_{t-1}.T @ dgates_t`` and ``x_t.T @ dgates_t`` to weight
+  gradients carried in float32;
+* it stores no (T, B, 4U) stack of gate gradients. Stacking them for one
+  product per weight after the loop was 14% slower on the benchmark LSTM
+  (XLA:CPU zero-fills such a scan output and writes it step by step, which
+  cost more than T small products; jax 0.10, 2 cores).
 
 The forward loop stores the activated gates, ``tanh(c)`` and the carried
 states, so the backward loop needs no transcendental function: on XLA:CPU an
@@ -88,13 +89,19 @@ def _fwd(xs, h0, c0, kernel, rk, bias, mask, unroll):
 def _bwd(unroll, res, cotangents):
     xs, h0, c0, kernel, rk, bias, mask, hs, cs, acts, tcs = res
     dhs, dc_last = cotangents
-    u = rk.shape[0]
     c_prev = jnp.concatenate([c0[None], cs[:-1]], axis=0)
-    rk_t = rk.T
+    h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
+    rk_t, kernel_t = rk.T, kernel.T
+
+    # Weight gradients add up over T steps: at least float32 (the weights may be half precision).
+    acc = jnp.promote_types(rk.dtype, jnp.float32)
+
+    def outer(a, b):  # a.T @ b
+        return jnp.dot(a.T, b, preferred_element_type=acc)
 
     def step(carry, inputs):
-        dh_next, dc = carry
-        dh_t, (i, f, g, o), tc, cp, mt = inputs
+        dh_next, dc, d_rk, d_kernel, d_bias = carry
+        dh_t, (i, f, g, o), tc, cp, hp, xt, mt = inputs
         dh = dh_next + dh_t  # this step's carried h feeds both step t+1 and hs[t]
         dh_pass = dc_pass = None
         if mt is not None:
@@ -115,21 +122,17 @@ def _bwd(unroll, res, cotangents):
         dc_prev = dc * f
         if mt is not None:
             dh_prev, dc_prev = dh_prev + dh_pass, dc_prev + dc_pass
-        return (dh_prev, dc_prev), dgates
+        d_rk, d_kernel = d_rk + outer(hp, dgates), d_kernel + outer(xt, dgates)
+        d_bias = d_bias + dgates.sum(axis=0, dtype=acc)
+        return (dh_prev, dc_prev, d_rk, d_kernel, d_bias), jnp.dot(dgates, kernel_t)
 
-    zero = jnp.zeros_like(dc_last)
-    (dh0, dc0), dg = lax.scan(
-        step, (zero, dc_last), (dhs, acts, tcs, c_prev, mask), reverse=True, unroll=unroll
+    zeros = lambda a: jnp.zeros(a.shape, acc)  # noqa: E731
+    init = (jnp.zeros_like(dc_last), dc_last, zeros(rk), zeros(kernel), zeros(rk[0]))
+    (dh0, dc0, d_rk, d_kernel, d_bias), dxs = lax.scan(
+        step, init, (dhs, acts, tcs, c_prev, h_prev, xs, mask), reverse=True, unroll=unroll
     )
-    t, b, f = xs.shape
-    dg2 = dg.reshape(t * b, 4 * u)
-    h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0).reshape(t * b, u)
-    # All steps' weight gradients as one product each (the point of this function).
-    d_rk = jnp.dot(h_prev.T, dg2)
-    d_kernel = jnp.dot(xs.reshape(t * b, f).T, dg2)
-    d_bias = None if bias is None else dg2.sum(axis=0)
-    dxs = jnp.dot(dg2, kernel.T).reshape(t, b, f)
-    return dxs, dh0, dc0, d_kernel, d_rk, d_bias, None
+    d_bias = None if bias is None else d_bias.astype(bias.dtype)
+    return dxs, dh0, dc0, d_kernel.astype(kernel.dtype), d_rk.astype(rk.dtype), d_bias, None
 
 
 lstm_sequence.defvjp(_fwd, _bwd)
