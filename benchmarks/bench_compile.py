@@ -25,7 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _env(cache: str) -> dict:
-    return {**os.environ, "JAXNETS_COMPILE_CACHE": cache, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "JAXNETS_COMPILE_CACHE": cache, "PYTHONUNBUFFERED": "1"}
+    # A user's second run reads jaxnets' bytecode from __pycache__; a sandbox that
+    # sets this variable would make every run compile the package's sources again.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def child(name: str) -> None:
