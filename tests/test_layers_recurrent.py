@@ -236,6 +236,38 @@ def test_fused_lstm_check_grads():
         check_grads(lambda *a: lstm_sequence(*a, mask), args, order=1, modes=["rev"])
 
 
+def test_fused_lstm_gradients_under_vmap_equal_each_members(x):
+    # Populations vmap the step over members: the hand-written backward must batch.
+    layer = LSTM(U, fused=True)
+    members = [_init(layer, x, seed=s)["params"] for s in range(3)]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *members)
+
+    def loss(params):
+        return jnp.sum(jnp.tanh(layer.apply({"params": params}, x)) ** 2)
+
+    batched = jax.vmap(jax.grad(loss))(stacked)
+    for i, params in enumerate(members):
+        for got, want in zip(jax.tree.leaves(batched), jax.tree.leaves(jax.grad(loss)(params))):
+            np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_lstm_in_bfloat16_keeps_dtypes_and_tracks_float32(x):
+    # Mixed precision runs the layer on bfloat16 weights; its weight gradients add
+    # up over the steps in float32 and come back in the weights' dtype.
+    layer = LSTM(U, fused=True)
+    params = _init(layer, x)["params"]
+
+    def grads(dtype):
+        p16 = jax.tree.map(lambda a: a.astype(dtype), params)
+        loss = lambda p: jnp.sum(layer.apply({"params": p}, x.astype(dtype)).astype(jnp.float32))  # noqa: E731
+        return jax.grad(loss)(p16)
+
+    low, full = grads(jnp.bfloat16), grads(jnp.float32)
+    for g16, g32 in zip(jax.tree.leaves(low), jax.tree.leaves(full)):
+        assert g16.dtype == jnp.bfloat16
+        np.testing.assert_allclose(g16.astype(jnp.float32), g32, rtol=0.02, atol=0.02)
+
+
 def test_fused_lstm_choice_and_errors(x):
     with pytest.raises(ConfigError, match="recurrent_activation='sigmoid'"):
         LSTM(U, fused=True, recurrent_activation="hard_sigmoid").init(jax.random.key(0), x)
