@@ -39,6 +39,40 @@ def test_cnn_rejects_images_without_channel_axis():
         jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 28, 28)))
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_cnn_equals_conv_activation_pool_written_out(activation):
+    # The CNN applies ReLU after the pool (they commute); the Keras order is the oracle.
+    import flax.linen as nn
+
+    from jaxnets import layers
+
+    class KerasOrder(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            for i, width in enumerate((8, 16)):
+                x = layers.Conv2D(width, 3, activation=activation, name=f"conv_{i}")(x)
+                x = layers.MaxPooling2D(2)(x)
+            return layers.Dense(10, name="logits")(layers.Flatten()(x))
+
+    model = models.get("cnn", filters=(8, 16), activation=activation, input_shape=(14, 14, 1))
+    x = jax.random.normal(jax.random.key(1), (4, 14, 14, 1))
+    params = model.init(jax.random.key(0), x)["params"]
+
+    def loss(module, params):
+        return jnp.sum(jnp.sin(module.apply({"params": params}, x)))
+
+    with jax.default_matmul_precision("highest"):  # GPUs default to TF32
+        want, got = KerasOrder().apply({"params": params}, x), model.apply({"params": params}, x)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        grads = jax.grad(loss, argnums=1)
+        for g, w in zip(
+            jax.tree.leaves(grads(model, params)),
+            jax.tree.leaves(grads(KerasOrder(), params)),
+            strict=True,
+        ):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
 def test_cnn1d_adds_a_channel_axis_and_reads_125_features():
     model = models.get("cnn1d")
     x = model.example_input(2)
