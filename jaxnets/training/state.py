@@ -149,12 +149,14 @@ def accepted_call_kwargs(module: nn.Module) -> tuple[str, ...]:
     return tuple(k for k in ("train", "mask") if k in params)
 
 
-def _seed_array(seed: int) -> np.ndarray | None:
-    """``seed`` as the array `jax.random.key` makes of it, or None if it does not fit.
+def _seed_array(seed) -> np.ndarray | None:
+    """An int ``seed`` as the array `jax.random.key` makes of it; None for a key or a too-big int.
 
     `jax.random.key(seed)` converts an int through ``int64`` to JAX's default int
     type (int32 unless x64 is on); the same array traced gives the same key.
     """
+    if not isinstance(seed, int):
+        return None
     dtype = jax.dtypes.canonicalize_dtype(np.int64)
     info = np.iinfo(dtype)
     return np.asarray(seed, dtype) if info.min <= seed <= info.max else None
@@ -211,9 +213,11 @@ def create_train_state(
             raise ConfigError(f"{name} must be >= 0, got {value}.")
     # An int seed becomes the key inside the init program: `jax.random.key` run
     # eagerly is two more programs to compile (or load) before the first step.
-    seed_or_key = _seed_array(seed) if isinstance(seed, int) else None
-    from_seed = seed_or_key is not None
-    if not from_seed:
+    seed_array = _seed_array(seed)
+    from_seed = seed_array is not None
+    if from_seed:
+        seed_or_key = seed_array
+    else:
         seed_or_key = jax.random.key(seed) if isinstance(seed, int) else seed
     call_kwargs = accepted_call_kwargs(module)
     init_kwargs = {"train": False} if "train" in call_kwargs else {}
