@@ -41,7 +41,8 @@ def test_cnn_rejects_images_without_channel_axis():
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_cnn_equals_conv_activation_pool_written_out(activation):
-    # The CNN applies ReLU after the pool (they commute); the Keras order is the oracle.
+    # The CNN adds the bias and applies ReLU after the pool (they commute); the
+    # Keras order is the oracle.
     import flax.linen as nn
 
     from jaxnets import layers
@@ -57,6 +58,14 @@ def test_cnn_equals_conv_activation_pool_written_out(activation):
     model = models.get("cnn", filters=(8, 16), activation=activation, input_shape=(14, 14, 1))
     x = jax.random.normal(jax.random.key(1), (4, 14, 14, 1))
     params = model.init(jax.random.key(0), x)["params"]
+    oracle_init = KerasOrder().init(jax.random.key(0), x)["params"]
+    assert jax.tree.structure(params) == jax.tree.structure(oracle_init)
+    for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(oracle_init), strict=True):
+        np.testing.assert_array_equal(got, want)  # the same initial weights, too
+    # Nonzero biases: the reordered block adds them after the pool.
+    for i, name in enumerate(("conv_0", "conv_1")):
+        bias = jax.random.normal(jax.random.key(2 + i), params[name]["bias"].shape)
+        params = {**params, name: {**params[name], "bias": bias}}
 
     def loss(module, params):
         return jnp.sum(jnp.sin(module.apply({"params": params}, x)))
