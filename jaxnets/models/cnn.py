@@ -77,6 +77,9 @@ class PooledConvReLU(nn.Module):
 class CNN(nn.Module):
     """Conv(32, 3x3)-MaxPool(2)-Conv(64, 3x3)-MaxPool(2)-Flatten-[Dropout]-Dense.
 
+    With ``activation="relu"`` (the default) each conv-pool pair runs as
+    `PooledConvReLU`: the bias and ReLU after the pool, same values and parameters.
+
     Attributes:
       filters: channels of the two convolutions.
       kernel_size: side of the square convolution kernels ('valid' padding).
