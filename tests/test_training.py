@@ -20,6 +20,7 @@ from jaxnets.training import (
     train_step,
 )
 from jaxnets.training.loop import eval_and_accumulate
+from jaxnets.training.step import all_finite, loss_and_updates
 
 
 class TinyNet(nn.Module):
@@ -113,6 +114,60 @@ def test_nonfinite_batch_skips_the_update_bitwise():
     for u, v in zip(jax.tree.leaves(s0.opt_state), jax.tree.leaves(s1.opt_state), strict=True):
         np.testing.assert_array_equal(u, v)
     assert int(s1.skipped) == 1
+
+
+class SqrtOffset(nn.Module):
+    """Dense plus sqrt(p), p = 0: a finite loss whose gradient for p is infinite."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        p = self.param("p", nn.initializers.zeros, (3,))
+        return nn.Dense(3)(x) + jnp.sqrt(p)
+
+
+def test_an_infinite_gradient_with_a_finite_loss_skips_the_update_bitwise():
+    x, y = _data()
+    s0 = create_train_state(SqrtOffset(), "adam", x[:1], learning_rate=0.1)
+    s1, sums = train_step(s0, _batch(x, y))
+    assert np.isfinite(float(sums["loss"]["total"]))
+    assert not np.all(
+        np.isfinite(
+            jax.grad(lambda p: loss_and_updates(p, s0, _batch(x, y), s0.rng)[0])(s0.params)["p"]
+        )
+    )
+    assert _bits(s1.params) == _bits(s0.params) and _bits(s1.opt_state) == _bits(s0.opt_state)
+    assert int(s1.skipped) == 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_all_finite_agrees_with_numpy(seed):
+    rng = np.random.default_rng(seed)
+    tree = {
+        "kernel": rng.normal(size=(7, 5)).astype(np.float32) * 1e38,  # sums overflow; values finite
+        "bias": rng.normal(size=(5,)).astype(np.float32),
+        "conv": rng.normal(size=(3, 3, 2, 4)).astype(np.float32),
+        "half": rng.normal(size=(4, 6)).astype(jnp.bfloat16),
+        "scalar": np.float32(rng.normal()),
+    }
+    if seed:  # seed 0 stays finite; the others get one inf or NaN in some leaf
+        name = sorted(tree)[seed % len(tree)]
+        leaf = np.array(tree[name])
+        leaf.reshape(-1)[rng.integers(leaf.size)] = [np.inf, -np.inf, np.nan][seed % 3]
+        tree[name] = leaf
+    expected = all(np.all(np.isfinite(np.asarray(v, np.float32))) for v in tree.values())
+    assert bool(all_finite(jax.tree.map(jnp.asarray, tree), jnp.float32(2.5))) == expected
+    assert expected == (seed == 0)
+    assert not bool(all_finite(jax.tree.map(jnp.asarray, tree), jnp.float32(np.nan)))
+
+
+def test_all_finite_under_vmap_checks_each_member():
+    trees = {"w": jnp.ones((3, 4, 2)).at[1, 2, 0].set(jnp.inf), "b": jnp.ones((3, 2))}
+    got = jax.vmap(all_finite)(trees, jnp.ones(3))
+    assert got.tolist() == [True, False, True]
+
+
+def _bits(tree):
+    return [np.asarray(v).tobytes() for v in jax.tree.leaves(tree)]
 
 
 def test_fit_traces_each_step_once_including_the_partial_batch():
