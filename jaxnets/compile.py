@@ -34,7 +34,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxnets import cpu_memory
+from jaxnets import cpu_dots, cpu_memory
 
 ENV_VAR = "JAXNETS_COMPILE_CACHE"
 _OFF = ("0", "off", "false", "no", "none", "")
@@ -224,6 +224,13 @@ def signature(tree) -> tuple:
     return treedef, tuple(jax.typeof(x) for x in leaves)
 
 
+def _compile(lowered, options: dict):
+    with warnings.catch_warnings():
+        # Several temp heaps cannot be serialized: such a program is simply not cached.
+        warnings.filterwarnings("ignore", ".*Multiple temp buffer allocations")
+        return lowered.compile(options) if options else lowered.compile()
+
+
 # Executables shared by every GuardedStep, so a second fit of the same model reuses them.
 _EXECUTABLES = BoundedCache(limit=64)
 STATS = {"compiles": 0}
@@ -244,6 +251,12 @@ class GuardedStep:
         (`jaxnets.cpu_memory`); for programs called once per step. Such a
         program whose temporaries span several heaps is not written to the
         persistent cache (XLA cannot serialize it).
+      tune_dots: on CPU, pick XLA's matrix-multiply library for this program
+        by measuring (`jaxnets.cpu_dots`); for a program called as
+        ``f(state, sums, *rest) -> (state, sums)``.
+      dots_proxy: for a program too long to time (a fused epoch),
+        ``dots_proxy(args) -> (traced, options, args)`` of the per-step
+        program whose measured choice it shares.
     """
 
     def __init__(
@@ -257,9 +270,12 @@ class GuardedStep:
         report: CompileReport | None = None,
         describe: Callable | None = None,
         reuse_memory: bool = False,
+        tune_dots: bool = False,
+        dots_proxy: Callable | None = None,
     ):
         self.jitted, self.name, self.arg_names = jitted, name, tuple(arg_names)
         self.reuse_memory = reuse_memory
+        self.tune_dots, self.dots_proxy = tune_dots, dots_proxy
         self.expected_variants = expected_variants
         self.on_compile, self.describe = on_compile, describe
         self.report = report if report is not None else CompileReport()
@@ -307,29 +323,32 @@ class GuardedStep:
                 RetraceWarning,
                 stacklevel=3,
             )
-        shared = (self.jitted, key, self.reuse_memory)
+        shared = (self.jitted, key, self.reuse_memory, self.tune_dots)
         if shared in _EXECUTABLES:
             compiled, rep = _EXECUTABLES[shared]
             rep = dataclasses.replace(rep, cached=True, note=note or rep.note)
         else:
             start = time.perf_counter()
-            options = {}
-            if self.reuse_memory and hasattr(self.jitted, "trace"):  # not an eager stand-in
-                traced = self.jitted.trace(*args)
-                options = cpu_memory.compiler_options(traced.jaxpr)
-                lowered = traced.lower()
+            options, tuned = {}, ""
+            if not hasattr(self.jitted, "trace"):  # an eager stand-in
+                compiled = _compile(self.jitted.lower(*args), options)
             else:
-                lowered = self.jitted.lower(*args)
-            with warnings.catch_warnings():
-                # Several temp heaps cannot be serialized: such a program is simply not cached.
-                warnings.filterwarnings("ignore", ".*Multiple temp buffer allocations")
-                compiled = lowered.compile(options) if options else lowered.compile()
+                traced = self.jitted.trace(*args)
+                if self.reuse_memory:
+                    options = cpu_memory.compiler_options(traced.jaxpr)
+                if self.tune_dots and jax.default_backend() == "cpu":
+                    compiled, tuned = cpu_dots.compile_tuned(
+                        _compile, traced, options, args, proxy=self.dots_proxy
+                    )
+                else:
+                    compiled = _compile(traced.lower(), options)
             seconds = time.perf_counter() - start
             STATS["compiles"] += 1
             cost = compiled.cost_analysis() or {}
             cost = cost[0] if isinstance(cost, list) else cost
             mem = compiled.memory_analysis()
             peak = int(getattr(mem, "peak_memory_in_bytes", 0) or 0) if mem else 0
+            note = ", ".join(filter(None, (note, tuned)))
             rep = ProgramReport(self.name, seconds, float(cost.get("flops", 0.0)), peak, note=note)
             _EXECUTABLES.put(shared, (compiled, rep))
         self._variants[key] = compiled

@@ -41,6 +41,7 @@ import numpy as np
 from jax import lax
 
 from jaxnets import compile as compile_lib
+from jaxnets import cpu_memory
 from jaxnets import metrics as metrics_lib
 from jaxnets.data.batching import bucket_by_length, epoch_order, iterate_batches, iterate_bucketed
 from jaxnets.errors import ConfigError
@@ -234,8 +235,17 @@ class Feed:
             describe=describe,
             # Called once per step (or per short chunk): worth keeping its memory mapped.
             reuse_memory=not fuse or self.chunk < self.steps,
+            tune_dots=True,
+            dots_proxy=self._per_step_program if fuse else None,
         )
         self.report = report
+
+    def _per_step_program(self, args):
+        """The per-step program of a fused chunk's arguments: the chunk's dots are timed on it."""
+        state, sums, data, plan = args
+        step_args = (state, sums, data, plan, np.int32(0))
+        traced = self.engine.compile(train_indexed, donate_argnums=(0, 1)).trace(*step_args)
+        return traced, cpu_memory.compiler_options(traced.jaxpr), step_args
 
     def epoch(self, epoch: int, start: int = 0):
         """Yields ``(i, unit)``: ``i`` the index of the last step the unit runs."""
