@@ -17,11 +17,14 @@ GRU 128 over 64 steps          24.8 ms  23.9 ms
 No rule on the shapes predicts that table (a lone dot timed in a loop does
 not even rank the MLP's dots the way the training step does), so jaxnets
 measures, as PyTorch's ``cudnn.benchmark`` does for convolutions. The first
-time a training feed compiles a program that does at least `MIN_FLOPS` per
-call, both variants are compiled and run on copies of the real arguments,
-and Eigen is kept only if it takes at most `MARGIN` of YNNPACK's time.
+time a training feed compiles a program whose matrix products do at least
+`MIN_FLOPS` per call, both variants are compiled and run on copies of the
+real arguments, and Eigen is kept only if it takes at most `MARGIN` of
+YNNPACK's time.
 
-The decision is written beside the persistent compilation cache
+The programs measured are those of `fit`'s per-step loop and of
+``fit(fuse="epoch")``; ``fuse="run"``, populations and evaluation keep XLA's
+default. The decision is written beside the persistent compilation cache
 (`DECISIONS_FILE`), keyed by the program's text, the JAX version and the CPU,
 so later runs of the same program on this machine use it without measuring,
 and a resumed run computes exactly as the killed one did. With the
@@ -149,12 +152,14 @@ def _copies(args):
     return (*jax.tree.map(copy, tuple(args[:2])), *args[2:])
 
 
-def seconds_per_call(candidates: dict, args, rounds: int = 5) -> dict[str, float]:
-    """Median seconds per call of each compiled ``f(state, sums, *rest) -> (state, sums)``.
+def seconds_per_call(candidates: dict, args, rounds: int = 7) -> dict[str, list[float]]:
+    """Seconds per call of each compiled ``f(state, sums, *rest) -> (state, sums)``, per round.
 
     Each candidate runs on its own copies of ``args``, feeding its outputs back
-    in, in interleaved rounds of about `TIMING_BUDGET_S`. A first round each is
-    not counted: YNNPACK's first calls are up to 1.5x slower than its later ones.
+    in, for about `TIMING_BUDGET_S` per round; the candidates take turns
+    within a round, in alternating order, so a change in the machine's speed
+    hits both alike. A first round is not counted: YNNPACK's first calls are
+    up to 1.5x slower than its later ones.
     """
     chains, per_round = {}, {}
     for name, compiled in candidates.items():
@@ -165,16 +170,18 @@ def seconds_per_call(candidates: dict, args, rounds: int = 5) -> dict[str, float
         first = time.perf_counter() - start
         chains[name], per_round[name] = chain, max(1, min(200, int(TIMING_BUDGET_S / first)))
     times = {name: [] for name in candidates}
+    order = list(candidates)
     for _ in range(rounds + 1):
-        for name, compiled in candidates.items():
-            chain, calls = chains[name], per_round[name]
+        for name in order:
+            compiled, chain, calls = candidates[name], chains[name], per_round[name]
             start = time.perf_counter()
             for _ in range(calls):
                 chain = (*compiled(*chain), *chain[2:])
             jax.block_until_ready(chain[:2])
             times[name].append((time.perf_counter() - start) / calls)
             chains[name] = chain
-    return {name: statistics.median(t[1:]) for name, t in times.items()}
+        order.reverse()
+    return {name: t[1:] for name, t in times.items()}
 
 
 def dot_flops(closed_jaxpr) -> float:
@@ -214,8 +221,10 @@ def measure(compile_fn: Callable, lowered, base: dict, args):
     default = compile_fn(lowered, base)
     eigen = compile_fn(lowered, {**base, **EIGEN_DOTS})
     t = seconds_per_call({"xla": default, "eigen": eigen}, args)
-    choice = "eigen" if t["eigen"] <= MARGIN * t["xla"] else "xla"
-    note = f"{_name(choice)} (measured: Eigen {t['xla'] / t['eigen']:.2f}x as fast as YNNPACK)"
+    # The median of the rounds' ratios: each compares two runs a few ms apart.
+    ratio = statistics.median(e / x for e, x in zip(t["eigen"], t["xla"], strict=True))
+    choice = "eigen" if ratio <= MARGIN else "xla"
+    note = f"{_name(choice)} (measured: Eigen {1 / ratio:.2f}x as fast as YNNPACK)"
     return choice, (eigen if choice == "eigen" else default), note
 
 

@@ -51,9 +51,9 @@ def cache(tmp_path, monkeypatch):
 
 
 def fake_timer(xla_s, eigen_s, calls):
-    def seconds_per_call(candidates, args, rounds=5):
+    def seconds_per_call(candidates, args, rounds=7):
         calls.append(sorted(candidates))
-        return {"xla": xla_s, "eigen": eigen_s}
+        return {"xla": [xla_s] * rounds, "eigen": [eigen_s] * rounds}
 
     return seconds_per_call
 
@@ -83,7 +83,8 @@ def test_timing_runs_on_copies_and_leaves_the_real_arguments_alone():
     w_before = np.asarray(state["w"]).copy()
     compiled = jax.jit(step, donate_argnums=(0, 1)).lower(state, sums, x).compile()
     times = cpu_dots.seconds_per_call({"a": compiled, "b": compiled}, (state, sums, x), rounds=2)
-    assert set(times) == {"a", "b"} and all(0 < t < 1 for t in times.values())
+    assert set(times) == {"a", "b"} and all(len(t) == 2 for t in times.values())
+    assert all(0 < s < 1 for t in times.values() for s in t)
     assert not state["w"].is_deleted() and not sums["n"].is_deleted()  # not donated
     np.testing.assert_array_equal(np.asarray(state["w"]), w_before)
 
@@ -207,3 +208,21 @@ def test_a_fused_epoch_run_first_measures_its_per_step_program(cache, monkeypatc
     state = create_train_state(nn.Dense(3), "adam", x[:1], learning_rate=0.05)
     fit(state, (x, y), epochs=1, batch_size=8, verbose=1)
     assert "train step [dots: YNNPACK]" in capsys.readouterr().out and len(calls) == 1
+
+
+def test_fused_chunks_of_every_length_share_the_per_step_decision(cache, monkeypatch, capsys):
+    # 5 steps in chunks of 2: chunk programs of 2 and 1 steps, one measurement in all,
+    # so a run resumed mid-epoch (a shorter first chunk) computes as the first run did.
+    monkeypatch.setattr(cpu_dots, "MIN_FLOPS", 0.0)
+    calls = []
+    monkeypatch.setattr(cpu_dots, "seconds_per_call", fake_timer(2.0, 1.0, calls))
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    y = (x[:, 2] > 0).astype(np.int32)
+    state = create_train_state(nn.Dense(3), "adam", x[:1], learning_rate=0.05)
+    fit(state, (x, y), epochs=1, batch_size=8, verbose=2, fuse="epoch", chunk_steps=2)
+    assert len(calls) == 1
+    assert sorted(json.loads(cache.read_text()).values()) == ["eigen"] * 3  # step, 2, 1
+    state = create_train_state(nn.Dense(3), "adam", x[:1], learning_rate=0.05)
+    fit(state, (x, y), epochs=1, batch_size=8, verbose=1)
+    assert "train step [dots: Eigen]" in capsys.readouterr().out and len(calls) == 1

@@ -241,8 +241,13 @@ class Feed:
         self.report = report
 
     def _per_step_program(self, args):
-        """The per-step program of a fused chunk's arguments: the chunk's dots are timed on it."""
-        state, sums, data, plan = args
+        """The per-step program of a fused chunk's arguments: the chunk's dots are timed on it.
+
+        It is the program the per-step loop runs (a whole epoch's plan, whatever
+        the chunk's length), so every chunk length shares one decision with it.
+        """
+        state, sums, data, _ = args
+        plan = self.engine.place_state(epoch_plan(self.n, self.batch_size, self.shuffle_seed, 0))
         step_args = (state, sums, data, plan, np.int32(0))
         traced = self.engine.compile(train_indexed, donate_argnums=(0, 1)).trace(*step_args)
         return traced, cpu_memory.compiler_options(traced.jaxpr), step_args
