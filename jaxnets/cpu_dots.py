@@ -28,10 +28,14 @@ default. The decision is written beside the persistent compilation cache
 (`DECISIONS_FILE`), keyed by the program's text, the JAX version and the CPU,
 so later runs of the same program on this machine use it without measuring,
 and a resumed run computes exactly as the killed one did. With the
-compilation cache off nothing is measured and XLA's default stays. A fused
-epoch is measured through its per-step program (timing whole epochs would
-cost more than it saves) and shares that program's decision, so the two
-paths compute alike.
+compilation cache off, or in a multi-process run, nothing is measured and
+XLA's default stays. A fused epoch is measured through its per-step program
+(timing whole epochs would cost more than it saves) and shares that
+program's decision, so the two paths compute alike.
+
+Measuring costs a second compile and about 1.6 s of timing runs, once per
+program and machine; the timing runs work on copies of the state, so memory
+briefly holds three states.
 
 ``JAXNETS_CPU_DOTS`` overrides it: ``auto`` (the default), ``xla`` (XLA's
 default libraries, never measure) or ``eigen``.
@@ -244,9 +248,13 @@ def compile_tuned(compile_fn: Callable, traced, base: dict, args, proxy: Callabl
       ``(executable, note)``, the note naming a measured choice for the report.
     """
     choice, lowered = mode(), traced.lower()
-    if choice == "auto" and (decisions_file() is None or dot_flops(traced.jaxpr) < MIN_FLOPS):
+    if choice == "auto" and (
+        decisions_file() is None or jax.process_count() > 1 or dot_flops(traced.jaxpr) < MIN_FLOPS
+    ):
         # No place to keep a decision (measuring every run would change the
-        # numbers from run to run), or too few FLOPs in dots to matter.
+        # numbers from run to run); several processes, whose programs meet in
+        # collectives and cannot each run their own timing calls; or too few
+        # FLOPs in dots to matter.
         choice = "xla"
     if choice != "auto":
         return compile_fn(lowered, {**base, **options(choice)}), ""

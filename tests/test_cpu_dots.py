@@ -127,7 +127,7 @@ def test_eigen_must_win_by_the_margin(cache, monkeypatch):
     assert list(json.loads(cache.read_text()).values()) == ["xla"]
 
 
-@pytest.mark.parametrize("why", ["small", "cache off", "env xla"])
+@pytest.mark.parametrize("why", ["small", "cache off", "env xla", "processes"])
 def test_nothing_is_measured_when_it_cannot_matter_or_cannot_be_kept(cache, monkeypatch, why):
     calls = []
     monkeypatch.setattr(cpu_dots, "seconds_per_call", fake_timer(2.0, 1.0, calls))
@@ -137,6 +137,9 @@ def test_nothing_is_measured_when_it_cannot_matter_or_cannot_be_kept(cache, monk
     elif why == "env xla":
         monkeypatch.setattr(cpu_dots, "MIN_FLOPS", 0.0)
         monkeypatch.setenv(cpu_dots.ENV_VAR, "xla")
+    elif why == "processes":  # peers would wait in collectives for timing calls they never make
+        monkeypatch.setattr(cpu_dots, "MIN_FLOPS", 0.0)
+        monkeypatch.setattr(jax, "process_count", lambda: 2)
     args = step_args()  # 2 * 64**3 * 2 FLOPs: far under the real MIN_FLOPS
     traced = jax.jit(step, donate_argnums=(0, 1)).trace(*args)
     compiled, note = cpu_dots.compile_tuned(compile_lib._compile, traced, {}, args)
