@@ -3,7 +3,9 @@
 Each timed run is the second epoch of a two-epoch ``fit``, timed between the
 ends of epochs 1 and 2 by a callback (``fit`` syncs with the host at each epoch
 end), so the one-time work of a call (input checks, placing the dataset)
-stays out of the steady-state rate, as the warm-up keeps compilation out. The
+stays out of the steady-state rate, as the warm-up keeps compilation out (and
+with it, on the first run on a machine, `jaxnets.cpu_dots` measuring which
+matrix-multiply library the program should use). The
 per-epoch work (drawing and placing the epoch's order, fresh metric sums, the
 epoch-end fetch and metrics) is inside it, as the permutation and the final
 sync are inside the hand-written loops' time.
