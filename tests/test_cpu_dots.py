@@ -58,6 +58,22 @@ def fake_timer(xla_s, eigen_s, calls):
     return seconds_per_call
 
 
+def timed(monkeypatch, xla_s, eigen_s):
+    """Every program counts as big enough, and timing reports the given seconds; returns the calls."""
+    monkeypatch.setattr(cpu_dots, "MIN_FLOPS", 0.0)
+    calls = []
+    monkeypatch.setattr(cpu_dots, "seconds_per_call", fake_timer(xla_s, eigen_s, calls))
+    return calls
+
+
+def dense_problem(n, seed):
+    """A small classification set and a function making a fresh Dense(3) state for it."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)).astype(np.float32)
+    y = (x[:, seed % 6] > 0).astype(np.int32)
+    return (x, y), lambda: create_train_state(nn.Dense(3), "adam", x[:1], learning_rate=0.05)
+
+
 def test_mode_reads_the_environment_and_names_bad_values(monkeypatch):
     monkeypatch.delenv(cpu_dots.ENV_VAR, raising=False)
     assert cpu_dots.mode() == "auto"
@@ -101,9 +117,7 @@ def test_eigen_options_take_dots_from_ynnpack():
 
 
 def test_a_measured_choice_is_kept_and_reused_without_measuring(cache, monkeypatch):
-    monkeypatch.setattr(cpu_dots, "MIN_FLOPS", 0.0)
-    calls = []
-    monkeypatch.setattr(cpu_dots, "seconds_per_call", fake_timer(2.0, 1.0, calls))
+    calls = timed(monkeypatch, 2.0, 1.0)
     args = step_args()
     jitted = jax.jit(step, donate_argnums=(0, 1))
     compiled, note = cpu_dots.compile_tuned(compile_lib._compile, jitted.trace(*args), {}, args)
@@ -117,9 +131,7 @@ def test_a_measured_choice_is_kept_and_reused_without_measuring(cache, monkeypat
 
 
 def test_eigen_must_win_by_the_margin(cache, monkeypatch):
-    monkeypatch.setattr(cpu_dots, "MIN_FLOPS", 0.0)
-    calls = []
-    monkeypatch.setattr(cpu_dots, "seconds_per_call", fake_timer(1.0, 0.97, calls))
+    timed(monkeypatch, 1.0, 0.97)
     args = step_args()
     traced = jax.jit(step, donate_argnums=(0, 1)).trace(*args)
     compiled, note = cpu_dots.compile_tuned(compile_lib._compile, traced, {}, args)
@@ -158,11 +170,9 @@ def test_env_eigen_forces_eigen_without_measuring(cache, monkeypatch):
 
 
 def test_a_damaged_decisions_file_is_remeasured_and_rewritten(cache, monkeypatch):
-    monkeypatch.setattr(cpu_dots, "MIN_FLOPS", 0.0)
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text("{not json")
-    calls = []
-    monkeypatch.setattr(cpu_dots, "seconds_per_call", fake_timer(2.0, 1.0, calls))
+    calls = timed(monkeypatch, 2.0, 1.0)
     args = step_args()
     traced = jax.jit(step, donate_argnums=(0, 1)).trace(*args)
     cpu_dots.compile_tuned(compile_lib._compile, traced, {}, args)
@@ -172,19 +182,11 @@ def test_a_damaged_decisions_file_is_remeasured_and_rewritten(cache, monkeypatch
 def test_fit_measures_the_per_step_program_once_and_the_fused_epoch_shares_it(
     cache, monkeypatch, capsys
 ):
-    monkeypatch.setattr(cpu_dots, "MIN_FLOPS", 0.0)
-    calls = []
-    monkeypatch.setattr(cpu_dots, "seconds_per_call", fake_timer(2.0, 1.0, calls))
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(40, 6)).astype(np.float32)
-    y = (x[:, 0] > 0).astype(np.int32)
-
-    def state():
-        return create_train_state(nn.Dense(3), "adam", x[:1], learning_rate=0.05)
-
-    a, _ = fit(state(), (x, y), epochs=2, batch_size=8, verbose=1)
+    calls = timed(monkeypatch, 2.0, 1.0)
+    data, state = dense_problem(40, seed=1)
+    a, _ = fit(state(), data, epochs=2, batch_size=8, verbose=1)
     assert "train step [dots: Eigen (measured: Eigen 2.00x" in capsys.readouterr().out
-    b, _ = fit(state(), (x, y), epochs=2, batch_size=8, verbose=1, fuse="epoch")
+    b, _ = fit(state(), data, epochs=2, batch_size=8, verbose=1, fuse="epoch")
     assert "fused epoch [dots: Eigen]" in capsys.readouterr().out
     assert len(calls) == 1  # the fused epoch took the per-step program's choice
     assert sorted(json.loads(cache.read_text()).values()) == ["eigen", "eigen"]
@@ -193,14 +195,9 @@ def test_fit_measures_the_per_step_program_once_and_the_fused_epoch_shares_it(
 
 
 def test_a_fused_epoch_run_first_measures_its_per_step_program(cache, monkeypatch, capsys):
-    monkeypatch.setattr(cpu_dots, "MIN_FLOPS", 0.0)
-    calls = []
-    monkeypatch.setattr(cpu_dots, "seconds_per_call", fake_timer(1.0, 2.0, calls))
-    rng = np.random.default_rng(2)
-    x = rng.normal(size=(32, 6)).astype(np.float32)
-    y = (x[:, 1] > 0).astype(np.int32)
-    state = create_train_state(nn.Dense(3), "adam", x[:1], learning_rate=0.05)
-    fit(state, (x, y), epochs=1, batch_size=8, verbose=1, fuse="epoch")
+    calls = timed(monkeypatch, 1.0, 2.0)
+    data, state = dense_problem(32, seed=2)
+    fit(state(), data, epochs=1, batch_size=8, verbose=1, fuse="epoch")
     out = capsys.readouterr().out
     assert (
         "fused epoch [dots: YNNPACK (measured: Eigen 0.50x as fast as YNNPACK), on the per-step program]"
@@ -208,24 +205,17 @@ def test_a_fused_epoch_run_first_measures_its_per_step_program(cache, monkeypatc
     )
     assert len(calls) == 1 and sorted(json.loads(cache.read_text()).values()) == ["xla", "xla"]
     # The per-step loop of the same run finds its program's choice: nothing is timed again.
-    state = create_train_state(nn.Dense(3), "adam", x[:1], learning_rate=0.05)
-    fit(state, (x, y), epochs=1, batch_size=8, verbose=1)
+    fit(state(), data, epochs=1, batch_size=8, verbose=1)
     assert "train step [dots: YNNPACK]" in capsys.readouterr().out and len(calls) == 1
 
 
 def test_fused_chunks_of_every_length_share_the_per_step_decision(cache, monkeypatch, capsys):
     # 5 steps in chunks of 2: chunk programs of 2 and 1 steps, one measurement in all,
     # so a run resumed mid-epoch (a shorter first chunk) computes as the first run did.
-    monkeypatch.setattr(cpu_dots, "MIN_FLOPS", 0.0)
-    calls = []
-    monkeypatch.setattr(cpu_dots, "seconds_per_call", fake_timer(2.0, 1.0, calls))
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(40, 6)).astype(np.float32)
-    y = (x[:, 2] > 0).astype(np.int32)
-    state = create_train_state(nn.Dense(3), "adam", x[:1], learning_rate=0.05)
-    fit(state, (x, y), epochs=1, batch_size=8, verbose=2, fuse="epoch", chunk_steps=2)
+    calls = timed(monkeypatch, 2.0, 1.0)
+    data, state = dense_problem(40, seed=3)
+    fit(state(), data, epochs=1, batch_size=8, verbose=2, fuse="epoch", chunk_steps=2)
     assert len(calls) == 1
     assert sorted(json.loads(cache.read_text()).values()) == ["eigen"] * 3  # step, 2, 1
-    state = create_train_state(nn.Dense(3), "adam", x[:1], learning_rate=0.05)
-    fit(state, (x, y), epochs=1, batch_size=8, verbose=1)
+    fit(state(), data, epochs=1, batch_size=8, verbose=1)
     assert "train step [dots: Eigen]" in capsys.readouterr().out and len(calls) == 1
