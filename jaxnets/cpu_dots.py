@@ -95,17 +95,20 @@ def decisions_file() -> Path | None:
     return Path(folder) / DECISIONS_FILE if folder else None
 
 
-@functools.cache
-def _machine() -> str:
-    model = platform.processor()
+def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
-            model = next(
-                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model
-            )
-    except OSError:
-        pass
-    return f"{model}|{os.cpu_count()}|jax {jax.__version__}|jaxlib {jax.lib.__version__}"
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:  # not Linux
+        return platform.processor()
+    return platform.processor()
+
+
+@functools.cache
+def _machine() -> str:
+    return f"{_cpu_model()}|{os.cpu_count()}|jax {jax.__version__}|jaxlib {jax.lib.__version__}"
 
 
 def program_key(lowered) -> str:
@@ -233,7 +236,7 @@ def measure(compile_fn: Callable, lowered, base: dict, args):
 
 
 def compile_tuned(compile_fn: Callable, traced, base: dict, args, proxy: Callable | None = None):
-    """Compiles ``lowered`` on the CPU with the dot library measured (or recalled) for it.
+    """Compiles ``traced`` on the CPU with the dot library measured (or recalled) for it.
 
     Args:
       compile_fn: ``compile_fn(lowered, options) -> executable``.
@@ -257,7 +260,8 @@ def compile_tuned(compile_fn: Callable, traced, base: dict, args, proxy: Callabl
         # FLOPs in dots to matter.
         choice = "xla"
     if choice != "auto":
-        return compile_fn(lowered, {**base, **options(choice)}), ""
+        forced = f"{_name(choice)} ({ENV_VAR})" if choice == "eigen" else ""
+        return compile_fn(lowered, {**base, **options(choice)}), forced
     key = program_key(lowered)
     choice, note = recall(key), ""
     if choice is None and proxy is None:

@@ -165,8 +165,8 @@ def test_env_eigen_forces_eigen_without_measuring(cache, monkeypatch):
     monkeypatch.setattr(cpu_dots, "seconds_per_call", fake_timer(1.0, 2.0, calls))
     args = step_args()
     traced = jax.jit(step, donate_argnums=(0, 1)).trace(*args)
-    compiled, _ = cpu_dots.compile_tuned(compile_lib._compile, traced, {}, args)
-    assert calls == [] and ynn_dots(compiled) == 0
+    compiled, note = cpu_dots.compile_tuned(compile_lib._compile, traced, {}, args)
+    assert calls == [] and ynn_dots(compiled) == 0 and note == "dots: Eigen (JAXNETS_CPU_DOTS)"
 
 
 def test_a_damaged_decisions_file_is_remeasured_and_rewritten(cache, monkeypatch):
