@@ -61,9 +61,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jax
-from jax.extend import core as jex_core
 
 from jaxnets.errors import ConfigError
+from jaxnets.jaxprs import nested_jaxprs
 
 ENV_VAR = "JAXNETS_CPU_DOTS"
 MODES = ("auto", "xla", "eigen")
@@ -200,18 +200,14 @@ def dot_flops(closed_jaxpr) -> float:
       >>> dot_flops(traced.jaxpr)  # 2 * 8 * 4 * 2
       128.0
     """
-    total, stack = 0.0, [getattr(closed_jaxpr, "jaxpr", closed_jaxpr)]
-    while stack:
-        jaxpr = stack.pop()
+    total = 0.0
+    for jaxpr in nested_jaxprs(closed_jaxpr):
         for eqn in jaxpr.eqns:
             if eqn.primitive.name == "dot_general":
                 (contracting, _), _ = eqn.params["dimension_numbers"]
                 lhs = eqn.invars[0].aval.shape
                 k = math.prod(lhs[i] for i in contracting)
                 total += 2.0 * k * math.prod(eqn.outvars[0].aval.shape)
-            stack.extend(
-                getattr(sub, "jaxpr", sub) for sub in jex_core.jaxprs_in_params(eqn.params)
-            )
     return total
 
 

@@ -42,7 +42,8 @@ import os
 import sys
 
 import jax
-from jax.extend import core as jex_core
+
+from jaxnets.jaxprs import nested_jaxprs
 
 ENV_VAR = "JAXNETS_CPU_MEMORY"
 HEAP_BYTES = 16 * 2**20  # XLA heaps: well below the mmap threshold, headers included
@@ -66,17 +67,13 @@ def _value_bytes(aval) -> int:
 
 def largest_value_bytes(closed_jaxpr) -> int:
     """Bytes of the largest value a (closed) jaxpr computes, nested jaxprs included."""
-    best, stack = 0, [getattr(closed_jaxpr, "jaxpr", closed_jaxpr)]
-    while stack:
-        jaxpr = stack.pop()
+    best = 0
+    for jaxpr in nested_jaxprs(closed_jaxpr):
         for var in [*jaxpr.invars, *jaxpr.outvars]:
             best = max(best, _value_bytes(getattr(var, "aval", None)))
         for eqn in jaxpr.eqns:
             for var in eqn.outvars:
                 best = max(best, _value_bytes(var.aval))
-            stack.extend(
-                getattr(sub, "jaxpr", sub) for sub in jex_core.jaxprs_in_params(eqn.params)
-            )
     return best
 
 

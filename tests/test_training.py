@@ -160,6 +160,13 @@ def test_all_finite_agrees_with_numpy(seed):
     assert not bool(all_finite(jax.tree.map(jnp.asarray, tree), jnp.float32(np.nan)))
 
 
+def test_all_finite_sees_a_nan_in_the_imaginary_part():
+    c = jnp.ones((2, 3), jnp.complex64)
+    assert bool(all_finite({"c": c}, jnp.float32(1.0)))
+    assert not bool(all_finite({"c": c.at[0, 1].set(complex(0.0, np.nan))}, jnp.float32(1.0)))
+    assert not bool(all_finite({"v": c[0].at[2].set(complex(0.0, np.inf))}, jnp.float32(1.0)))
+
+
 def test_all_finite_under_vmap_checks_each_member():
     trees = {"w": jnp.ones((3, 4, 2)).at[1, 2, 0].set(jnp.inf), "b": jnp.ones((3, 2))}
     got = jax.vmap(all_finite)(trees, jnp.ones(3))

@@ -161,9 +161,10 @@ def all_finite(tree, loss) -> jax.Array:
             continue  # integer leaves (float0 cotangents) cannot hold inf or NaN
         if x.ndim >= 2:
             column = jnp.broadcast_to(zero.astype(x.dtype), (x.shape[-1],))
-            total = total + jnp.sum(x.reshape(-1, x.shape[-1]) @ column).astype(jnp.float32)
+            check = jnp.sum(x.reshape(-1, x.shape[-1]) @ column)
         else:
-            total = total + jnp.sum(x * 0).astype(jnp.float32)
+            check = jnp.sum(x * 0)
+        total = total + jnp.abs(check).astype(jnp.float32)  # abs: a complex NaN stays NaN
     return jnp.isfinite(total)
 
 
