@@ -8,6 +8,8 @@ points at a new folder (cold) and then at the same folder again (warm).
 * ``start``: seconds from launching ``jaxnets train`` to its pre-flight report,
   which it prints when the first step's program is ready (imports, data,
   initialization and compilation included); medians of a few cold/warm pairs.
+  ``imports`` is launching Python and importing what ``jaxnets train`` imports
+  (JAX, Flax, Optax, jaxnets), timed the same way: no warm start can go under it.
 """
 
 from __future__ import annotations
@@ -76,18 +78,31 @@ TRAIN_ARGS = ["train", "--model", "mlp_784_64_64_10", "--dataset", "digits", "--
 
 def time_to_first_step(cache: str, timeout: float = 600) -> float | None:
     """Seconds from launching ``jaxnets train`` to its pre-flight report (None if it failed)."""
-    start = time.perf_counter()
-    cmd = [sys.executable, "-c", "import sys; from jaxnets.cli import main; sys.exit(main())"]
-    proc = subprocess.Popen(
-        cmd + TRAIN_ARGS, cwd=ROOT, env=_env(cache), stdout=subprocess.PIPE,
+    code = ["-c", "import sys; from jaxnets.cli import main; sys.exit(main())"]
+    return _seconds_to_line(code + TRAIN_ARGS, cache, "pre-flight", timeout)
+
+
+def _seconds_to_line(args: list, cache: str, prefix: str, timeout: float) -> float | None:
+    """Seconds from launching ``python *args`` to its first output line starting with ``prefix``.
+
+    None if the process failed. It runs to its end, so runs do not overlap.
+    """
+    start, seen = time.perf_counter(), None
+    with subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, env=_env(cache), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    seen = None
-    for line in proc.stdout:
-        if seen is None and line.startswith("pre-flight"):
-            seen = time.perf_counter() - start
-    proc.wait(timeout=timeout)
+    ) as proc:  # fmt: skip
+        for line in proc.stdout:
+            if seen is None and line.startswith(prefix):
+                seen = time.perf_counter() - start
+        proc.wait(timeout=timeout)
     return seen if proc.returncode == 0 else None
+
+
+def import_seconds(timeout: float = 600) -> float | None:
+    """Seconds from launching Python to having imported ``jaxnets train``'s modules."""
+    return _seconds_to_line(["-c", "import jaxnets.cli, jaxnets.runner; print('imported')"],
+                            "", "imported", timeout)  # fmt: skip
 
 
 def _median(values: list) -> float | None:
@@ -100,16 +115,18 @@ def start_times(rounds: int = 3) -> dict:
     Pairs alternate cold and warm, so background load on a shared machine hits
     both alike; a single pair can be off by a second either way.
     """
-    cold, warm = [], []
+    cold, warm, imports = [], [], []
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as cache:
             cold.append(time_to_first_step(cache))
             warm.append(time_to_first_step(cache))
+        imports.append(import_seconds())
     return {
         "command": "jaxnets " + " ".join(TRAIN_ARGS),
         "cold": _median(cold),
         "warm": _median(warm),
-        "rounds": {"cold": cold, "warm": warm},
+        "imports": _median(imports),
+        "rounds": {"cold": cold, "warm": warm, "imports": imports},
     }
 
 

@@ -126,6 +126,7 @@ def table(results: dict) -> str:
         lines.append(
             f"start to first step ({start['command']}): {start['cold']:.1f}s cold, "
             f"{start['warm']:.1f}s warm ({start['cold'] / start['warm']:.1f}x)"
+            + (f"; imports alone {start['imports']:.2f}s" if start.get("imports") else "")
         )
     return "\n".join(lines)
 

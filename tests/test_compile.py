@@ -174,6 +174,21 @@ def test_benchmark_quick_smoke_run_writes_a_table_json_and_plot(tmp_path):
     assert "| mlp |" in proc.stdout
 
 
+@pytest.mark.subprocess
+def test_the_start_benchmark_times_imports_alone_and_reports_them():
+    # The warm start's floor: a child that only imports what `jaxnets train` imports.
+    from benchmarks import bench_compile, run_all
+
+    seconds = bench_compile.import_seconds()
+    assert isinstance(seconds, float) and seconds > 0
+    results = {
+        "matmul_peak_gflops": 100.0,
+        "models": {},
+        "start": {"command": "jaxnets train", "cold": 2.4, "warm": 1.0, "imports": 0.7},
+    }
+    assert "2.4s cold, 1.0s warm (2.4x); imports alone 0.70s" in run_all.table(results)
+
+
 def test_a_fresh_state_of_an_equal_model_reuses_the_compiled_steps():
     # Two states built separately from the same options (new module object, optimizer
     # built from its name again) must share the step's executable: no new lowering.
