@@ -189,6 +189,24 @@ def test_the_start_benchmark_times_imports_alone_and_reports_them():
     assert "2.4s cold, 1.0s warm (2.4x); imports alone 0.70s" in run_all.table(results)
 
 
+@pytest.mark.cpu
+@pytest.mark.subprocess
+def test_the_op_profile_names_the_training_programs_instructions():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "benchmarks.profile_ops", "--model", "mlp", "--epochs", "1"]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "mlp (fuse=epoch): wall" in out and "| instruction | us/step |" in out
+    # The MLP's products are there, with their shapes; no loop is counted with its body.
+    assert "f32[784,128] dot(" in out and "while" not in out.split("by kind")[1]
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "us/step" not in line]
+    assert len(rows) == 25 and all(float(r.split("|")[2]) > 0 for r in rows)
+
+
 def test_a_fresh_state_of_an_equal_model_reuses_the_compiled_steps():
     # Two states built separately from the same options (new module object, optimizer
     # built from its name again) must share the step's executable: no new lowering.
