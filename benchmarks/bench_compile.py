@@ -101,8 +101,8 @@ def _seconds_to_line(args: list, cache: str, prefix: str, timeout: float) -> flo
 
 def import_seconds(timeout: float = 600) -> float | None:
     """Seconds from launching Python to having imported ``jaxnets train``'s modules."""
-    return _seconds_to_line(["-c", "import jaxnets.cli, jaxnets.runner; print('imported')"],
-                            "", "imported", timeout)  # fmt: skip
+    code = ["-c", "import jaxnets.cli, jaxnets.runner; print('imported')"]
+    return _seconds_to_line(code, "off", "imported", timeout)  # importing reads no cache
 
 
 def _median(values: list) -> float | None:
