@@ -29,6 +29,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 
 _TRACE_FLAG = "--xla_cpu_enable_xprof_traceme=true"
 _CONTROL_FLOW = re.compile(r"\b(while|conditional|call)\(")
@@ -79,9 +80,7 @@ def _train_program_text(name: str) -> str:
 
 def profile(model: str, fuse: str | None, epochs: int = 2) -> dict:
     """Per-instruction seconds per step: ``{"rows": [...], "wall_per_step": s, ...}``."""
-    import time
-
-    import jax
+    import jax  # here, not at the top: XLA_FLAGS must be set before JAX starts
 
     from benchmarks.bench_jaxnets import make_state
     from benchmarks.common import SPECS, make_data
@@ -134,8 +133,9 @@ def table(result: dict, top: int = 25) -> str:
     # Instructions of one kind (XLA numbers them: maximum_slice_fusion.1, .2, ...).
     kinds, count = collections.Counter(), collections.Counter()
     for r in result["rows"]:
-        kinds[re.sub(r"\.\d+$", "", r["op"])] += r["s"]
-        count[re.sub(r"\.\d+$", "", r["op"])] += 1
+        kind = re.sub(r"\.\d+$", "", r["op"])
+        kinds[kind] += r["s"]
+        count[kind] += 1
     lines.append("\nby kind: " + ", ".join(
         f"{k} x{count[k]} {100 * v / busy:.0f}%" for k, v in kinds.most_common(8)
     ))  # fmt: skip
