@@ -90,6 +90,45 @@ def test_col2im_transpose_gradients(rng):
     check_grads(f, (x, w), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
 
 
+def _conv_then_max_pool(x, w, pool):
+    """The oracle: XLA's convolution, then XLA's max pool (`lax.reduce_window`)."""
+    nd = x.ndim - 2
+    y = lax.conv_general_dilated(x, w, (1,) * nd, "VALID", dimension_numbers=DIMS[nd])
+    window = (1, *pool, 1)
+    return lax.reduce_window(y, -jnp.inf, lax.max, window, window, "VALID")
+
+
+@pytest.mark.parametrize(
+    "shape, k, pool",
+    [
+        ((2, 28, 28, 1), (3, 3), (2, 2)),  # the zoo CNN's first block: 26 -> 13
+        ((2, 13, 13, 4), (3, 3), (2, 2)),  # its second: 11 -> 5, the last row never computed
+        ((2, 9, 10, 3), (2, 3), (3, 2)),  # rectangular kernel and pool, remainders on both sides
+        ((3, 11, 2), (3,), (3,)),  # 1-D
+        ((2, 4, 4, 2), (1, 1), (4, 4)),  # one window covering the whole map
+    ],
+)
+def test_conv_maxpool_matches_conv_then_pool(rng, shape, k, pool):
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(*k, shape[-1], 5)), jnp.float32)
+    got = conv_ops.conv_maxpool_im2col(x, w, pool)
+    want = _conv_then_max_pool(x, w, pool)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # Gradients too (normal inputs: no window holds a tie).
+    loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w, pool)))  # noqa: E731
+    got = jax.grad(loss(conv_ops.conv_maxpool_im2col), argnums=(0, 1))(x, w)
+    want = jax.grad(loss(_conv_then_max_pool), argnums=(0, 1))(x, w)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_maxpool_too_small_input_says_so():
+    x, w = jnp.ones((1, 3, 3, 1)), jnp.ones((3, 3, 1, 2))  # a 1x1 map cannot fill a 2x2 pool
+    with pytest.raises(ShapeError, match=r"\(3, 3\) is too small .* \(2, 2\) pool"):
+        conv_ops.conv_maxpool_im2col(x, w, (2, 2))
+
+
 @pytest.mark.parametrize(
     "layer, shape",
     [

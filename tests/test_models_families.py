@@ -39,10 +39,11 @@ def test_cnn_rejects_images_without_channel_axis():
         jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 28, 28)))
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh"])
-def test_cnn_equals_conv_activation_pool_written_out(activation):
-    # The CNN adds the bias and applies ReLU after the pool (they commute); the
-    # Keras order is the oracle.
+@pytest.mark.parametrize("activation, side", [("relu", 14), ("relu", 15), ("tanh", 14)])
+def test_cnn_equals_conv_activation_pool_written_out(activation, side):
+    # The CNN adds the bias and applies ReLU after the pool (they commute) and, on
+    # CPU, computes only the convolution outputs the pool reads (side 15: the first
+    # pool drops a row and a column); the Keras order is the oracle.
     import flax.linen as nn
 
     from jaxnets import layers
@@ -55,8 +56,8 @@ def test_cnn_equals_conv_activation_pool_written_out(activation):
                 x = layers.MaxPooling2D(2)(x)
             return layers.Dense(10, name="logits")(layers.Flatten()(x))
 
-    model = models.get("cnn", filters=(8, 16), activation=activation, input_shape=(14, 14, 1))
-    x = jax.random.normal(jax.random.key(1), (4, 14, 14, 1))
+    model = models.get("cnn", filters=(8, 16), activation=activation, input_shape=(side, side, 1))
+    x = jax.random.normal(jax.random.key(1), (4, side, side, 1))
     params = model.init(jax.random.key(0), x)["params"]
     oracle_init = KerasOrder().init(jax.random.key(0), x)["params"]
     assert jax.tree.structure(params) == jax.tree.structure(oracle_init)
@@ -80,6 +81,25 @@ def test_cnn_equals_conv_activation_pool_written_out(activation):
             strict=True,
         ):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_pooled_conv_block_impls_share_parameters_and_values():
+    from jaxnets.models.cnn import PooledConvReLU
+
+    x = jax.random.normal(jax.random.key(1), (2, 13, 13, 3))
+    fused, layered = PooledConvReLU(4, 3, impl="im2col"), PooledConvReLU(4, 3, impl="xla")
+    v = fused.init(jax.random.key(0), x)
+    for got, want in zip(
+        jax.tree.leaves(v), jax.tree.leaves(layered.init(jax.random.key(0), x)), strict=True
+    ):
+        np.testing.assert_array_equal(got, want)
+    v = {"params": {**v["params"], "bias": jnp.linspace(-1, 1, 4)}}
+    with jax.default_matmul_precision("highest"):
+        got, want = fused.apply(v, x), layered.apply(v, x)
+    assert got.shape == (2, 5, 5, 4)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ShapeError, match="NHWC"):
+        fused.init(jax.random.key(0), jnp.ones((13, 13, 3)))
 
 
 def test_cnn1d_adds_a_channel_axis_and_reads_125_features():
