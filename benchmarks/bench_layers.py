@@ -5,7 +5,9 @@ Measures steps/s of a full Adam training step (forward, backward, update):
 * the small CNN Conv(32, 3x3, relu)-MaxPool2-Conv(64, 3x3, relu)-MaxPool2-
   Flatten-Dense(10) on 28x28x1 images, batch 128: Flax ``nn.Conv`` +
   ``nn.max_pool``, then jaxnets with ``impl='xla'`` and ``impl='im2col'``,
-  each jitted per step and inside `lax.scan` (several steps per call);
+  and the zoo `jaxnets.models.CNN` (each conv-ReLU-pool block one product
+  over only the outputs its pool reads), each jitted per step and inside
+  `lax.scan` (several steps per call);
 * an LSTM (128 units, 64 steps, 32 features, batch 64): Flax
   ``nn.RNN(nn.OptimizedLSTMCell)`` against jaxnets ``LSTM`` as the fused
   whole-sequence op (``fused=True``, hand-written backward, the CPU default),
@@ -34,7 +36,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from jaxnets import layers
+from jaxnets import layers, models
 
 
 class FlaxCNN(nn.Module):
@@ -162,6 +164,9 @@ def main(argv=None):
         ("CNN jaxnets impl=im2col", "jit", JaxnetsCNN("im2col"), 0),
         ("CNN jaxnets impl=xla", f"scan x{slow_scan}", JaxnetsCNN("xla"), slow_scan),
         ("CNN jaxnets impl=im2col", f"scan x{scan}", JaxnetsCNN("im2col"), scan),
+        # The zoo CNN: each conv-ReLU-pool is one product over the outputs the pool reads.
+        ("CNN jaxnets zoo CNN (conv+pool fused)", "jit", models.CNN(), 0),
+        ("CNN jaxnets zoo CNN (conv+pool fused)", f"scan x{scan}", models.CNN(), scan),
     ]
     lstm_rows = [("LSTM flax nn.RNN(OptimizedLSTMCell)", "jit", FlaxLSTM(), 0)]
     for label, kw in (
@@ -173,8 +178,9 @@ def main(argv=None):
             model = JaxnetsLSTM(unroll, **kw)
             lstm_rows.append((f"LSTM jaxnets {label}, unroll={unroll}", "jit", model, 0))
     if args.quick:
-        # Smoke run: one row per code path (xla, im2col in scan, fused and scan LSTM).
-        rows = [rows[1], rows[4]]
+        # Smoke run: one row per code path (xla, im2col and the zoo CNN in scan, fused
+        # and scan LSTM).
+        rows = [rows[1], rows[4], rows[6]]
         lstm_rows = [lstm_rows[1], lstm_rows[9]]
     print(f"backend={jax.default_backend()} devices={jax.device_count()} quick={args.quick}")
     print(f"CNN batch {batch} 28x28x1, LSTM batch {batch // 2} x {steps} steps x 32 features")
