@@ -123,6 +123,24 @@ def test_conv_maxpool_matches_conv_then_pool(rng, shape, k, pool):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_conv_maxpool_splits_ties_as_the_pooling_layer():
+    # Constant images make every window a four-way tie: the gradient must be shared
+    # out exactly as conv_im2col followed by MaxPooling2D's slices share it.
+    from jaxnets.layers import MaxPooling2D
+
+    x, w = jnp.ones((2, 7, 7, 2)), jnp.linspace(-1, 1, 3 * 3 * 2 * 3).reshape(3, 3, 2, 3)
+    pool = MaxPooling2D(2, impl="im2col")
+
+    def layered(x, w):
+        return pool.apply({}, conv_ops.conv_im2col(x, w, strides=(1, 1), padding="valid"))
+
+    loss = lambda f: lambda x, w: jnp.sum(f(x, w) * jnp.arange(3.0))  # noqa: E731
+    got = jax.grad(loss(lambda x, w: conv_ops.conv_maxpool_im2col(x, w, (2, 2))), (0, 1))(x, w)
+    want = jax.grad(loss(layered), (0, 1))(x, w)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
 def test_conv_maxpool_too_small_input_says_so():
     x, w = jnp.ones((1, 3, 3, 1)), jnp.ones((3, 3, 1, 2))  # a 1x1 map cannot fill a 2x2 pool
     with pytest.raises(ShapeError, match=r"\(3, 3\) is too small .* \(2, 2\) pool"):
