@@ -100,6 +100,24 @@ def pool(x, pool_size, strides, padding: str, reduce: str, impl: str = "auto"):
     return total / _window_counts(x.shape[1:-1], pool_size, strides, pads).astype(x.dtype)
 
 
+def check_fits_window(layer: str, pool_size, spatial) -> None:
+    """Raises a `ShapeError` naming ``layer`` and the fix if a 'valid' pool gets no window.
+
+    Example:
+      >>> check_fits_window("MaxPooling2D", (2, 2), (5, 5))  # fits: returns None
+      >>> check_fits_window("MaxPooling2D", (2, 2), (1, 5))
+      Traceback (most recent call last):
+      ...
+      jaxnets.errors.ShapeError: MaxPooling2D with pool_size (2, 2) and 'valid' padding got a (1, 5) input: ...
+    """
+    if any(d < p for d, p in zip(spatial, pool_size, strict=True)):
+        raise ShapeError(
+            f"{layer} with pool_size {tuple(pool_size)} and 'valid' padding got a {tuple(spatial)} "
+            "input: the layers before it shrank the input below one window. Use larger inputs, "
+            "padding='same' in the convolutions before it, or fewer pooling layers."
+        )
+
+
 class _Pooling(Layer):
     rank: ClassVar[int] = 2
     reduce: ClassVar[str] = "max"
@@ -120,15 +138,9 @@ class _Pooling(Layer):
         size = as_tuple(self.pool_size, self.rank, "pool_size")
         # Keras: strides=None means strides equal to pool_size.
         strides = size if self.strides is None else as_tuple(self.strides, self.rank, "strides")
-        spatial = x.shape[1:-1]
-        if self.padding.lower() == "valid" and any(
-            d < p for d, p in zip(spatial, size, strict=True)
-        ):
-            raise ShapeError(
-                f"{type(self).__name__} {self.name or ''} with pool_size {size} and 'valid' padding "
-                f"got a {spatial} input: the layers before it shrank the input below one window. "
-                "Use larger inputs, padding='same' in the convolutions before it, or fewer pooling layers."
-            )
+        if self.padding.lower() == "valid":
+            layer = f"{type(self).__name__} {self.name or ''}".strip()
+            check_fits_window(layer, size, x.shape[1:-1])
         return pool(x, size, strides, self.padding.lower(), self.reduce, self.impl)
 
 

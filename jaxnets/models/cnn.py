@@ -28,6 +28,7 @@ from jaxnets import layers
 from jaxnets.errors import ShapeError
 from jaxnets.layers import conv_ops, initializers
 from jaxnets.layers.base import resolve_impl
+from jaxnets.layers.pooling import check_fits_window
 from jaxnets.models.mlp import random_input
 
 
@@ -89,15 +90,9 @@ class PooledConvReLU(nn.Module):
         """The convolution and the pool as one `conv_ops.conv_maxpool_im2col`."""
         if x.ndim != 4:
             raise ShapeError(f"PooledConvReLU expects NHWC images, got shape {x.shape}.")
+        # The error the layered path's MaxPooling2D gives, about the convolution's output.
         conv_out = tuple(n - self.kernel_size + 1 for n in x.shape[1:3])
-        if min(conv_out) < 2:  # the message the layered path's MaxPooling2D gives
-            raise ShapeError(
-                f"PooledConvReLU {self.name or ''}: MaxPooling2D with pool_size (2, 2) and "
-                f"'valid' padding got a {conv_out} input (its {self.kernel_size}x"
-                f"{self.kernel_size} convolution of a {tuple(x.shape[1:3])} input): the layers "
-                "before it shrank the input below one window. Use larger inputs, "
-                "padding='same' in the convolutions before it, or fewer pooling layers."
-            )
+        check_fits_window(f"PooledConvReLU {self.name or ''}: MaxPooling2D", (2, 2), conv_out)
         # Conv2D's parameter with its default initializer, created before the bias
         # as there, so it draws the same init key.
         shape = (self.kernel_size, self.kernel_size, x.shape[-1], self.filters)
