@@ -8,6 +8,9 @@ state; dropout rate: `jaxnets.training.state.set_model_hyperparam`, which every
 `jaxnets.layers.Dropout` of the model reads), stacks them, and trains them together: each epoch is one compiled
 ``vmap`` of the fused epoch of `jaxnets.training.fused`. Member ``i`` takes
 exactly the steps ``fit(member_i, data, seed=seeds[i])`` would take.
+On the CPU the epoch's batched weight gradients are rewritten to run in
+YNNPACK (`jaxnets.cpu_batched_dots`), which changes their order of summation:
+members equal their solo fits to float32 rounding, not bit for bit.
 
 Each member has its own metrics and its own early stopping (Keras rules on the
 monitored quantity); a stopped member's state stops changing while the others
@@ -39,8 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnets import compile as compile_lib
+from jaxnets import cpu_batched_dots, optim
 from jaxnets import metrics as metrics_lib
-from jaxnets import optim
 from jaxnets.errors import ConfigError
 from jaxnets.layers import hyperparams
 from jaxnets.training import fused
@@ -87,6 +90,12 @@ def population_epoch(states, active, data, index, valid, zeros):
     new, sums = jax.vmap(one)(states, index)
     keep = lambda a, b: jnp.where(active.reshape(-1, *([1] * (a.ndim - 1))), a, b)
     return jax.tree.map(keep, new, states), sums
+
+
+# On the CPU the members' weight gradients are batched products that XLA hands
+# to Eigen's loop unless rewritten (`jaxnets.cpu_batched_dots`); one function
+# object, so the engine compiles it once per signature.
+_population_epoch_cpu = cpu_batched_dots.prefer_ynnpack(population_epoch)
 
 
 def population_eval(states, data, plan, zeros):
@@ -218,7 +227,10 @@ def fit_population(
     report = compile_lib.CompileReport(params=compile_lib.param_count(states[0].params))
     show = (lambda p: fused.print_report(report)) if verbose else None
     run = compile_lib.GuardedStep(
-        engine.compile(population_epoch, donate_argnums=(0,)),
+        engine.compile(
+            _population_epoch_cpu if jax.default_backend() == "cpu" else population_epoch,
+            donate_argnums=(0,),
+        ),
         f"population epoch (N={n})",
         ("states", "active", "data", "index", "valid", "zeros"),
         on_compile=show,
@@ -275,12 +287,19 @@ def fit_population(
             best_now = f" - best {monitor}: {sign * min(scores):.4f}" if scores else ""
             print(f"Epoch {epoch + 1}/{epochs} - {int(active.sum())}/{n} active{best_now}")
 
-    pending = None  # without early stopping, epoch e+1 is queued before e's metrics are read
-    for epoch in range(epochs):
+    def epoch_index(epoch):
         orders = [fused.epoch_plan(count, batch_size, s if shuffle else None, epoch) for s in seeds]
-        index = engine.place_state(np.stack([p["index"] for p in orders]))
+        return engine.place_state(np.stack([p["index"] for p in orders]))
+
+    pending = None  # without early stopping, epoch e+1 is queued before e's metrics are read
+    index = epoch_index(0)
+    for epoch in range(epochs):
         stacked, sums = run(stacked, jnp.asarray(active), data_dev, index, valid, zeros)
         vsums = val[0](stacked, *val[1:]) if val else None
+        # The next epoch's batch orders are drawn while this one runs: reading
+        # metrics below waits for the device, which would otherwise sit idle
+        # while the host draws them (8 epochs of 16 small MLPs: 79.5 -> 74.2 ms).
+        index = epoch_index(epoch + 1) if epoch + 1 < epochs else None
         if pending is not None:
             record(*pending)
         pending = (epoch, sums, vsums)
