@@ -120,3 +120,28 @@ def test_a_dropout_rate_for_a_model_without_a_jaxnets_dropout_is_an_error():
         )
     with pytest.raises(ConfigError, match=r"dropout_rate must be in \[0, 1\)"):
         fit_population(make, make_data(), n=2, hparams={"dropout_rate": [0.1, 1.0]}, verbose=0)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's choice of dot library")
+def test_cpu_population_program_has_no_eigen_batched_weight_gradient():
+    import re
+
+    from jaxnets import compile as compile_lib
+
+    fit_population(make, make_data(), n=3, epochs=1, batch_size=16, verbose=0)
+    programs = [
+        c.as_text()
+        for c, rep in compile_lib._EXECUTABLES.values()
+        if rep.name == "population epoch (N=3)"
+    ]
+    # Rewritten (jaxnets.cpu_batched_dots), the members' weight gradients run in YNNPACK
+    # fusions; plain vmap leaves them Eigen products contracting a middle axis.
+    eigen = [
+        line
+        for text in programs
+        for line in text.splitlines()
+        if re.search(r"= f32\[\d+,\d+,\d+\]\{[^}]*\} dot\(", line)
+        and "lhs_batch_dims" in line
+        and "lhs_contracting_dims={1}" in line
+    ]
+    assert programs and eigen == []
