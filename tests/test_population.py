@@ -145,3 +145,27 @@ def test_cpu_population_program_has_no_eigen_batched_weight_gradient():
         and "lhs_contracting_dims={1}" in line
     ]
     assert programs and eigen == []
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, shape",
+    [
+        ("lstm", {"hidden_size": 8, "input_shape": (6, 4)}, (6, 4)),  # the fused LSTM's loops
+        ("cnn", {"input_shape": (12, 12, 1)}, (12, 12, 1)),  # im2col products
+        ("resnet_tiny", {"input_shape": (8, 8, 3)}, (8, 8, 3)),  # BatchNorm's mutable state
+    ],
+)
+def test_zoo_families_in_a_population_equal_their_solo_fits(name, kwargs, shape):
+    # On CPU the population program is rewritten (jaxnets.cpu_batched_dots) through
+    # loop bodies, custom derivatives and branches; members must still equal solo fits.
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, *shape)).astype(np.float32), rng.integers(0, 3, 40).astype(np.int32)
+    module = models.get(name, num_classes=3, **kwargs)
+    make_one = lambda seed: create_train_state(module, "adam", x[:1], seed=seed)
+    pop = fit_population(make_one, (x, y), seeds=[1, 2], epochs=2, batch_size=16, verbose=0)
+    for i, seed in enumerate([1, 2]):
+        solo, _ = fit(make_one(seed), (x, y), epochs=2, batch_size=16, seed=seed, verbose=0)
+        for a, b in zip(
+            jax.tree.leaves(pop.member(i).params), jax.tree.leaves(solo.params), strict=True
+        ):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)
