@@ -10,10 +10,12 @@ back into the product, lets YNNPACK run it.
 
 On the population benchmark's member (MLP 64-32-10, batch 32, N=16) the two
 weight gradients took 39 and 20 us as Eigen products and 25 and 9 us through
-YNNPACK, transpose included, and the population step went from 129 to 110 us
-(medians, interleaved, jax 0.10, 2 cores). Unbatched products are left alone:
-the same rewrite made an MLP's ``(128, 784)`` weight gradient slower (82 to
-111 us), as Eigen runs a single product well.
+YNNPACK, transpose included, and the population's step went from 135 to 101 us
+(medians, the two compiled programs timed in turn; jax 0.10, 2 AMD EPYC cores).
+Unbatched products are left alone: the same rewrite made an MLP's
+``(128, 784)`` weight gradient slower (82 to 111 us), as Eigen runs a single
+product well. The rewrite costs one more trace of the program (about 0.1 s of
+the benchmark population's first compile).
 
 `prefer_ynnpack` rewrites a function's traced program: every batched
 ``dot_general`` whose left operand is not contracted on its trailing axes,
