@@ -40,6 +40,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 
 import jax
@@ -80,11 +81,9 @@ def _lhs_order(eqn) -> list[int] | None:
     return None if order == list(range(ndim)) else order
 
 
-def _dot_with_trailing_contraction(eqn, lhs, rhs):
-    order = _lhs_order(eqn)
+def _dot_with_trailing_contraction(eqn, order, lhs, rhs):
     (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = eqn.params["dimension_numbers"]
-    nb, nc = len(lhs_batch), len(lhs_contract)
-    ndim = len(order)
+    nb, nc, ndim = len(lhs_batch), len(lhs_contract), len(order)
     # The barrier keeps XLA from folding the transpose back into the product.
     lhs = lax.optimization_barrier(lax.transpose(lhs, order))
     numbers = ((tuple(range(ndim - nc, ndim)), rhs_contract), (tuple(range(nb)), rhs_batch))
@@ -94,6 +93,28 @@ def _dot_with_trailing_contraction(eqn, lhs, rhs):
     # otherwise be folded into the product by swapping its operands, which puts
     # a middle-axis contraction back on the left.
     return lax.optimization_barrier(out)
+
+
+def eigen_middle_contractions(compiled_text: str) -> list[str]:
+    """Lines of a compiled XLA:CPU program with a batched product YNNPACK cannot take.
+
+    That is one whose left operand is contracted on axis 1, after one batch
+    axis: XLA:CPU runs it as Eigen's loop of small products. `prefer_ynnpack`
+    leaves none of them.
+
+    Example:
+      >>> line = ("%dot.4 = f32[16,64,32]{2,1,0} dot(%a, %b), lhs_batch_dims={0}, "
+      ...         "lhs_contracting_dims={1}, rhs_batch_dims={0}, rhs_contracting_dims={1}")
+      >>> len(eigen_middle_contractions(line)), eigen_middle_contractions(line.replace("={1}, rhs_b", "={2}, rhs_b"))
+      (1, [])
+    """
+    return [
+        line.strip()
+        for line in compiled_text.splitlines()
+        if re.search(r"= f32\[\d+(,\d+){2,}\]\{[^}]*\} dot\(", line)
+        and "lhs_batch_dims" in line
+        and re.search(r"lhs_contracting_dims=\{1\}", line)
+    ]
 
 
 def _struct(aval):
@@ -137,8 +158,9 @@ def _evaluate(jaxpr, consts, args) -> list:
     env.update(zip(jaxpr.invars, args, strict=True))
     for eqn in jaxpr.eqns:
         inputs = [read(v) for v in eqn.invars]
-        if eqn.primitive.name == "dot_general" and _lhs_order(eqn) is not None:
-            outputs = [_dot_with_trailing_contraction(eqn, *inputs)]
+        order = _lhs_order(eqn) if eqn.primitive.name == "dot_general" else None
+        if order is not None:
+            outputs = [_dot_with_trailing_contraction(eqn, order, *inputs)]
         else:
             # As jax.core.eval_jaxpr binds (custom derivative rules store
             # their parameters in another form than bind takes).

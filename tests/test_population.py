@@ -124,9 +124,8 @@ def test_a_dropout_rate_for_a_model_without_a_jaxnets_dropout_is_an_error():
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's choice of dot library")
 def test_cpu_population_program_has_no_eigen_batched_weight_gradient():
-    import re
-
     from jaxnets import compile as compile_lib
+    from jaxnets.cpu_batched_dots import eigen_middle_contractions
 
     fit_population(make, make_data(), n=3, epochs=1, batch_size=16, verbose=0)
     programs = [
@@ -136,14 +135,7 @@ def test_cpu_population_program_has_no_eigen_batched_weight_gradient():
     ]
     # Rewritten (jaxnets.cpu_batched_dots), the members' weight gradients run in YNNPACK
     # fusions; plain vmap leaves them Eigen products contracting a middle axis.
-    eigen = [
-        line
-        for text in programs
-        for line in text.splitlines()
-        if re.search(r"= f32\[\d+,\d+,\d+\]\{[^}]*\} dot\(", line)
-        and "lhs_batch_dims" in line
-        and "lhs_contracting_dims={1}" in line
-    ]
+    eigen = [line for text in programs for line in eigen_middle_contractions(text)]
     assert programs and eigen == []
 
 
