@@ -46,7 +46,21 @@ class RetraceWarning(UserWarning):
 
 
 def default_cache_dir() -> str | None:
-    """``$JAXNETS_COMPILE_CACHE`` (None when it says ``off``), else ``~/.cache/jaxnets/xla``."""
+    """``$JAXNETS_COMPILE_CACHE`` (None when it says ``off``), else ``~/.cache/jaxnets/xla``.
+
+    Example:
+      >>> import os
+      >>> from pathlib import Path
+      >>> from unittest import mock
+      >>> from jaxnets.compile import default_cache_dir
+      >>> with mock.patch.dict(os.environ, {"JAXNETS_COMPILE_CACHE": "off"}):
+      ...     print(default_cache_dir())
+      None
+      >>> with mock.patch.dict(os.environ):
+      ...     _ = os.environ.pop("JAXNETS_COMPILE_CACHE", None)
+      ...     Path(default_cache_dir()).parts[-3:]
+      ('.cache', 'jaxnets', 'xla')
+    """
     env = os.environ.get(ENV_VAR)
     if env is not None:
         return None if env.strip().lower() in _OFF else env
@@ -61,6 +75,17 @@ def enable_cache(path: str | os.PathLike | None = None, *, min_compile_time_s: f
       min_compile_time_s: only programs that took at least this long to compile
         are written; the default 0 caches small programs too (JAX's own default
         is 1 s, which skips most CPU training steps).
+
+    Example:
+      >>> import os, tempfile, jax, jax.numpy as jnp
+      >>> from jaxnets.compile import cache_dir, disable_cache, enable_cache
+      >>> before = cache_dir()
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     path = enable_cache(os.path.join(tmp, "xla"))  # the folder is created
+      ...     _ = jax.jit(lambda v: v * 3.5 + 0.25)(jnp.arange(3.0))
+      ...     print(cache_dir() == path, len(os.listdir(path)) > 0)
+      ...     _ = enable_cache(before) if before else disable_cache()  # as it was
+      True True
     """
     from jax._src import compilation_cache  # re-reads the folder on the next compile
 
@@ -75,7 +100,18 @@ def enable_cache(path: str | os.PathLike | None = None, *, min_compile_time_s: f
 
 
 def disable_cache() -> None:
-    """Turns the persistent compilation cache off for this process."""
+    """Turns the persistent compilation cache off for this process.
+
+    `fit` then no longer turns on the default cache (`ensure_default_cache`).
+
+    Example:
+      >>> from jaxnets.compile import cache_dir, disable_cache, enable_cache
+      >>> before = cache_dir()
+      >>> disable_cache()
+      >>> print(cache_dir())
+      None
+      >>> _ = enable_cache(before) if before else None  # as it was
+    """
     from jax._src import compilation_cache
 
     jax.config.update("jax_compilation_cache_dir", None)
@@ -84,12 +120,37 @@ def disable_cache() -> None:
 
 
 def cache_dir() -> str | None:
-    """The folder the persistent cache writes to now, or None when it is off."""
+    """The folder the persistent cache writes to now, or None when it is off.
+
+    Example:
+      >>> import tempfile
+      >>> from jaxnets.compile import cache_dir, disable_cache, enable_cache
+      >>> before = cache_dir()
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     path = enable_cache(tmp)
+      ...     print(cache_dir() == path)
+      ...     disable_cache()
+      ...     print(cache_dir())
+      ...     _ = enable_cache(before) if before else None  # as it was
+      True
+      None
+    """
     return jax.config.jax_compilation_cache_dir or None
 
 
 def ensure_default_cache() -> str | None:
-    """Enables the default cache once, unless the user chose (or JAX already has a folder)."""
+    """Enables the default cache once, unless the user chose (or JAX already has a folder).
+
+    `fit` calls it; it returns the cache folder in use, or None when the cache is off.
+
+    Example:
+      >>> from jaxnets.compile import cache_dir, disable_cache, enable_cache, ensure_default_cache
+      >>> before = cache_dir()
+      >>> disable_cache()  # an explicit choice, which ensure_default_cache keeps
+      >>> print(ensure_default_cache())
+      None
+      >>> _ = enable_cache(before) if before else None  # as it was
+    """
     if _STATE["user_choice"] is None:
         if jax.config.jax_compilation_cache_dir or default_cache_dir() is None:
             _STATE["user_choice"] = jax.config.jax_compilation_cache_dir or False
@@ -112,7 +173,21 @@ def _si(value: float, unit: str, base: int = 1000) -> str:
 
 @dataclasses.dataclass
 class ProgramReport:
-    """What XLA says about one compiled program."""
+    """What XLA says about one compiled program.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.compile import GuardedStep
+      >>> matmul = jax.jit(lambda x: x @ x)
+      >>> first = GuardedStep(matmul, "matmul", ("x",))
+      >>> second = GuardedStep(matmul, "matmul", ("x",))  # shares first's executable
+      >>> _, _ = first(jnp.ones((4, 4))), second(jnp.ones((4, 4)))
+      >>> program = first.report.programs[0]
+      >>> program.name, program.flops >= 2 * 4**3, program.cached
+      ('matmul', True, False)
+      >>> second.report.programs[0].cached
+      True
+    """
 
     name: str
     compile_s: float
@@ -132,7 +207,18 @@ class ProgramReport:
 
 @dataclasses.dataclass
 class CompileReport:
-    """The pre-flight report: one line per compiled program, plus the parameter count."""
+    """The pre-flight report: one line per compiled program, plus the parameter count.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.compile import CompileReport, GuardedStep
+      >>> report = CompileReport(params=16)
+      >>> step = GuardedStep(jax.jit(lambda x: x + 1), "add one", ("x",), report=report)
+      >>> _ = step(jnp.zeros(3))
+      >>> print(report)
+      pre-flight: 16 parameters; compile cache: ...
+        add one: compile ...s, ... FLOP per step, peak memory ...B
+    """
 
     params: int = 0
     programs: list[ProgramReport] = dataclasses.field(default_factory=list)
@@ -162,7 +248,22 @@ def _fmt(aval) -> str:
 
 
 def describe_change(old, new, path: str) -> str | None:
-    """The first difference between two skeletons, as ``"path: what -> what"``."""
+    """The first difference between two skeletons, as ``"path: what -> what"``.
+
+    A skeleton is a pytree whose array leaves are abstract values (``jax.typeof``);
+    the result is None when the skeletons are equal.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.compile import describe_change
+      >>> skeleton = lambda tree: jax.tree.map(jax.typeof, tree)
+      >>> old = skeleton({"x": jnp.zeros((8, 3)), "y": jnp.zeros(8, jnp.int32)})
+      >>> new = skeleton({"x": jnp.zeros((5, 3)), "y": jnp.zeros(8, jnp.int32)})
+      >>> describe_change(old, new, "batch")
+      "batch['x']: float32[8,3] -> float32[5,3]"
+      >>> print(describe_change(old, old, "batch"))
+      None
+    """
     if jax.tree.structure(old) == jax.tree.structure(new):
         pairs = zip(jax.tree_util.tree_flatten_with_path(old)[0], jax.tree.leaves(new), strict=True)
         changes = [
@@ -219,7 +320,16 @@ class BoundedCache(OrderedDict):
 
 
 def signature(tree) -> tuple:
-    """A hashable key of a pytree's structure, shapes and dtypes: one compile (or trace) each."""
+    """A hashable key of a pytree's structure, shapes and dtypes: one compile (or trace) each.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.compile import signature
+      >>> signature((jnp.zeros((2, 3)), 1.0)) == signature((jnp.ones((2, 3)), 2.0))
+      True
+      >>> signature(jnp.zeros((2, 3))) == signature(jnp.zeros((4, 3)))
+      False
+    """
     leaves, treedef = jax.tree.flatten(tree)
     return treedef, tuple(jax.typeof(x) for x in leaves)
 
@@ -246,6 +356,8 @@ class GuardedStep:
       expected_variants: signatures that may compile without a warning (e.g. one
         per length bucket, or a shorter last chunk).
       on_compile: called with each new `ProgramReport` (the loop prints it).
+      report: the `CompileReport` its programs are added to (default: a new one,
+        ``.report``).
       describe: ``describe(args) -> str`` notes what a new variant is for (e.g. a bucket).
       reuse_memory: on CPU, compile so that calls reuse their host memory
         (`jaxnets.cpu_memory`); for programs called once per step. Such a
@@ -257,6 +369,20 @@ class GuardedStep:
       dots_proxy: for a program too long to time (a fused epoch),
         ``dots_proxy(args) -> (traced, options, args)`` of the per-step
         program whose measured choice it shares.
+
+    Example:
+      >>> import warnings, jax, jax.numpy as jnp
+      >>> from jaxnets.compile import GuardedStep
+      >>> step = GuardedStep(jax.jit(lambda x: 2 * x), "double", ("x",))
+      >>> step(jnp.ones(3)).tolist()
+      [2.0, 2.0, 2.0]
+      >>> with warnings.catch_warnings(record=True) as caught:
+      ...     warnings.simplefilter("always")
+      ...     _ = step(jnp.ones(4))  # a new shape: a second compile, and a RetraceWarning
+      >>> print(caught[0].message)
+      double compiles again because x: float32[3] -> float32[4]. Each new shape, ...
+      >>> len(step.report.programs)
+      2
     """
 
     def __init__(

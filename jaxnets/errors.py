@@ -61,7 +61,15 @@ class CheckpointError(JaxnetsError, ValueError):
 
 
 def suggest(name: str, valid: Iterable[str]) -> str:
-    """Returns ``"; did you mean 'x'?"`` for the closest valid name, or ``""``."""
+    """Returns ``"; did you mean 'x'?"`` for the closest valid name, or ``""``.
+
+    Example:
+      >>> from jaxnets.errors import suggest
+      >>> suggest("adma", ["adam", "sgd"])
+      "; did you mean 'adam'?"
+      >>> suggest("lbfgs", ["adam", "sgd"])
+      ''
+    """
     close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -70,6 +78,16 @@ def lookup(name: str, table: Mapping[str, T], *, kind: str) -> T:
     """Returns ``table[name]`` (case-insensitive) or raises `UnknownNameError`.
 
     The error names the closest match and lists every valid name.
+
+    Example:
+      >>> from jaxnets.errors import lookup
+      >>> lookup("SGD", {"adam": 1, "sgd": 2}, kind="optimizer")
+      2
+      >>> try:
+      ...     lookup("rmsprop", {"adam": 1, "sgd": 2}, kind="optimizer")
+      ... except KeyError as e:  # UnknownNameError is a KeyError
+      ...     print(e)
+      unknown optimizer 'rmsprop'. Valid optimizers: adam, sgd.
     """
     if not isinstance(name, str):
         raise TypeError(f"{kind} name must be a string, got {type(name).__name__}: {name!r}")
@@ -79,5 +97,5 @@ def lookup(name: str, table: Mapping[str, T], *, kind: str) -> T:
     valid = sorted(table)
     plural = kind + ("es" if kind.endswith("s") else "s")
     raise UnknownNameError(
-        f"unknown {kind} {name!r}{suggest(key, valid)} Valid {plural}: {', '.join(valid)}."
+        f"unknown {kind} {name!r}{suggest(key, valid) or '.'} Valid {plural}: {', '.join(valid)}."
     )

@@ -42,7 +42,19 @@ def _smooth(one_hot, label_smoothing: float):
 def sparse_categorical_crossentropy(
     outputs, targets, *, from_logits: bool = True, label_smoothing: float = 0.0
 ):
-    """Cross-entropy of `(B, C)` outputs against integer labels `(B,)`."""
+    """Cross-entropy of `(B, C)` outputs against integer labels `(B,)`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.losses import sparse_categorical_crossentropy
+      >>> logits = jnp.zeros((2, 2))  # uniform: -log(1/2) = log 2 whatever the label
+      >>> sparse_categorical_crossentropy(logits, jnp.array([0, 1])).round(4).tolist()
+      [0.6931, 0.6931]
+      >>> probs = jnp.array([[0.5, 0.5], [0.9, 0.1]])  # -log 0.5, -log 0.9
+      >>> loss = sparse_categorical_crossentropy(probs, jnp.array([0, 0]), from_logits=False)
+      >>> loss.round(4).tolist()
+      [0.6931, 0.1054]
+    """
     if label_smoothing:
         one_hot = jax.nn.one_hot(targets, outputs.shape[-1], dtype=outputs.dtype)
         return categorical_crossentropy(
@@ -55,7 +67,17 @@ def sparse_categorical_crossentropy(
 def categorical_crossentropy(
     outputs, targets, *, from_logits: bool = True, label_smoothing: float = 0.0
 ):
-    """Cross-entropy of `(B, C)` outputs against one-hot or soft targets `(B, C)`."""
+    """Cross-entropy of `(B, C)` outputs against one-hot or soft targets `(B, C)`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.losses import categorical_crossentropy
+      >>> probs = jnp.array([[0.5, 0.5], [0.2, 0.8]])
+      >>> one_hot = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+      >>> loss = categorical_crossentropy(probs, one_hot, from_logits=False)
+      >>> loss.round(4).tolist()  # -log 0.5, -log 0.8
+      [0.6931, 0.2231]
+    """
     targets = targets.astype(outputs.dtype)
     if label_smoothing:
         targets = _smooth(targets, label_smoothing)
@@ -65,7 +87,18 @@ def categorical_crossentropy(
 def binary_crossentropy(
     outputs, targets, *, from_logits: bool = True, label_smoothing: float = 0.0
 ):
-    """Binary cross-entropy, averaged over any trailing axes (`(B,)` or `(B, K)`)."""
+    """Binary cross-entropy, averaged over any trailing axes (`(B,)` or `(B, K)`).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.losses import binary_crossentropy
+      >>> probs, targets = jnp.array([0.5, 0.9]), jnp.array([1, 0])  # -log 0.5, -log 0.1
+      >>> binary_crossentropy(probs, targets, from_logits=False).round(4).tolist()
+      [0.6931, 2.3026]
+      >>> logits = jnp.zeros((2, 3))  # (B, K): log 2 for each of K, then the mean
+      >>> binary_crossentropy(logits, jnp.ones((2, 3))).round(4).tolist()
+      [0.6931, 0.6931]
+    """
     targets = targets.astype(outputs.dtype).reshape(outputs.shape)
     if label_smoothing:
         targets = targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
@@ -82,17 +115,42 @@ def _mean_trailing(per):
 
 
 def mean_squared_error(outputs, targets):
-    """Squared error averaged over trailing axes."""
+    """Squared error averaged over trailing axes.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.losses import mean_squared_error
+      >>> outputs = jnp.array([[1.0, 2.0], [0.0, 0.0]])
+      >>> mean_squared_error(outputs, jnp.array([[1.0, 4.0], [3.0, 1.0]])).tolist()
+      [2.0, 5.0]
+    """
     return _mean_trailing(jnp.square(outputs - targets.reshape(outputs.shape)))
 
 
 def mean_absolute_error(outputs, targets):
-    """Absolute error averaged over trailing axes."""
+    """Absolute error averaged over trailing axes.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.losses import mean_absolute_error
+      >>> outputs = jnp.array([[1.0, 2.0], [0.0, 0.0]])
+      >>> mean_absolute_error(outputs, jnp.array([[1.0, 4.0], [3.0, 1.0]])).tolist()
+      [1.0, 2.0]
+    """
     return _mean_trailing(jnp.abs(outputs - targets.reshape(outputs.shape)))
 
 
 def huber(outputs, targets, *, delta: float = 1.0):
-    """Huber loss (quadratic within `delta`, linear outside), as Keras defines it."""
+    """Huber loss (quadratic within `delta`, linear outside), as Keras defines it.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.losses import huber
+      >>> huber(jnp.array([0.5, 3.0]), jnp.zeros(2)).tolist()  # 0.5 * 0.5**2, 3 - 0.5
+      [0.125, 2.5]
+      >>> huber(jnp.array([0.5, 3.0]), jnp.zeros(2), delta=2.0).tolist()  # 2 * (3 - 1)
+      [0.125, 4.0]
+    """
     return _mean_trailing(optax.huber_loss(outputs, targets.reshape(outputs.shape), delta=delta))
 
 
@@ -105,6 +163,18 @@ class Loss:
       kind: ``"categorical"``, ``"sparse"``, ``"binary"`` or ``"regression"``.
       from_logits: whether model outputs are logits (True) or probabilities.
       kwargs: extra keyword arguments for ``fn`` as a tuple of pairs (hashable).
+      name: the loss's name, e.g. the one given to `get`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.losses import Loss, mean_absolute_error
+      >>> mae = Loss(mean_absolute_error, kind="regression", name="mae")
+      >>> mae(jnp.array([1.0, 2.0]), jnp.array([1.0, 4.0])).tolist()
+      [0.0, 2.0]
+      >>> from jaxnets import losses
+      >>> bce = losses.get("binary_crossentropy")  # one logit per example
+      >>> bce.predictions(jnp.array([[0.0]])).tolist(), bce.labels(jnp.array([0.7])).tolist()
+      ([[0.5, 0.5]], [1])
     """
 
     fn: Callable
@@ -160,7 +230,14 @@ _TAKES_FROM_LOGITS = (
 
 
 def names() -> list[str]:
-    """The loss names `get` accepts."""
+    """The loss names `get` accepts.
+
+    Example:
+      >>> from jaxnets import losses
+      >>> losses.names()
+      ['binary_crossentropy', 'categorical_crossentropy', 'huber', 'mae',
+       'mean_absolute_error', 'mean_squared_error', 'mse', 'sparse_categorical_crossentropy']
+    """
     return sorted(_TABLE)
 
 

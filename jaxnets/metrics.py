@@ -37,13 +37,39 @@ _LOG_LOSS_EPS = 1e-15
 
 
 def merge(a, b):
-    """Adds two accumulators (pytrees of sums) leaf by leaf."""
+    """Adds two accumulators (pytrees of sums) leaf by leaf.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.metrics import Accuracy, merge
+      >>> acc = Accuracy()
+      >>> a = acc.update(jnp.array([[0.9, 0.1], [0.2, 0.8]]), jnp.array([0, 0]), jnp.ones(2))
+      >>> b = acc.update(jnp.array([[0.3, 0.7]]), jnp.array([1]), jnp.ones(1))
+      >>> total = merge(a, b)  # 1 of 2 right, then 1 of 1
+      >>> float(total["correct"]), float(total["count"])
+      (2.0, 3.0)
+      >>> round(float(acc.compute(total)), 4)  # 2 / 3, not the mean of means (0.5 + 1) / 2
+      0.6667
+    """
     return jax.tree.map(jnp.add, a, b)
 
 
 @dataclasses.dataclass(frozen=True)
 class Accuracy:
-    """Fraction of rows whose arg-max class equals the label."""
+    """Fraction of rows whose arg-max class equals the label.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.metrics import Accuracy
+      >>> preds = jnp.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
+      >>> labels = jnp.array([0, 1, 1, 1])  # the last row is wrong
+      >>> sums = Accuracy().update(preds, labels, jnp.ones(4))
+      >>> {k: float(v) for k, v in sums.items()}, float(Accuracy().compute(sums))
+      ({'correct': 3.0, 'count': 4.0}, 0.75)
+      >>> padded = Accuracy().update(preds, labels, jnp.array([1.0, 1.0, 1.0, 0.0]))
+      >>> float(Accuracy().compute(padded))  # weight 0 leaves the last row out
+      1.0
+    """
 
     name: str = "accuracy"
 
@@ -57,7 +83,17 @@ class Accuracy:
 
 @dataclasses.dataclass(frozen=True)
 class TopKAccuracy:
-    """Fraction of rows whose label is among the ``k`` highest-scored classes."""
+    """Fraction of rows whose label is among the ``k`` highest-scored classes.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.metrics import TopKAccuracy
+      >>> preds = jnp.array([[0.7, 0.2, 0.1], [0.5, 0.3, 0.2], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3]])
+      >>> labels = jnp.array([0, 1, 0, 2])  # label ranks 1st, 2nd, 3rd, 2nd
+      >>> top2 = TopKAccuracy(k=2)
+      >>> float(top2.compute(top2.update(preds, labels, jnp.ones(4))))
+      0.75
+    """
 
     k: int = 5
     name: str = "top_k_accuracy"
@@ -74,7 +110,17 @@ class TopKAccuracy:
 
 @dataclasses.dataclass(frozen=True)
 class ConfusionMatrix:
-    """A `(C, C)` matrix of weighted counts, rows true class, columns predicted."""
+    """A `(C, C)` matrix of weighted counts, rows true class, columns predicted.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.metrics import ConfusionMatrix
+      >>> preds = jnp.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])  # predicts 0, 1, 1, 0
+      >>> labels = jnp.array([0, 1, 1, 1])
+      >>> cm = ConfusionMatrix()
+      >>> cm.compute(cm.update(preds, labels, jnp.ones(4))).tolist()
+      [[1.0, 0.0], [1.0, 2.0]]
+    """
 
     name: str = "confusion_matrix"
 
@@ -101,6 +147,20 @@ class PrecisionRecallF1:
       which: ``"precision"``, ``"recall"`` or ``"f1"``.
       average: ``"macro"``, ``"micro"``, ``"weighted"``, ``"binary"`` (class
         ``pos_label``) or ``None`` for one value per class.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.metrics import PrecisionRecallF1
+      >>> preds = jnp.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])  # predicts 0, 1, 1, 0
+      >>> labels = jnp.array([0, 1, 1, 1])  # class 1: tp = 2, fp = 0, fn = 1
+      >>> sums = PrecisionRecallF1().update(preds, labels, jnp.ones(4))  # a confusion matrix
+      >>> for which in ("precision", "recall", "f1"):
+      ...     print(which, round(float(PrecisionRecallF1(which, "binary").compute(sums)), 4))
+      precision 1.0
+      recall 0.6667
+      f1 0.8
+      >>> round(float(PrecisionRecallF1("f1", "macro").compute(sums)), 4)  # (2/3 + 4/5) / 2
+      0.7333
     """
 
     which: str = "f1"
@@ -135,7 +195,16 @@ class PrecisionRecallF1:
 
 @dataclasses.dataclass(frozen=True)
 class LogLoss:
-    """Mean negative log-probability of the true class (sklearn's ``log_loss``)."""
+    """Mean negative log-probability of the true class (sklearn's ``log_loss``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.metrics import LogLoss
+      >>> preds, labels = jnp.array([[0.5, 0.5], [0.2, 0.8]]), jnp.array([0, 1])
+      >>> sums = LogLoss().update(preds, labels, jnp.ones(2))
+      >>> round(float(LogLoss().compute(sums)), 4)  # (-log 0.5 - log 0.8) / 2
+      0.4581
+    """
 
     name: str = "log_loss"
 
@@ -151,7 +220,18 @@ class LogLoss:
 
 @dataclasses.dataclass(frozen=True)
 class MeanError:
-    """Mean squared (``power=2``) or absolute (``power=1``) error over all outputs."""
+    """Mean squared (``power=2``) or absolute (``power=1``) error over all outputs.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.metrics import MeanError
+      >>> preds, targets = jnp.array([[1.0], [2.0]]), jnp.array([0.0, 4.0])  # errors 1, -2
+      >>> mse, mae = MeanError(), MeanError(power=1, name="mae")
+      >>> float(mse.compute(mse.update(preds, targets, jnp.ones(2))))  # (1 + 4) / 2
+      2.5
+      >>> float(mae.compute(mae.update(preds, targets, jnp.ones(2))))  # (1 + 2) / 2
+      1.5
+    """
 
     power: int = 2
     name: str = "mse"
@@ -197,7 +277,13 @@ _TABLE = _table()
 
 
 def names() -> list[str]:
-    """The metric names `get` accepts."""
+    """The metric names `get` accepts.
+
+    Example:
+      >>> from jaxnets.metrics import names
+      >>> [n for n in names() if n.startswith("f1")]
+      ['f1', 'f1_binary', 'f1_macro', 'f1_micro', 'f1_per_class', 'f1_weighted']
+    """
     return sorted(_TABLE)
 
 
@@ -241,6 +327,17 @@ def compute_all(metric_objs, accumulators) -> dict[str, np.ndarray | float]:
     """Computes every metric from merged accumulators on the host.
 
     Scalars come back as Python floats, per-class values as numpy arrays.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.metrics import compute_all, get
+      >>> objs = {"accuracy": get("accuracy"), "recall_per_class": get("recall_per_class")}
+      >>> preds = jnp.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.4, 0.6]])  # predicts 0, 1, 1, 1
+      >>> labels = jnp.array([0, 0, 1, 1])
+      >>> sums = {name: m.update(preds, labels, jnp.ones(4)) for name, m in objs.items()}
+      >>> sums["loss"] = {"total": jnp.array(2.0), "count": jnp.array(4.0)}  # "loss": total / count
+      >>> compute_all(objs, sums)
+      {'accuracy': 0.75, 'loss': 0.5, 'recall_per_class': array([0.5, 1. ], dtype=float32)}
     """
     host = jax.device_get(accumulators)
     # The final division is tiny: run it on the host CPU so that it never queues

@@ -56,7 +56,13 @@ _DEFAULT_DECAY = {"adamw": 0.004}
 
 
 def optimizer_names() -> list[str]:
-    """The optimizer names `make_optimizer` accepts."""
+    """The optimizer names `make_optimizer` accepts, sorted.
+
+    Example:
+      >>> from jaxnets.optim import optimizer_names
+      >>> "adam" in optimizer_names(), "lion" in optimizer_names(), "adamax" in optimizer_names()
+      (True, True, False)
+    """
     return sorted(_RULES)
 
 
@@ -159,6 +165,15 @@ def make_optimizer(
     Returns:
       An ``optax.GradientTransformation`` whose state holds the learning rate and
       weight decay as injected hyperparameters.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.optim import make_optimizer
+      >>> tx = make_optimizer("sgd", learning_rate=0.1, clipnorm=1.0)
+      >>> params = {"w": jnp.zeros(2)}
+      >>> updates, _ = tx.update({"w": jnp.array([3.0, 4.0])}, tx.init(params), params)
+      >>> [round(float(u), 4) for u in updates["w"]]  # clipped to norm 1, then times -0.1
+      [-0.06, -0.08]
     """
     key = _config_key(
         name, learning_rate, schedule, total_steps, weight_decay, clipnorm, schedule_kwargs, kwargs
@@ -234,7 +249,17 @@ def get_hyperparam(opt_state, name: str = "learning_rate"):
     """Reads an injected hyperparameter (e.g. the learning rate) from an optimizer state.
 
     Raises:
-      KeyError: if the optimizer was not built with it injected (see `make_optimizer`).
+      jaxnets.errors.ConfigError: if the optimizer was not built with it
+        injected (see `make_optimizer`).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.optim import get_hyperparam, make_optimizer
+      >>> opt_state = make_optimizer("adamw", learning_rate=0.01).init({"w": jnp.zeros(2)})
+      >>> round(float(get_hyperparam(opt_state)), 6)
+      0.01
+      >>> round(float(get_hyperparam(opt_state, "weight_decay")), 6)  # adamw's default
+      0.004
     """
     for s in _injected_states(opt_state):
         if name in s.hyperparams:
@@ -249,6 +274,18 @@ def set_hyperparam(opt_state, name: str, value):
     """Returns a copy of ``opt_state`` with an injected hyperparameter replaced.
 
     The value keeps the stored dtype and shape, so a jitted step does not retrace.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.optim import get_hyperparam, make_optimizer, set_hyperparam
+      >>> tx = make_optimizer("sgd", learning_rate=0.1)
+      >>> params = {"w": jnp.zeros(2)}
+      >>> opt_state = set_hyperparam(tx.init(params), "learning_rate", 0.5)
+      >>> float(get_hyperparam(opt_state)), get_hyperparam(opt_state).dtype
+      (0.5, dtype('float32'))
+      >>> updates, _ = tx.update({"w": jnp.ones(2)}, opt_state, params)
+      >>> updates["w"].tolist()
+      [-0.5, -0.5]
     """
     found = False
 

@@ -58,7 +58,18 @@ def _stack(rows):
 
 
 def stack_states(states: Sequence[TrainState]) -> TrainState:
-    """Stacks members leaf by leaf (axis 0); static fields are the first member's."""
+    """Stacks members leaf by leaf (axis 0); static fields are the first member's.
+
+    Example:
+      >>> import jax.numpy as jnp, flax.linen as nn
+      >>> from jaxnets.population import stack_states
+      >>> from jaxnets.training import create_train_state
+      >>> members = [create_train_state(nn.Dense(2), "sgd", jnp.zeros((1, 3)), seed=s)
+      ...            for s in (0, 1, 2)]
+      >>> stacked = stack_states(members)
+      >>> stacked.params["kernel"].shape, stacked.step.shape
+      ((3, 3, 2), (3,))
+    """
     leaves0, treedef = jax.tree.flatten(states[0])
     spec = lambda leaves: [
         (np.shape(a), getattr(a, "dtype", None) or jnp.result_type(a)) for a in leaves
@@ -77,12 +88,52 @@ def stack_states(states: Sequence[TrainState]) -> TrainState:
 
 
 def unstack_member(states: TrainState, i: int) -> TrainState:
-    """Member ``i`` of stacked states, as an ordinary `TrainState`."""
+    """Member ``i`` of stacked states, as an ordinary `TrainState`.
+
+    Example:
+      >>> import jax.numpy as jnp, flax.linen as nn
+      >>> from jaxnets.population import stack_states, unstack_member
+      >>> from jaxnets.training import create_train_state
+      >>> members = [create_train_state(nn.Dense(2), "sgd", jnp.zeros((1, 3)), seed=s)
+      ...            for s in (0, 1)]
+      >>> second = unstack_member(stack_states(members), 1)
+      >>> kernel = second.params["kernel"]
+      >>> kernel.shape, bool((kernel == members[1].params["kernel"]).all())
+      ((3, 2), True)
+    """
     return jax.tree.map(lambda a: a[i], states)
 
 
 def population_epoch(states, active, data, index, valid, zeros):
-    """One fused epoch of every member (``index`` ``(N, steps, B)``); stopped ones keep their state."""
+    """One fused epoch of every member (``index`` ``(N, steps, B)``); stopped ones keep their state.
+
+    Args:
+      states: the members stacked by `stack_states`.
+      active: ``(N,)`` bool; a member with False keeps its state unchanged.
+      data: the dataset as a dict of arrays (``x``, ``y``, ...), shared by all members.
+      index, valid: each member's row indices ``(N, steps, B)`` and the shared
+        validity ``(steps, B)`` of `jaxnets.training.fused.epoch_plan`.
+      zeros: metric sums of zeros for one member (`jaxnets.training.fused.zero_sums`).
+
+    Returns:
+      ``(states, sums)``: the new stacked states and each member's metric sums
+      (leading axis N).
+
+    Example:
+      >>> import jax, numpy as np, flax.linen as nn
+      >>> from jaxnets.population import population_epoch, stack_states
+      >>> from jaxnets.training import create_train_state
+      >>> from jaxnets.training.fused import epoch_plan, zero_sums
+      >>> data = {"x": np.ones((32, 3), np.float32), "y": np.zeros(32, np.int32)}
+      >>> members = [create_train_state(nn.Dense(2), "sgd", data["x"][:1], seed=s) for s in (0, 1)]
+      >>> plan = epoch_plan(32, 16, None, 0)  # 2 steps of 16 rows
+      >>> index = np.stack([plan["index"]] * 2)
+      >>> active = np.array([True, False])  # member 1 has stopped
+      >>> states, sums = jax.jit(population_epoch)(stack_states(members), active, data, index,
+      ...                                          plan["valid"], zero_sums(members[0], data, plan))
+      >>> states.step.tolist(), sums["loss"]["count"].tolist()
+      ([2, 0], [32.0, 32.0])
+    """
 
     def one(state, idx):
         return fused.train_chunk(state, zeros, data, {"index": idx, "valid": valid})
@@ -96,10 +147,29 @@ def population_epoch(states, active, data, index, valid, zeros):
 # to Eigen's loop unless rewritten (`jaxnets.cpu_batched_dots`); one function
 # object, so the engine compiles it once per signature.
 _population_epoch_cpu = cpu_batched_dots.prefer_ynnpack(population_epoch)
+# Its own docstring: the copied one would run `population_epoch`'s example twice.
+_population_epoch_cpu.__doc__ = "`population_epoch` with its products rewritten for XLA:CPU."
 
 
 def population_eval(states, data, plan, zeros):
-    """The evaluation metric sums of every member on the same data."""
+    """The evaluation metric sums of every member on the same data.
+
+    Example:
+      >>> import jax, numpy as np, flax.linen as nn
+      >>> from jaxnets import metrics
+      >>> from jaxnets.population import population_eval, stack_states
+      >>> from jaxnets.training import create_train_state
+      >>> from jaxnets.training.fused import epoch_plan, zero_sums
+      >>> data = {"x": np.ones((20, 3), np.float32), "y": np.arange(20, dtype=np.int32) % 2}
+      >>> model = nn.Dense(2, kernel_init=nn.initializers.zeros)  # logits 0: p = 1/2 each
+      >>> members = [create_train_state(model, "sgd", data["x"][:1], seed=s) for s in (0, 1)]
+      >>> plan = epoch_plan(20, 8, None, 0)  # 3 batches, the last one padded
+      >>> sums = jax.jit(population_eval)(stack_states(members), data, plan,
+      ...                                 zero_sums(members[0], data, plan))
+      >>> rows = metrics.compute_members(members[0].metric_table, sums)
+      >>> [(round(r["loss"], 4), round(r["accuracy"], 4)) for r in rows]  # log 2; half are class 0
+      [(0.6931, 0.5), (0.6931, 0.5)]
+    """
     return jax.vmap(lambda s: fused.eval_chunk(s, zeros, data, plan))(states)
 
 
@@ -109,7 +179,22 @@ def _mode(metric: str) -> str:
 
 @dataclasses.dataclass
 class Population:
-    """The result of `fit_population`: stacked states plus each member's record."""
+    """The result of `fit_population`: stacked states plus each member's record.
+
+    Example:
+      >>> import numpy as np, flax.linen as nn
+      >>> from jaxnets.population import fit_population
+      >>> from jaxnets.training import create_train_state
+      >>> x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+      >>> y = (x[:, 0] > 0).astype(np.int32)
+      >>> make = lambda seed: create_train_state(nn.Dense(2), "adam", x[:1], seed=seed)
+      >>> pop = fit_population(make, (x, y), n=3, hparams={"weight_decay": [0.0, 1e-4, 1e-3]},
+      ...                      epochs=1, batch_size=16, verbose=0)
+      >>> list(pop.table()[0])
+      ['member', 'seed', 'weight_decay', 'accuracy', 'loss', 'epochs']
+      >>> len(pop), pop.monitor, pop.member(2).params["kernel"].shape, pop.scores().shape
+      (3, 'loss', (3, 2), (3,))
+    """
 
     states: TrainState
     histories: list[dict]
@@ -198,6 +283,24 @@ def fit_population(
         rules on ``monitor`` (default ``val_loss``, or ``loss`` without
         validation data); None trains every member for ``epochs`` epochs.
       verbose: 0 silent, 1 the pre-flight report and one line per epoch.
+
+    Returns:
+      A `Population`: the stacked member states, each member's history,
+      seed, hyperparameters and stopping epoch.
+
+    Example:
+      >>> import numpy as np, flax.linen as nn
+      >>> from jaxnets.population import fit_population
+      >>> from jaxnets.training import create_train_state
+      >>> x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+      >>> y = (x[:, 0] > 0).astype(np.int32)
+      >>> make = lambda seed: create_train_state(nn.Dense(2), "adam", x[:1], seed=seed)
+      >>> pop = fit_population(make, (x, y), seeds=[5, 6, 7], epochs=2, batch_size=16,
+      ...                      hparams={"learning_rate": [1e-3, 1e-2, 1e-1]}, verbose=0)
+      >>> pop.seeds, pop.states.params["kernel"].shape, [len(h["loss"]) for h in pop.histories]
+      ([5, 6, 7], (3, 3, 2), [2, 2, 2])
+      >>> [int(step) for step in pop.states.step]  # each member: 2 epochs of 4 steps
+      [8, 8, 8]
     """
     states = None if callable(make_state) else list(make_state)
     n = n or (len(seeds) if seeds is not None else len(states or []))

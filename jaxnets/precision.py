@@ -60,7 +60,14 @@ def canonical(precision: str) -> str:
 
 
 def compute_dtype(precision: str):
-    """The dtype the model computes in under ``precision``."""
+    """The dtype the model computes in under ``precision``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.precision import compute_dtype
+      >>> jnp.dtype(compute_dtype("mixed_bfloat16")), jnp.dtype(compute_dtype("fp16"))
+      (dtype(bfloat16), dtype('float16'))
+    """
     return _DTYPES[canonical(precision)]
 
 
@@ -77,13 +84,28 @@ def cast_to_compute(precision: str, tree):
     """Casts the floating leaves of ``tree`` (params, inputs) to the compute dtype.
 
     Integer leaves (token ids, labels) are left alone; float32 precision is a no-op.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.precision import cast_to_compute
+      >>> tree = cast_to_compute("bfloat16", {"w": jnp.ones(2), "ids": jnp.arange(2)})
+      >>> tree["w"].dtype, tree["ids"].dtype
+      (dtype(bfloat16), dtype('int32'))
     """
     name = canonical(precision)
     return tree if name == "float32" else _cast_floats(tree, _DTYPES[name])
 
 
 def cast_to_float32(tree):
-    """Casts half-precision floating leaves back to float32 (outputs before the loss)."""
+    """Casts half-precision floating leaves back to float32 (outputs before the loss).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.precision import cast_to_float32
+      >>> out = cast_to_float32({"logits": jnp.ones(2, jnp.bfloat16), "ids": jnp.arange(2)})
+      >>> out["logits"].dtype, out["ids"].dtype
+      (dtype('float32'), dtype('int32'))
+    """
     return _cast_floats(tree, jnp.float32)
 
 
@@ -92,6 +114,13 @@ def cast_like(tree, reference):
 
     The model state (e.g. BatchNorm statistics) comes back from a half-precision
     apply in half precision; casting it back keeps the state's dtypes fixed.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.precision import cast_like
+      >>> stats = cast_like({"mean": jnp.ones(2, jnp.float16)}, {"mean": jnp.zeros(2)})
+      >>> stats["mean"].dtype
+      dtype('float32')
     """
     return jax.tree.map(
         lambda x, r: x.astype(r.dtype) if x.dtype != r.dtype else x, tree, reference
@@ -107,6 +136,15 @@ class DynamicScale(struct.PyTreeNode):
       period: double the scale after this many finite steps in a row.
       factor: multiply by this on growth, divide by it on overflow.
       min_scale: the scale never drops below this.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.precision import DynamicScale
+      >>> ls = DynamicScale.create(initial=8.0)
+      >>> float(ls.scale_loss(jnp.float32(0.5)))
+      4.0
+      >>> ls.unscale({"w": jnp.array([8.0, 16.0])})["w"].tolist()
+      [1.0, 2.0]
     """
 
     scale: jax.Array
@@ -146,7 +184,13 @@ class DynamicScale(struct.PyTreeNode):
 
 
 def initial_loss_scale(precision: str) -> DynamicScale | None:
-    """A `DynamicScale` for float16, None (no scaling) otherwise."""
+    """A `DynamicScale` for float16, None (no scaling) otherwise.
+
+    Example:
+      >>> from jaxnets.precision import initial_loss_scale
+      >>> float(initial_loss_scale("float16").scale), initial_loss_scale("bfloat16")
+      (32768.0, None)
+    """
     return DynamicScale.create() if canonical(precision) == "float16" else None
 
 
@@ -155,6 +199,15 @@ def value_and_grad(fn, loss_scale: DynamicScale | None):
 
     The returned loss and gradients are unscaled; a gradient that overflowed
     stays non-finite, which the training step's guard turns into a skip.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.precision import DynamicScale, value_and_grad
+      >>> f = lambda w: (jnp.sum(w**2), "aux")  # loss 1 + 4, gradient 2w
+      >>> grad_fn = value_and_grad(f, DynamicScale.create(initial=1024.0))
+      >>> (loss, aux), grads = grad_fn(jnp.array([1.0, 2.0]))
+      >>> float(loss), aux, grads.tolist()  # unscaled again
+      (5.0, 'aux', [2.0, 4.0])
     """
     grad_fn = jax.value_and_grad(fn, has_aux=True)
     if loss_scale is None:
@@ -174,5 +227,14 @@ def value_and_grad(fn, loss_scale: DynamicScale | None):
 
 
 def adjust(loss_scale: DynamicScale | None, finite: jax.Array) -> DynamicScale | None:
-    """`DynamicScale.adjust`, passing None through (no loss scaling)."""
+    """`DynamicScale.adjust`, passing None through (no loss scaling).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.precision import DynamicScale, adjust
+      >>> float(adjust(DynamicScale.create(initial=8.0), jnp.array(False)).scale)  # overflow: halve
+      4.0
+      >>> adjust(None, jnp.array(False)) is None
+      True
+    """
     return None if loss_scale is None else loss_scale.adjust(finite)

@@ -21,7 +21,23 @@ from __future__ import annotations
 
 
 class Callback:
-    """Base class: override any hook; ``self.model`` and ``self.params`` are set by fit."""
+    """Base class: override any hook; ``self.model`` and ``self.params`` are set by fit.
+
+    Example:
+      >>> import numpy as np
+      >>> import jaxnets
+      >>> from jaxnets import layers
+      >>> from jaxnets.callbacks import Callback
+      >>> class PrintStep(Callback):
+      ...     def on_epoch_end(self, epoch, logs=None):
+      ...         print(epoch, int(self.model.state.step), self.params["epochs"], sorted(logs))
+      >>> model = jaxnets.Sequential([layers.Dense(1, input_shape=(2,))])
+      >>> model.compile(optimizer="sgd", loss="mse")
+      >>> x, y = np.ones((16, 2), np.float32), np.ones((16, 1), np.float32)
+      >>> _ = model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[PrintStep()])
+      0 2 2 ['loss', 'skipped']
+      1 4 2 ['loss', 'skipped']
+    """
 
     def __init__(self):
         self.model = None
@@ -61,7 +77,22 @@ _HOOKS = [name for name in vars(Callback) if name.startswith("on_")]
 
 
 class CallbackList(Callback):
-    """Calls each hook on every callback in order."""
+    """Calls each hook on every callback in order.
+
+    Args:
+      callbacks: the `Callback` objects, called in this order.
+      model: passed to each callback's ``set_model`` (optional).
+      params: passed to each callback's ``set_params`` (optional).
+
+    Example:
+      >>> from jaxnets.callbacks import CallbackList, History
+      >>> first, second = History(), History()
+      >>> cbs = CallbackList([first, second], params={"epochs": 1})
+      >>> cbs.on_train_begin()
+      >>> cbs.on_epoch_end(0, {"loss": 0.5})
+      >>> first.history, second.history, second.params
+      ({'loss': [0.5]}, {'loss': [0.5]}, {'epochs': 1})
+    """
 
     def __init__(self, callbacks=(), model=None, params=None):
         super().__init__()

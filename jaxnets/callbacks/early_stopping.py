@@ -47,6 +47,20 @@ class EarlyStopping(Callback):
       baseline: training stops if the model does not beat this within ``patience``.
       restore_best_weights: restore the best epoch's variables at the end.
       start_from_epoch: epochs of warm-up before monitoring begins.
+
+    Example:
+      >>> import numpy as np
+      >>> import jaxnets
+      >>> from jaxnets import layers
+      >>> from jaxnets.callbacks import EarlyStopping
+      >>> # Zero targets and a zero kernel: the loss is 0 from the start and never improves.
+      >>> model = jaxnets.Sequential([layers.Dense(1, kernel_initializer="zeros", input_shape=(2,))])
+      >>> model.compile(optimizer="sgd", loss="mse")
+      >>> x, y = np.ones((16, 2), np.float32), np.zeros((16, 1), np.float32)
+      >>> es = EarlyStopping(monitor="loss", patience=2)
+      >>> history = model.fit(x, y, epochs=5, verbose=0, callbacks=[es])
+      >>> es.stopped_epoch, history.epoch  # epoch 0 sets the best; 1 and 2 wait
+      (2, [0, 1, 2])
     """
 
     def __init__(

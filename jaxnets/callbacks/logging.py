@@ -5,7 +5,8 @@ updates every ``log_every`` steps and at epoch ends, never per step.
 
 Example:
   >>> import os, tempfile
-  >>> path = os.path.join(tempfile.mkdtemp(), "log.csv")
+  >>> tmp = tempfile.TemporaryDirectory()
+  >>> path = os.path.join(tmp.name, "log.csv")
   >>> logger = CSVLogger(path)
   >>> logger.on_train_begin()
   >>> logger.on_epoch_end(0, {"loss": 0.5, "accuracy": 0.75})
@@ -14,6 +15,7 @@ Example:
   ...     print(f.read().strip())
   epoch,accuracy,loss
   0,0.75,0.5
+  >>> tmp.cleanup()
 """
 
 from __future__ import annotations
@@ -40,6 +42,23 @@ class CSVLogger(Callback):
       filename: the CSV file.
       separator: the column separator.
       append: append to an existing file (no second header) instead of overwriting.
+
+    Example:
+      >>> import os, tempfile
+      >>> import numpy as np
+      >>> import jaxnets
+      >>> from jaxnets import layers
+      >>> from jaxnets.callbacks import CSVLogger
+      >>> model = jaxnets.Sequential([layers.Dense(1, input_shape=(2,))])
+      >>> model.compile(optimizer="sgd", loss="mse")
+      >>> x, y = np.ones((16, 2), np.float32), np.ones((16, 1), np.float32)
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     path = os.path.join(tmp, "log.csv")
+      ...     _ = model.fit(x, y, epochs=2, verbose=0, callbacks=[CSVLogger(path)])
+      ...     with open(path) as f:
+      ...         lines = f.read().splitlines()
+      >>> lines[0], len(lines)  # the header, then one row per epoch
+      ('epoch,loss,skipped', 3)
     """
 
     def __init__(self, filename, separator=",", append=False):
@@ -86,6 +105,24 @@ class ProgBar(Callback):
 
     ``verbose=1`` draws a bar per epoch, ``2`` prints one line per epoch.
     ``Model.fit`` adds one after the other callbacks, so it shows what they logged.
+    Pass one yourself (and ``verbose=0`` to the fit) to send the display elsewhere,
+    e.g. to a file.
+
+    Args:
+      verbose: 1 (or ``'auto'``) for a bar per epoch, 2 for one line per epoch.
+      file: where to write (default: standard output).
+
+    Example:
+      >>> import io
+      >>> import numpy as np, flax.linen as nn
+      >>> from jaxnets.callbacks import ProgBar
+      >>> from jaxnets.training import create_train_state, fit
+      >>> x, y = np.ones((16, 2), np.float32), np.zeros(16, np.int32)
+      >>> state = create_train_state(nn.Dense(2), "sgd", x[:1])
+      >>> out = io.StringIO()
+      >>> state, _ = fit(state, (x, y), epochs=2, verbose=0, callbacks=[ProgBar(2, file=out)])
+      >>> [line.split(" - ")[0] for line in out.getvalue().splitlines()]
+      ['Epoch 1/2', 'Epoch 2/2']
     """
 
     def __init__(self, verbose=1, file=None):

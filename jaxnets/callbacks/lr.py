@@ -54,6 +54,22 @@ class ReduceLROnPlateau(Callback):
       min_delta: threshold for a significant improvement.
       cooldown: epochs to wait after a reduction before counting again.
       min_lr: lower bound on the learning rate.
+
+    Example:
+      >>> import numpy as np
+      >>> import jaxnets
+      >>> from jaxnets import layers
+      >>> from jaxnets.callbacks import ReduceLROnPlateau
+      >>> # Zero targets and a zero kernel: the loss is 0 from the start and never improves.
+      >>> model = jaxnets.Sequential([layers.Dense(1, kernel_initializer="zeros", input_shape=(2,))])
+      >>> model.compile(optimizer="sgd", loss="mse", learning_rate=0.1)
+      >>> x, y = np.ones((16, 2), np.float32), np.zeros((16, 1), np.float32)
+      >>> cb = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1)
+      >>> history = model.fit(x, y, epochs=3, verbose=0, callbacks=[cb])
+      >>> [round(lr, 4) for lr in history.history["learning_rate"]]  # at each epoch's end
+      [0.1, 0.1, 0.05]
+      >>> round(model.optimizer.learning_rate, 4)  # halved after epochs 1 and 2
+      0.025
     """
 
     def __init__(

@@ -26,6 +26,19 @@ class History(Callback):
       history: ``{name: [value per epoch]}``.
       epoch: the epoch indices recorded.
       params: the fit parameters (``epochs``, ``steps``, ``verbose``).
+
+    Example:
+      >>> import numpy as np
+      >>> import jaxnets
+      >>> from jaxnets import layers
+      >>> model = jaxnets.Sequential([layers.Dense(1, input_shape=(2,))])
+      >>> model.compile(optimizer="sgd", loss="mse")
+      >>> x, y = np.ones((16, 2), np.float32), np.ones((16, 1), np.float32)
+      >>> history = model.fit(x, y, batch_size=8, epochs=3, verbose=0)
+      >>> history.epoch, len(history.history["loss"]), history.params["steps"]
+      ([0, 1, 2], 3, 2)
+      >>> model.history is history
+      True
     """
 
     def __init__(self):
@@ -71,6 +84,21 @@ class TerminateOnNaN(Callback):
     bitwise and counts it in ``state.skipped``), so the model keeps the last
     good parameters. The loss is checked whenever the loop logs: every
     ``log_every`` steps and at each epoch end.
+
+    Example:
+      >>> import numpy as np
+      >>> import jaxnets
+      >>> from jaxnets import layers
+      >>> from jaxnets.callbacks import TerminateOnNaN
+      >>> model = jaxnets.Sequential([layers.Dense(1, input_shape=(2,))])
+      >>> model.compile(optimizer="sgd", loss="mse")
+      >>> x, y = np.ones((16, 2), np.float32), np.ones((16, 1), np.float32)
+      >>> x[0, 0] = np.nan  # one of the two batches of 8 rows gets a NaN loss
+      >>> history = model.fit(x, y, batch_size=8, epochs=3, verbose=0,
+      ...                     callbacks=[TerminateOnNaN()], allow_nonfinite=True)
+      Epoch 1: invalid loss, terminating training
+      >>> history.epoch, int(model.state.step), int(model.state.skipped)
+      ([0], 2, 1)
     """
 
     def _check(self, where: str, logs):

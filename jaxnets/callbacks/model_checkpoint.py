@@ -38,6 +38,21 @@ class ModelCheckpoint(Callback):
       mode: ``'auto'``, ``'min'`` or ``'max'``.
       save_freq: ``'epoch'`` or a number of steps (checked at the loop's logging points).
       initial_value_threshold: the best value to beat at the start.
+
+    Example:
+      >>> import os, tempfile
+      >>> import numpy as np
+      >>> import jaxnets
+      >>> from jaxnets import layers
+      >>> from jaxnets.callbacks import ModelCheckpoint
+      >>> model = jaxnets.Sequential([layers.Dense(1, input_shape=(2,))])
+      >>> model.compile(optimizer="sgd", loss="mse")
+      >>> x, y = np.ones((16, 2), np.float32), np.ones((16, 1), np.float32)
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     cb = ModelCheckpoint(os.path.join(tmp, "epoch{epoch}"))
+      ...     _ = model.fit(x, y, epochs=2, verbose=0, callbacks=[cb])
+      ...     print(sorted(os.listdir(tmp)), sorted(os.listdir(os.path.join(tmp, "epoch2"))))
+      ['epoch1', 'epoch2'] ['model.json', 'train_state', 'variables']
     """
 
     def __init__(

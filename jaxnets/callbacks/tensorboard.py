@@ -12,11 +12,13 @@ them back with ``tensorboard --logdir <log_dir>`` or TensorBoard's
 Example:
   >>> import tempfile
   >>> from jaxnets.training.loop import FitContext
-  >>> tb = TensorBoard(tempfile.mkdtemp())
+  >>> tmp = tempfile.TemporaryDirectory()
+  >>> tb = TensorBoard(tmp.name)
   >>> tb.set_model(FitContext(None))
   >>> tb.on_train_begin()
   >>> tb.on_epoch_end(0, {"loss": 0.5, "val_loss": 0.6})
   >>> tb.on_train_end()
+  >>> tmp.cleanup()
 """
 
 from __future__ import annotations
@@ -67,6 +69,28 @@ class TensorBoard(Callback):
       histogram_freq: write parameter histograms every this many epochs (0: never).
       update_freq: ``'epoch'``, or write ``batch_*`` scalars every this many
         steps (at the loop's logging points, i.e. multiples of ``log_every``).
+
+    Example:
+      >>> import os, tempfile
+      >>> import numpy as np
+      >>> import jaxnets
+      >>> from jaxnets import layers
+      >>> from jaxnets.callbacks import TensorBoard
+      >>> model = jaxnets.Sequential([layers.Dense(1, input_shape=(2,))])
+      >>> model.compile(optimizer="sgd", loss="mse")
+      >>> x, y = np.ones((16, 2), np.float32), np.ones((16, 1), np.float32)
+      >>> from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     _ = model.fit(x, y, epochs=2, verbose=0, validation_data=(x, y),
+      ...                   callbacks=[TensorBoard(tmp, histogram_freq=1)])
+      ...     print(sorted(os.listdir(tmp)))
+      ...     events = EventAccumulator(os.path.join(tmp, "train"))
+      ...     _ = events.Reload()
+      ['train', 'validation']
+      >>> sorted(events.Tags()["scalars"]), [e.step for e in events.Scalars("epoch_loss")]
+      (['epoch_learning_rate', 'epoch_loss', 'epoch_skipped'], [0, 1])
+      >>> sorted(events.Tags()["histograms"])
+      ['params/layers_0/bias', 'params/layers_0/kernel']
     """
 
     def __init__(self, log_dir="logs", histogram_freq=0, update_freq="epoch"):

@@ -205,6 +205,17 @@ class RunState:
       data: the data order: ``seed``, ``shuffle``, ``batch_size``, ``num_examples``.
       stopped: whether a callback had stopped training.
       metrics: the monitored metric saved with the step (may be empty).
+
+    Example:
+      >>> import tempfile, jax.numpy as jnp, flax.linen as nn
+      >>> from jaxnets.checkpoint import CheckpointManager
+      >>> from jaxnets.training import create_train_state
+      >>> state = create_train_state(nn.Dense(2), "sgd", jnp.zeros((1, 3)), learning_rate=0.1)
+      >>> with tempfile.TemporaryDirectory() as tmp, CheckpointManager(tmp) as mngr:
+      ...     _ = mngr.save(state, epoch=2, history={"loss": [0.9, 0.7]})
+      ...     run = mngr.restore(state)
+      >>> run.step, run.epoch, run.step_in_epoch, run.history, run.stopped
+      (0, 2, 0, {'loss': [0.9, 0.7]}, False)
     """
 
     state: Any

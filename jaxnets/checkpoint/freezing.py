@@ -88,6 +88,15 @@ def param_labels(params, learning_rate, freeze: Sequence[str] = (), stages=()) -
 
     Raises:
       ConfigError: a trainable leaf matches no learning-rate pattern.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.checkpoint import param_labels
+      >>> params = {"body": {"w": jnp.ones(3)}, "head": {"w": jnp.ones(2)}}
+      >>> param_labels(params, {"body/.*": 1e-4, ".*": 1e-3})
+      {'body': {'w': 'group0'}, 'head': {'w': 'group1'}}
+      >>> param_labels(params, 1e-3, freeze=[".*"], stages=[(2, ["head/.*"])])
+      {'body': {'w': 'frozen'}, 'head': {'w': 'group0@2'}}
     """
     groups = [re.compile(p) for p, _ in _groups(learning_rate)]
     freeze_re = _compile(freeze, "freeze")

@@ -27,11 +27,13 @@ Example:
   >>> import tempfile, jax.numpy as jnp, flax.linen as nn
   >>> from jaxnets.training import create_train_state
   >>> state = create_train_state(nn.Dense(2), "adam", jnp.zeros((1, 3)), learning_rate=0.1)
-  >>> with CheckpointManager(tempfile.mkdtemp(), keep=2) as mngr:
+  >>> tmp = tempfile.TemporaryDirectory()
+  >>> with CheckpointManager(tmp.name, keep=2) as mngr:
   ...     _ = mngr.save(state, epoch=1, history={"loss": [0.5]})
   ...     run = mngr.restore(state)
   >>> run.epoch, run.history, mngr.all_steps()
   (1, {'loss': [0.5]}, [0])
+  >>> tmp.cleanup()
 """
 
 from __future__ import annotations
@@ -95,6 +97,18 @@ class CheckpointManager:
       async_save: write in a background thread; errors surface on the next
         `save`, `wait` or `close`.
       read_only: never write, rename or delete (evaluation, transfer).
+
+    Example:
+      >>> import tempfile, jax.numpy as jnp, flax.linen as nn
+      >>> from jaxnets.checkpoint import CheckpointManager
+      >>> from jaxnets.training import create_train_state
+      >>> state = create_train_state(nn.Dense(2), "sgd", jnp.zeros((1, 3)), learning_rate=0.1)
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     with CheckpointManager(tmp, keep=1, keep_best=1, monitor="val_loss") as mngr:
+      ...         for n, loss in [(1, 0.5), (2, 0.2), (3, 0.4)]:
+      ...             _ = mngr.save(state.replace(step=state.step + n), logs={"val_loss": loss})
+      ...         print(mngr.all_steps(), mngr.best_step())  # the newest and the best
+      [2, 3] 2
     """
 
     def __init__(
@@ -401,11 +415,13 @@ def restore_state(directory, target, *, step: int | None = None):
       >>> import tempfile, jax.numpy as jnp, flax.linen as nn
       >>> from jaxnets.training import create_train_state
       >>> state = create_train_state(nn.Dense(2), "sgd", jnp.zeros((1, 3)), learning_rate=0.1)
-      >>> path = tempfile.mkdtemp()
+      >>> tmp = tempfile.TemporaryDirectory()
+      >>> path = tmp.name
       >>> with CheckpointManager(path) as mngr:
       ...     _ = mngr.save(state)
       >>> int(restore_state(path, state).step)
       0
+      >>> tmp.cleanup()
     """
     with CheckpointManager(directory, read_only=True, monitor=None) as mngr:
         return mngr.restore(target, step=step).state

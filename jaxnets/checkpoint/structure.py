@@ -137,6 +137,21 @@ def check_compatible(saved, expected, *, what: str = "the checkpoint", hint: str
         and dtypes are compared, so array metadata works as well as arrays.
       what: how the message names the saved side.
       hint: the last line of the message: how to fix the call.
+
+    Example:
+      >>> import jax, numpy as np
+      >>> from jaxnets.checkpoint import check_compatible
+      >>> saved = {"params": {"w": np.zeros((2, 3), np.float32)}}
+      >>> print(check_compatible(saved, {"params": {"w": jax.ShapeDtypeStruct((2, 3), "float32")}}))
+      None
+      >>> expected = {"params": {"w": np.zeros((2, 3))}}  # float64
+      >>> check_compatible(saved, expected, what="old.ckpt", hint="Build the model in float32.")
+      Traceback (most recent call last):
+      ...
+      jaxnets.errors.CheckpointError: old.ckpt does not fit the model (1 problem):
+        wrong shape or dtype:
+          params/w: saved (2, 3) float32, expected (2, 3) float64
+      Build the model in float32.
     """
     saved = flatten(saved)
     expected = flatten(expected)

@@ -56,6 +56,16 @@ class TransferReport:
       skipped: same path, other shape or dtype (``skip_mismatch=True``), as text.
       missing: in the target only; they keep their fresh initialization.
       unused: in the source only (or dropped by a ``None`` rename).
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp, flax.linen as nn
+      >>> from jaxnets.checkpoint import load_pretrained
+      >>> from jaxnets.training import create_train_state
+      >>> state = create_train_state(nn.Dense(2), "sgd", jnp.zeros((1, 3)), learning_rate=0.1)
+      >>> source = {"kernel": np.ones((3, 2), np.float32), "scale": np.ones(2, np.float32)}
+      >>> _, report = load_pretrained(state, source)
+      >>> report.loaded, report.missing, report.unused
+      (['params/kernel'], ['params/bias'], ['params/scale'])
     """
 
     loaded: list[str]
@@ -86,6 +96,20 @@ def read_variables(source, *, step: int | None = None) -> dict:
         (its ``checkpoints`` subfolder is used), a `TrainState`, a variables dict
         (``{"params": ..., "batch_stats": ...}``) or a bare params dict.
       step: the checkpoint step (default: the newest).
+
+    Example:
+      >>> import tempfile, jax.numpy as jnp, flax.linen as nn
+      >>> from jaxnets.checkpoint import CheckpointManager, read_variables
+      >>> from jaxnets.training import create_train_state
+      >>> state = create_train_state(nn.Dense(2), "sgd", jnp.zeros((1, 3)), learning_rate=0.1)
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     with CheckpointManager(tmp) as mngr:
+      ...         _ = mngr.save(state)
+      ...     flat = read_variables(tmp)
+      >>> {path: x.shape for path, x in sorted(flat.items())}
+      {'params/bias': (2,), 'params/kernel': (3, 2)}
+      >>> sorted(read_variables({"w": jnp.ones(2)}))  # a bare params dict
+      ['params/w']
     """
     if isinstance(source, (str, Path)):
         folder = Path(source)
@@ -169,6 +193,18 @@ def load_pretrained(
       CheckpointError: no path matches (the message shows both sides' paths), two
         source paths rename to one target, or shapes/dtypes differ without
         ``skip_mismatch``.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp, flax.linen as nn
+      >>> from jaxnets.checkpoint import load_pretrained
+      >>> from jaxnets.training import create_train_state
+      >>> state = create_train_state(nn.Dense(2), "sgd", jnp.zeros((1, 3)), learning_rate=0.1)
+      >>> encoder = {"kernel": np.ones((3, 2), np.float32), "bias": np.zeros(2, np.float32)}
+      >>> state, report = load_pretrained(state, {"encoder": encoder}, rename={"encoder": ""})
+      >>> print(report)
+      loaded 2 arrays
+      >>> float(state.params["kernel"].sum())
+      6.0
     """
     rules = _rules(rename)
     renamed, unused = {}, []

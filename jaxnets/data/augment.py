@@ -74,6 +74,16 @@ def random_flip(key, images, *, prob: float = 0.5, vertical: bool = False, indic
       prob: probability of flipping an example.
       vertical: flip along H instead of W.
       indices: global index of each example, ``(B,)``; defaults to ``arange(B)``.
+
+    Returns:
+      Images of the same shape, each one flipped or left as it was.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.data import random_flip
+      >>> row = jnp.arange(3.0).reshape(1, 1, 3, 1)  # one 1x3 image: 0 1 2
+      >>> random_flip(jax.random.key(0), row, prob=1.0)[..., 0].tolist()
+      [[[2.0, 1.0, 0.0]]]
     """
     images = jnp.asarray(images)
     return _flip(key, images, _indices(images, indices), prob, vertical)
@@ -117,6 +127,18 @@ def random_crop(key, images, padding=4, *, mode: str = "constant", fill=0.0, ind
 
     Returns:
       Images of the same shape; each example gets its own offset.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.data import random_crop
+      >>> key = jax.random.key(0)
+      >>> images = jnp.arange(2 * 4 * 4, dtype=jnp.float32).reshape(2, 4, 4, 1)
+      >>> whole = random_crop(key, images, padding=1)
+      >>> whole.shape
+      (2, 4, 4, 1)
+      >>> # Example 1 alone, given its global index, gets the same crop as in the batch.
+      >>> bool((random_crop(key, images[1:], padding=1, indices=[1]) == whole[1:]).all())
+      True
     """
     if mode not in _MODES:
         raise ConfigError(f"mode must be one of {_MODES}, got {mode!r}.")
@@ -131,6 +153,17 @@ def random_shift(key, images, max_shift=2, *, fill=0.0, indices=None):
 
     ``max_shift`` is an int or ``(max_dy, max_dx)``. Equivalent to
     ``random_crop(..., padding=max_shift, mode="constant")``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.data import random_crop, random_shift
+      >>> key = jax.random.key(0)
+      >>> images = jnp.ones((2, 4, 4, 1))
+      >>> shifted = random_shift(key, images, max_shift=1)
+      >>> shifted.shape, bool((shifted == random_crop(key, images, 1)).all())
+      ((2, 4, 4, 1), True)
+      >>> bool((random_shift(key, images, max_shift=0) == images).all())  # no shift
+      True
     """
     return random_crop(key, images, _pads(max_shift, "max_shift"), fill=fill, indices=indices)
 

@@ -54,9 +54,28 @@ def find_austen_dir(data_dir: str | os.PathLike | None = None) -> Path:
 def load_austen_texts(data_dir: str | os.PathLike | None = None) -> dict[str, str]:
     """Each novel's text (lines joined by newlines), keyed by R name, in publication order.
 
+    Args:
+      data_dir: where the package files are (see the module docstring); None
+        searches ``$JAXNETS_DATA`` and the installed Debian package.
+
+    Returns:
+      ``{"sensesensibility": text, "prideprejudice": text, ...}``, the six `NOVELS`.
+
     Raises:
       DatasetNotFoundError: the package files are missing (the message says how to install).
       FormatError: the files are not a readable lazy-load database of the six novels.
+
+    Example:
+      An explicit ``data_dir`` is the only folder searched, so an empty one fails
+      with install instructions (with the package, ``texts["emma"]`` starts the novel):
+
+      >>> import tempfile
+      >>> from jaxnets.data import load_austen_texts
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     texts = load_austen_texts(data_dir=tmp)
+      Traceback (most recent call last):
+      ...
+      jaxnets.errors.DatasetNotFoundError: austen: janeaustenr's data/Rdata.rdb + Rdata.rdx not found. Install ...
     """
     folder = find_austen_dir(data_dir)
     objects = read_lazyload(

@@ -50,6 +50,17 @@ class Dataset:
         for padded variable-length sequences (True = real step).
       vocab_size: for int token inputs whose vocabulary is not ``num_classes``
         (tagging), the number of distinct tokens.
+
+    Example:
+      >>> import numpy as np
+      >>> from jaxnets.data import Dataset
+      >>> x, y = np.zeros((10, 3), np.float32), np.arange(10, dtype=np.int32) % 2
+      >>> ds = Dataset(x[:8], y[:8], x[8:], y[8:], num_classes=2, input_shape=(3,),
+      ...              task="classification", name="toy")
+      >>> ds
+      Dataset('toy', classification, train=8, test=2, input_shape=(3,), num_classes=2)
+      >>> ds.arrays("test")["y"].tolist()
+      [0, 1]
     """
 
     x_train: np.ndarray
@@ -122,6 +133,12 @@ class Dataset:
         """Moves ``fraction`` of the training rows into a validation split.
 
         Classification splits are stratified by label.
+
+        Example:
+          >>> from jaxnets import data
+          >>> ds = data.load("digits").with_validation(0.1)
+          >>> len(ds.x_train), len(ds.x_val), len(ds.x_test)
+          (1293, 144, 360)
         """
         from jaxnets.data.preprocessing import split_indices
 
@@ -154,7 +171,26 @@ _REGISTRY: dict[str, Callable[..., Dataset]] = {}
 
 
 def register(*names: str) -> Callable:
-    """Decorator adding a loader function to the registry under ``names``."""
+    """Decorator adding a loader function to the registry under ``names``.
+
+    Args:
+      *names: names `load` will accept for the loader (matched case-insensitively).
+
+    Returns:
+      A decorator that registers the function and returns it unchanged.
+
+    Example:
+      >>> import numpy as np
+      >>> from jaxnets.data import Dataset, load, register
+      >>> @register("my_ramp")
+      ... def ramp(n: int = 4):
+      ...     x = np.arange(n, dtype=np.float32)[:, None]
+      ...     return Dataset(x, 2 * x[:, 0], x, 2 * x[:, 0], None, (1,), "regression", "my_ramp")
+      >>> load("MY_RAMP", n=6)
+      Dataset('my_ramp', regression, train=6, test=6, input_shape=(1,), num_classes=None)
+      >>> from jaxnets.data import datasets
+      >>> del datasets._REGISTRY["my_ramp"]  # undo the registration (not needed in real use)
+    """
 
     def wrap(fn: Callable[..., Dataset]) -> Callable[..., Dataset]:
         for name in names:
@@ -183,10 +219,19 @@ def load(name: str = "digits", *, val_fraction: float = 0.0, val_seed: int = 0, 
       val_seed: seed of that validation split.
       **kwargs: options of the loader (``seed``, ``image``, ``limit``, ``data_dir``...).
 
+    Returns:
+      The `Dataset`, with ``x_val``/``y_val`` when ``val_fraction`` > 0.
+
     Raises:
       UnknownNameError: unknown name (lists valid ones).
       ConfigError: an option the loader does not take.
       DatasetNotFoundError: files missing; the message says how to install them.
+
+    Example:
+      >>> from jaxnets import data
+      >>> ds = data.load("digits", val_fraction=0.1, image=True)
+      >>> ds.x_train.shape, ds.x_val.shape, ds.x_test.shape
+      ((1293, 8, 8, 1), (144, 8, 8, 1), (360, 8, 8, 1))
     """
     fn = lookup(name, _REGISTRY, kind="dataset")
     accepted = list(inspect.signature(fn).parameters)
@@ -203,7 +248,20 @@ def load(name: str = "digits", *, val_fraction: float = 0.0, val_seed: int = 0, 
 
 
 def cache_dir() -> Path:
-    """Where generated data is cached: ``$JAXNETS_CACHE`` or ``~/.cache/jaxnets``."""
+    """Where generated data is cached: ``$JAXNETS_CACHE`` or ``~/.cache/jaxnets``.
+
+    Example:
+      >>> import os
+      >>> from pathlib import Path
+      >>> from unittest import mock
+      >>> from jaxnets.data import cache_dir
+      >>> with mock.patch.dict(os.environ, JAXNETS_CACHE="/tmp/jaxnets-cache"):
+      ...     print(cache_dir().as_posix())
+      /tmp/jaxnets-cache
+      >>> with mock.patch.dict(os.environ, JAXNETS_CACHE=""):  # empty or unset: the default
+      ...     cache_dir() == Path.home() / ".cache" / "jaxnets"
+      True
+    """
     return Path(os.environ.get("JAXNETS_CACHE") or Path.home() / ".cache" / "jaxnets")
 
 

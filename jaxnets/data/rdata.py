@@ -304,8 +304,30 @@ def _open_index(data: bytes, where: str) -> bytes:
 def read_lazyload(rdb: bytes, rdx: bytes, *, where: str = "Rdata") -> dict[str, Any]:
     """Reads every variable of an R lazy-load database (``.rdb`` + ``.rdx`` bytes).
 
+    Args:
+      rdb: the database file's bytes (one compressed, serialized chunk per variable).
+      rdx: the index file's bytes (a serialized, usually gzipped, named list whose
+        ``variables`` entry maps each name to its chunk's ``(offset, length)``).
+      where: file name stem for error messages.
+
     Returns:
       ``{name: value}`` with values as `RObject` (or str/None for bare strings).
+
+    Raises:
+      FormatError: the bytes are not a consistent lazy-load database.
+
+    Example:
+      >>> import zlib
+      >>> from jaxnets.data import read_lazyload
+      >>> i = lambda *ints: b"".join(n.to_bytes(4, "big", signed=True) for n in ints)
+      >>> head = b"X\\n" + i(2, 0x040200, 0x020300)  # XDR format 2, written by R 4.2.0
+      >>> rdb = i(len(head) + 16) + zlib.compress(head + i(13, 2, 7, 8))  # x <- c(7L, 8L)
+      >>> def names(tag, name):  # a names attribute: tagged pairlist cell, one string
+      ...     return i(2 | 1 << 10) + tag + i(16, 1, 9, len(name)) + name.encode() + i(254)
+      >>> spans = i(19 | 1 << 9, 1, 13, 2, 0, len(rdb)) + names(i(1, 9, 5) + b"names", "x")
+      >>> rdx = head + i(19 | 1 << 9, 1) + spans + names(i(255 | 1 << 8), "variables")
+      >>> read_lazyload(rdb, rdx)["x"].value.tolist()
+      [7, 8]
     """
     index = unserialize(_open_index(bytes(rdx), f"{where}.rdx"), f"{where}.rdx")
     if not isinstance(index, RObject) or index.kind != "list" or not index.names:

@@ -62,6 +62,14 @@ class TsData:
       class_names: class label of each index (classification), else None.
       lengths: ``(n,)`` number of steps of each series before padding.
       problem_name: ``@problemName`` value, if any.
+
+    Example:
+      >>> from jaxnets.data import parse_ts
+      >>> ts = parse_ts("@problemName Toy\\n@classLabel true a b\\n@data\\n1,2,3:b\\n4,5:a\\n")
+      >>> ts.problem_name, ts.class_names, ts.y.tolist(), ts.lengths.tolist()
+      ('Toy', ('a', 'b'), [1, 0], [3, 2])
+      >>> ts.x.shape, ts.mask.tolist()
+      ((2, 3, 1), [[True, True, True], [True, True, False]])
     """
 
     x: np.ndarray
@@ -143,9 +151,24 @@ def _target(label: str, where: str) -> float:
 def parse_ts(text: str, *, source: str = ".ts data") -> TsData:
     """Parses the text of a ``.ts`` file.
 
+    Args:
+      text: the file's content.
+      source: name used in error messages.
+
+    Returns:
+      A `TsData`, series zero-padded to the longest.
+
     Raises:
       FormatError: missing ``@data``, unknown class label, wrong number of
         dimensions, values that are not numbers, no series.
+
+    Example:
+      Two dimensions per step (``:``-separated) and a regression target:
+
+      >>> from jaxnets.data import parse_ts
+      >>> ts = parse_ts("@targetLabel true\\n@data\\n1,2:3,4:0.5\\n5,6:7,8:-1.5\\n")
+      >>> ts.x.shape, ts.x[0].tolist(), ts.y.tolist(), ts.class_names
+      ((2, 2, 2), [[1.0, 3.0], [2.0, 4.0]], [0.5, -1.5], None)
     """
     if not isinstance(text, str):
         raise TypeError(f"parse_ts expects str, got {type(text).__name__}; use read_ts for bytes.")
@@ -200,7 +223,27 @@ def parse_ts(text: str, *, source: str = ".ts data") -> TsData:
 
 
 def read_ts(source: str | os.PathLike | bytes) -> TsData:
-    """Reads a ``.ts`` file from a path or from its bytes (UTF-8)."""
+    """Reads a ``.ts`` file from a path or from its bytes (UTF-8).
+
+    Args:
+      source: a file path, or the file's bytes (e.g. a zip member).
+
+    Returns:
+      A `TsData` (see `parse_ts`).
+
+    Example:
+      >>> import tempfile
+      >>> from pathlib import Path
+      >>> from jaxnets.data import read_ts
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     path = Path(tmp) / "Toy_TRAIN.ts"
+      ...     _ = path.write_text("@classLabel true up down\\n@data\\n1,2,3:up\\n3,2,1:down\\n")
+      ...     ts = read_ts(path)
+      >>> ts.x.shape, ts.y.tolist(), ts.class_names
+      ((2, 3, 1), [0, 1], ('up', 'down'))
+      >>> read_ts(b"@data\\n1,?,3\\n").mask.tolist()  # no labels: y is None
+      [[True, False, True]]
+    """
     if isinstance(source, str | os.PathLike):
         data, where = Path(source).read_bytes(), str(source)
     elif isinstance(source, bytes | bytearray):
@@ -248,6 +291,32 @@ def load_ucr(problem: str, data_dir: str | os.PathLike | None = None) -> Dataset
 
     Train and test are padded to the same length; ``x_mask_train``/``x_mask_test``
     mark real steps.
+
+    Args:
+      problem: the problem's name, as in its files ``<problem>_TRAIN.ts``.
+      data_dir: a folder holding ``<problem>/<problem>_{TRAIN,TEST}.ts`` (or the two
+        files, or an sktime wheel); None searches ``$JAXNETS_DATA`` and `cache_dir()`.
+
+    Returns:
+      A `Dataset` of ``(n, steps, dims)`` float32 series.
+
+    Raises:
+      DatasetNotFoundError: the files are nowhere (the message says how to get them).
+      FormatError: unreadable files, or train and test that do not match.
+
+    Example:
+      >>> import tempfile
+      >>> from pathlib import Path
+      >>> from jaxnets.data import load_ucr
+      >>> head = "@classLabel true a b\\n@data\\n"
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     _ = (Path(tmp) / "Toy_TRAIN.ts").write_text(head + "1,2,3:a\\n3,2,1:b\\n")
+      ...     _ = (Path(tmp) / "Toy_TEST.ts").write_text(head + "2,2:b\\n")
+      ...     ds = load_ucr("Toy", data_dir=tmp)
+      >>> ds
+      Dataset('Toy', classification, train=2, test=1, input_shape=(3, 1), num_classes=2)
+      >>> ds.x_mask_test.tolist()  # the test series is padded to the train length
+      [[True, True, False]]
     """
     train, test = _read_split(problem, data_dir)
     if train.y is None or test.y is None or train.x.shape[2] != test.x.shape[2]:
@@ -297,5 +366,22 @@ def fetch_sktime_wheel(dest: str | os.PathLike | None = None, version: str | Non
 
     Returns:
       Path of the wheel.
+
+    Raises:
+      DatasetNotFoundError: pip failed (no network, unknown version...).
+
+    Example:
+      With pip's index switched off, as on a machine without network, the error
+      shows the command and pip's message:
+
+      >>> import os, tempfile
+      >>> from unittest import mock
+      >>> from jaxnets.data import fetch_sktime_wheel
+      >>> offline = {"PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull}
+      >>> with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, offline):
+      ...     wheel = fetch_sktime_wheel(tmp)
+      Traceback (most recent call last):
+      ...
+      jaxnets.errors.DatasetNotFoundError: `... -m pip download --no-deps sktime -d ...` failed (exit 1): ...
     """
     return fetch_wheel("sktime", dest, version)

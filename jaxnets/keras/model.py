@@ -118,6 +118,20 @@ class Model(Loops):
       module: a Linen module called as ``module(x, train=bool)`` (``train`` optional).
       name: a name for summaries.
       seed: seeds the parameters, dropout and the shuffling order.
+
+    Example:
+      >>> import numpy as np, flax.linen as nn
+      >>> import jaxnets
+      >>> model = jaxnets.Model(nn.Dense(2), name="linear")
+      >>> model.compile(optimizer="sgd", loss="mse")
+      >>> model.built  # built from the first data it sees
+      False
+      >>> x, y = np.ones((16, 3), np.float32), np.zeros((16, 2), np.float32)
+      >>> history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+      >>> model.count_params(), int(model.state.step)  # 3 * 2 + 2; 2 epochs of 2 steps
+      (8, 4)
+      >>> model.predict(x[:5]).shape
+      (5, 2)
     """
 
     def __init__(self, module, *, name: str | None = None, seed: int = 0):

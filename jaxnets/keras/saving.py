@@ -19,13 +19,15 @@ Example:
   >>> from jaxnets.keras import Sequential
   >>> model = Sequential([layers.Dense(2, input_shape=(3,))])
   >>> model.compile(optimizer="sgd", loss="mse")
-  >>> path = os.path.join(tempfile.mkdtemp(), "model")
+  >>> tmp = tempfile.TemporaryDirectory()
+  >>> path = os.path.join(tmp.name, "model")
   >>> model.save(path)
   >>> sorted(os.listdir(path))
   ['model.json', 'train_state', 'variables']
   >>> x = np.ones((1, 3), np.float32)
   >>> bool((load_model(path).predict(x) == model.predict(x)).all())
   True
+  >>> tmp.cleanup()
 """
 
 from __future__ import annotations
@@ -154,6 +156,26 @@ def load_model(path, custom_objects=None, compile: bool = True):
       custom_objects: ``{name: LinenModuleClass}`` for classes outside jaxnets
         (registered with `register_serializable`).
       compile: compile with the saved arguments and restore the optimizer state.
+
+    Returns:
+      The model: a `Sequential` if one was saved, else a `jaxnets.keras.Model`.
+
+    Example:
+      >>> import os, tempfile
+      >>> import numpy as np
+      >>> import jaxnets
+      >>> from jaxnets import layers
+      >>> model = jaxnets.Sequential([layers.Dense(1, input_shape=(2,))])
+      >>> model.compile(optimizer="adam", loss="mse")
+      >>> x, y = np.ones((16, 2), np.float32), np.ones((16, 1), np.float32)
+      >>> _ = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     model.save(os.path.join(tmp, "model"))
+      ...     restored = jaxnets.load_model(os.path.join(tmp, "model"))
+      >>> type(restored).__name__, restored.compiled, int(restored.state.step)
+      ('Sequential', True, 2)
+      >>> bool((restored.predict(x) == model.predict(x)).all())
+      True
     """
     from jaxnets.keras.model import Model
 

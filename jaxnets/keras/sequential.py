@@ -49,6 +49,21 @@ class Sequential(nn.Module, Model):
 
     Attributes:
       layers: the layers (Linen modules or plain functions), called in order.
+
+    Example:
+      >>> import numpy as np
+      >>> import jaxnets
+      >>> from jaxnets import layers
+      >>> model = jaxnets.Sequential()
+      >>> model.add(layers.Dense(4, activation="relu", input_shape=(3,)))
+      >>> model.add(layers.Dense(1))
+      >>> model.compile(optimizer="adam", loss="mse")
+      >>> model.count_params()  # (3 * 4 + 4) + (4 * 1 + 1)
+      21
+      >>> x, y = np.ones((16, 3), np.float32), np.ones((16, 1), np.float32)
+      >>> history = model.fit(x, y, epochs=2, verbose=0)
+      >>> len(history.history["loss"]), model.predict(x[:5]).shape
+      (2, (5, 1))
     """
 
     layers: Sequence[Callable] = ()

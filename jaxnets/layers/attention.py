@@ -48,6 +48,20 @@ class MultiHeadAttention(Layer):
       use_bias: biases on the four projections.
       output_shape: output features; defaults to the query's last dimension.
       kernel_initializer, bias_initializer: Keras names or JAX initializers.
+
+    Example:
+      Cross attention from 3 query steps to 5 value steps; the value steps are
+      all equal, so the weights are uniform over the keys ``value_mask`` keeps:
+
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.layers import MultiHeadAttention
+      >>> mha = MultiHeadAttention(num_heads=2, key_dim=4)
+      >>> q, v = jnp.ones((1, 3, 8)), jnp.ones((1, 5, 6))
+      >>> variables = mha.init(jax.random.key(0), q, v)
+      >>> out, w = mha.apply(variables, q, v, value_mask=jnp.array([[1, 1, 1, 1, 0]]),
+      ...                    return_attention_scores=True)
+      >>> out.shape, w.shape, w[0, 0, 0].tolist()
+      ((1, 3, 8), (1, 2, 3, 5), [0.25, 0.25, 0.25, 0.25, 0.0])
     """
 
     num_heads: int

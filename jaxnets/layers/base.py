@@ -21,7 +21,23 @@ import jax
 
 
 class Layer(nn.Module):
-    """A Flax Linen module with the keyword-only Keras ``input_shape`` field."""
+    """A Flax Linen module with the keyword-only Keras ``input_shape`` field.
+
+    Subclass it as any Flax module; a ``train: bool = False`` argument of
+    ``__call__`` receives the train/eval mode from ``Sequential``.
+
+    Example:
+      >>> import flax.linen as nn, jax.numpy as jnp
+      >>> from jaxnets.layers import Layer
+      >>> class Scale(Layer):
+      ...     factor: float = 2.0
+      ...     @nn.compact
+      ...     def __call__(self, x, train: bool = False):
+      ...         return x * self.factor
+      >>> layer = Scale(3.0, input_shape=(2,))
+      >>> layer.input_shape, layer.apply({}, jnp.array([[1.0, 2.0]])).tolist()
+      ((2,), [[3.0, 6.0]])
+    """
 
     input_shape: tuple[int, ...] | None = dataclasses.field(default=None, kw_only=True)
 

@@ -118,6 +118,17 @@ class Conv2D(_Conv):
     """2-D convolution over NHWC images (Keras ``Conv2D``).
 
     Attributes are those of `Conv1D` with 2-tuples; padding 'valid' or 'same'.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.layers import Conv2D
+      >>> layer = Conv2D(2, (2, 2), kernel_initializer="ones")
+      >>> x = jnp.arange(9.0).reshape(1, 3, 3, 1)
+      >>> variables = layer.init(jax.random.key(0), x)
+      >>> jax.tree.map(jnp.shape, variables)
+      {'params': {'bias': (2,), 'kernel': (2, 2, 1, 2)}}
+      >>> layer.apply(variables, x)[0, :, :, 0].tolist()  # sums of the 2x2 windows
+      [[8.0, 12.0], [20.0, 24.0]]
     """
 
     rank: ClassVar[int] = 2

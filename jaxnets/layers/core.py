@@ -53,6 +53,16 @@ class Dense(Layer):
       activation: name or callable applied to the output; None is linear.
       use_bias: add a learned bias.
       kernel_initializer, bias_initializer: Keras names or JAX initializers.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.layers import Dense
+      >>> layer = Dense(3, activation="relu")
+      >>> variables = layer.init(jax.random.key(0), jnp.ones((2, 4)))
+      >>> jax.tree.map(jnp.shape, variables)
+      {'params': {'bias': (3,), 'kernel': (4, 3)}}
+      >>> layer.apply(variables, jnp.ones((2, 5, 4))).shape  # acts on the last axis
+      (2, 5, 3)
     """
 
     units: int
@@ -74,7 +84,14 @@ class Dense(Layer):
 
 
 class Activation(Layer):
-    """Applies an activation by Keras name (``Activation("relu")``) or callable."""
+    """Applies an activation by Keras name (``Activation("relu")``) or callable.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.layers import Activation
+      >>> Activation("relu").apply({}, jnp.array([-1.0, 2.0])).tolist()
+      [0.0, 2.0]
+    """
 
     activation: str | Callable | None
 
@@ -141,6 +158,17 @@ class Embedding(Layer):
 
     ``mask_zero=True`` reserves token 0 for padding: `compute_mask` then gives
     the ``(B, T)`` mask to pass to recurrent and attention layers.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.layers import Embedding
+      >>> emb = Embedding(input_dim=10, output_dim=3, mask_zero=True)
+      >>> tokens = jnp.array([[4, 7, 0]])  # 0 pads
+      >>> variables = emb.init(jax.random.key(0), tokens)
+      >>> variables["params"]["embedding"].shape, emb.apply(variables, tokens).shape
+      ((10, 3), (1, 3, 3))
+      >>> emb.compute_mask(tokens).tolist()
+      [[True, True, False]]
     """
 
     input_dim: int
@@ -163,7 +191,14 @@ class Embedding(Layer):
 
 
 class Flatten(Layer):
-    """Flattens every axis but the batch axis."""
+    """Flattens every axis but the batch axis.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.layers import Flatten
+      >>> Flatten().apply({}, jnp.ones((2, 3, 4))).shape
+      (2, 12)
+    """
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -171,7 +206,14 @@ class Flatten(Layer):
 
 
 class Reshape(Layer):
-    """Reshapes to ``(batch,) + target_shape``; one entry may be -1."""
+    """Reshapes to ``(batch,) + target_shape``; one entry may be -1.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.layers import Reshape
+      >>> Reshape((3, -1)).apply({}, jnp.ones((2, 12))).shape
+      (2, 3, 4)
+    """
 
     target_shape: tuple[int, ...]
 
@@ -193,7 +235,15 @@ def _check_list(inputs, what: str) -> list:
 
 
 class Concatenate(Layer):
-    """Concatenates a list of arrays along ``axis`` (default the last)."""
+    """Concatenates a list of arrays along ``axis`` (default the last).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.layers import Concatenate
+      >>> a, b = jnp.ones((2, 3)), jnp.zeros((2, 1))
+      >>> Concatenate().apply({}, [a, b]).shape, Concatenate(axis=0).apply({}, [a, a]).shape
+      ((2, 4), (4, 3))
+    """
 
     axis: int = -1
 
@@ -203,7 +253,14 @@ class Concatenate(Layer):
 
 
 class Add(Layer):
-    """Sums a list of same-shape arrays (residual connections)."""
+    """Sums a list of same-shape arrays (residual connections).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.layers import Add
+      >>> Add().apply({}, [jnp.array([1.0, 2.0]), jnp.array([10.0, 20.0])]).tolist()
+      [11.0, 22.0]
+    """
 
     @nn.compact
     def __call__(self, inputs: Sequence, train: bool = False):
@@ -215,7 +272,14 @@ class Add(Layer):
 
 
 class Multiply(Layer):
-    """Multiplies a list of same-shape arrays elementwise."""
+    """Multiplies a list of same-shape arrays elementwise.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.layers import Multiply
+      >>> Multiply().apply({}, [jnp.array([1.0, 2.0]), jnp.array([10.0, 20.0])]).tolist()
+      [10.0, 40.0]
+    """
 
     @nn.compact
     def __call__(self, inputs: Sequence, train: bool = False):
@@ -227,7 +291,14 @@ class Multiply(Layer):
 
 
 class Average(Layer):
-    """Averages a list of same-shape arrays elementwise."""
+    """Averages a list of same-shape arrays elementwise.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.layers import Average
+      >>> Average().apply({}, [jnp.array([1.0, 2.0]), jnp.array([10.0, 20.0])]).tolist()
+      [5.5, 11.0]
+    """
 
     @nn.compact
     def __call__(self, inputs: Sequence, train: bool = False):

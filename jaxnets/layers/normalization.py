@@ -1,7 +1,7 @@
 """BatchNormalization and LayerNormalization with Keras defaults.
 
-Keras' defaults differ from Flax's: ``momentum=0.99`` and ``epsilon=1e-3``
-(Flax: 0.99 and 1e-5). Parameters use Flax names: ``scale`` (Keras gamma)
+Defaults follow Keras: ``momentum=0.99`` (Flax's too) and ``epsilon=1e-3``
+(Flax: 1e-5). Parameters use Flax names: ``scale`` (Keras gamma)
 and ``bias`` (beta); running statistics ``mean`` and ``var`` live in the
 ``'batch_stats'`` collection.
 
@@ -53,6 +53,20 @@ class BatchNormalization(Layer):
         averaged over it, so data-parallel replicas normalize identically.
         `jaxnets.parallel.PmapEngine` sets it for every layer (see
         `jaxnets.layers.replicas`); set it for your own ``pmap`` loops.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.layers import BatchNormalization
+      >>> bn = BatchNormalization()
+      >>> x = jnp.array([[1.0, 2.0], [3.0, 6.0]])
+      >>> variables = bn.init(jax.random.key(0), x)
+      >>> jax.tree.map(jnp.shape, variables)
+      {'batch_stats': {'mean': (2,), 'var': (2,)}, 'params': {'bias': (2,), 'scale': (2,)}}
+      >>> y, updates = bn.apply(variables, x, train=True, mutable=["batch_stats"])
+      >>> y.round(2).tolist()  # each column by its batch mean and std: (2, 1) and (4, 2)
+      [[-1.0, -1.0], [1.0, 1.0]]
+      >>> bn.apply(variables, x).round(2).tolist()  # eval: initial mean 0, var 1
+      [[1.0, 2.0], [3.0, 6.0]]
     """
 
     axis: int | tuple[int, ...] = -1

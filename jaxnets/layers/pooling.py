@@ -152,17 +152,44 @@ class MaxPooling1D(_Pooling):
       strides: step; None (default) means ``pool_size``.
       padding: 'valid' or 'same'.
       impl: 'auto', 'im2col' (reshape / slices) or 'xla'.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.layers import MaxPooling1D
+      >>> x = jnp.array([1.0, 3.0, 2.0, 5.0, 4.0]).reshape(1, 5, 1)  # (B, T, C)
+      >>> MaxPooling1D(2).apply({}, x)[0, :, 0].tolist()  # 'valid' drops the last step
+      [3.0, 5.0]
+      >>> MaxPooling1D(2, padding="same").apply({}, x)[0, :, 0].tolist()
+      [3.0, 5.0, 4.0]
     """
 
     rank: ClassVar[int] = 1
 
 
 class MaxPooling2D(_Pooling):
-    """Max over windows of NHWC images (Keras ``MaxPooling2D``); see `MaxPooling1D`."""
+    """Max over windows of NHWC images (Keras ``MaxPooling2D``); see `MaxPooling1D`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.layers import MaxPooling2D
+      >>> x = jnp.arange(9.0).reshape(1, 3, 3, 1)  # [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+      >>> MaxPooling2D(2, strides=1).apply({}, x)[0, :, :, 0].tolist()
+      [[4.0, 5.0], [7.0, 8.0]]
+    """
 
 
 class AveragePooling1D(_Pooling):
-    """Mean over windows of ``(B, T, C)`` (Keras ``AveragePooling1D``); see `MaxPooling1D`."""
+    """Mean over windows of ``(B, T, C)`` (Keras ``AveragePooling1D``); see `MaxPooling1D`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.layers import AveragePooling1D
+      >>> x = jnp.array([1.0, 3.0, 2.0, 5.0, 4.0]).reshape(1, 5, 1)
+      >>> AveragePooling1D(2).apply({}, x)[0, :, 0].tolist()
+      [2.0, 3.5]
+      >>> AveragePooling1D(2, padding="same").apply({}, x)[0, :, 0].tolist()  # pad not counted
+      [2.0, 3.5, 4.0]
+    """
 
     rank: ClassVar[int] = 1
     reduce: ClassVar[str] = "avg"
@@ -220,17 +247,45 @@ class GlobalAveragePooling1D(_GlobalPooling):
 
 
 class GlobalMaxPooling1D(_GlobalPooling):
-    """Max over time of ``(B, T, C)`` -> ``(B, C)``; ``mask`` (B, T) skips padded steps."""
+    """Max over time of ``(B, T, C)`` -> ``(B, C)``; ``mask`` (B, T) skips padded steps.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.layers import GlobalMaxPooling1D
+      >>> x = jnp.array([[[1.0], [3.0], [100.0]]])
+      >>> GlobalMaxPooling1D().apply({}, x).tolist()
+      [[100.0]]
+      >>> GlobalMaxPooling1D().apply({}, x, mask=jnp.array([[1, 1, 0]])).tolist()
+      [[3.0]]
+    """
 
     rank: ClassVar[int] = 1
     reduce: ClassVar[str] = "max"
 
 
 class GlobalAveragePooling2D(_GlobalPooling):
-    """Mean over height and width of NHWC images -> ``(B, C)``."""
+    """Mean over height and width of NHWC images -> ``(B, C)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.layers import GlobalAveragePooling2D
+      >>> x = jnp.arange(8.0).reshape(1, 2, 2, 2)  # channels [0, 2, 4, 6] and [1, 3, 5, 7]
+      >>> GlobalAveragePooling2D().apply({}, x).tolist()
+      [[3.0, 4.0]]
+      >>> GlobalAveragePooling2D(keepdims=True).apply({}, x).shape
+      (1, 1, 1, 2)
+    """
 
 
 class GlobalMaxPooling2D(_GlobalPooling):
-    """Max over height and width of NHWC images -> ``(B, C)``."""
+    """Max over height and width of NHWC images -> ``(B, C)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.layers import GlobalMaxPooling2D
+      >>> x = jnp.arange(8.0).reshape(1, 2, 2, 2)  # channels [0, 2, 4, 6] and [1, 3, 5, 7]
+      >>> GlobalMaxPooling2D().apply({}, x).tolist()
+      [[6.0, 7.0]]
+    """
 
     reduce: ClassVar[str] = "max"

@@ -47,6 +47,17 @@ class DenseAutoencoder(nn.Module):
       hidden: widths of the encoder's hidden layers (the decoder mirrors them).
       latent_dim: width of the code.
       input_shape: shape of one example; the decoder's output layer has its size.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.models import DenseAutoencoder
+      >>> model = DenseAutoencoder(hidden=(4,), latent_dim=2, input_shape=(3,))
+      >>> x = jnp.zeros((5, 3))  # widths 3 -> 4 -> 2 -> 4 -> 3
+      >>> out, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), x)
+      >>> out.shape, sum(p.size for p in jax.tree.leaves(variables["params"]))  # 16 + 10 + 12 + 15
+      ((5, 3), 53)
+      >>> jax.eval_shape(lambda v: model.apply(v, x, method="encode"), variables).shape
+      (5, 2)
     """
 
     hidden: Sequence[int] = (64,)
@@ -98,6 +109,20 @@ class ConvAutoencoder(nn.Module):
       filters: channels of the encoder convolutions (the decoder mirrors them).
       latent_dim: width of the code.
       input_shape: shape of one image ``(H, W, C)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.models import ConvAutoencoder
+      >>> model = ConvAutoencoder(filters=(2,), latent_dim=2, input_shape=(4, 4, 1))
+      >>> x = jnp.zeros((5, 4, 4, 1))  # one stride-2 conv: a (2, 2, 2) map, 8 features
+      >>> out, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), x)
+      >>> out.shape, sum(p.size for p in jax.tree.leaves(variables["params"]))  # 20+18+24+19
+      ((5, 4, 4, 1), 81)
+      >>> bad = ConvAutoencoder(filters=(2, 4), input_shape=(6, 6, 1))
+      >>> bad.init(jax.random.key(0), jnp.zeros((1, 6, 6, 1)))
+      Traceback (most recent call last):
+      ...
+      jaxnets.errors.ConfigError: ... needs H and W divisible by 4, got input_shape=(6, 6, 1). ...
     """
 
     filters: Sequence[int] = (16, 32)

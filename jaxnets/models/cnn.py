@@ -113,6 +113,16 @@ class CNN(nn.Module):
       activation: name of the activation after each convolution.
       dropout_rate: dropout before the last Dense in train mode ('dropout' rng).
       input_shape: shape of one image ``(H, W, C)``; only used by `example_input`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.models import CNN
+      >>> model = CNN(filters=(2, 4), num_classes=3)
+      >>> x = jnp.zeros((2, 10, 10, 1))  # 10 -conv-> 8 -pool-> 4 -conv-> 2 -pool-> 1
+      >>> # jax.eval_shape traces without computing: shapes only, no FLOPs.
+      >>> logits, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), x)
+      >>> logits.shape, sum(p.size for p in jax.tree.leaves(variables["params"]))  # 20 + 76 + 15
+      ((2, 3), 111)
     """
 
     filters: Sequence[int] = (32, 64)
@@ -159,6 +169,18 @@ class ConvNetBN(nn.Module):
       strides: stride of each block's 3x3 convolution ('same' padding).
       num_classes: width of the logits.
       input_shape: shape of one image ``(H, W, C)``; only used by `example_input`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.models import ConvNetBN
+      >>> model = ConvNetBN(filters=(2, 4), strides=(1, 2), num_classes=3)
+      >>> variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 8, 8, 1)))
+      >>> sum(p.size for p in jax.tree.leaves(variables["params"])), sorted(variables)
+      (117, ['batch_stats', 'params'])
+      >>> train = lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"])
+      >>> logits, updates = jax.eval_shape(train, variables, jnp.zeros((2, 12, 12, 1)))  # any size
+      >>> logits.shape, sorted(updates)
+      ((2, 3), ['batch_stats'])
     """
 
     filters: Sequence[int] = (32, 64, 128)

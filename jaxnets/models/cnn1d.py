@@ -43,6 +43,15 @@ class CNN1D(nn.Module):
       num_classes: width of the logits.
       activation: name of the activation after each convolution.
       input_shape: shape of one example ``(T,)`` or ``(T, C)``; only used by `example_input`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.models import CNN1D
+      >>> model = CNN1D(channels=(2, 2), kernel_sizes=(3, 3), num_classes=3)
+      >>> x = jnp.zeros((5, 8))  # lengths 8 -> 4 -> 2, so the Dense reads 2 * 2 features
+      >>> logits, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), x)
+      >>> logits.shape, sum(p.size for p in jax.tree.leaves(variables["params"]))  # 8 + 14 + 15
+      ((5, 3), 37)
     """
 
     channels: Sequence[int] = (25, 25, 25)

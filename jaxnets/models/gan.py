@@ -47,7 +47,17 @@ from jaxnets.models.mlp import random_input
 
 
 class MLPGenerator(nn.Module):
-    """Noise ``(B, latent_dim)`` -> ReLU Dense layers -> ``tanh`` -> ``(B, *output_shape)``."""
+    """Noise ``(B, latent_dim)`` -> ReLU Dense layers -> ``tanh`` -> ``(B, *output_shape)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.models import MLPGenerator
+      >>> model = MLPGenerator(latent_dim=2, features=(4,), output_shape=(3,))
+      >>> z = jnp.zeros((5, 2))
+      >>> fake, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), z)
+      >>> fake.shape, sum(p.size for p in jax.tree.leaves(variables["params"]))  # 2*4+4 + 4*3+3
+      ((5, 3), 27)
+    """
 
     latent_dim: int = 16
     features: Sequence[int] = (64, 64)
@@ -68,7 +78,17 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """Flattened input -> LeakyReLU Dense layers -> one logit per example ``(B,)``."""
+    """Flattened input -> LeakyReLU Dense layers -> one logit per example ``(B,)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.models import MLPDiscriminator
+      >>> model = MLPDiscriminator(features=(4,), input_shape=(3,))
+      >>> x = jnp.zeros((5, 3))
+      >>> logits, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), x)
+      >>> logits.shape, sum(p.size for p in jax.tree.leaves(variables["params"]))  # 3*4+4 + 4+1
+      ((5,), 21)
+    """
 
     features: Sequence[int] = (64, 64)
     input_shape: tuple[int, ...] = (2,)
@@ -98,7 +118,17 @@ def _check_quarter(image_shape: tuple[int, int, int]) -> tuple[int, int]:
 
 
 class DCGANGenerator(nn.Module):
-    """Noise -> Dense to ``(H/4, W/4, 2f)`` -> ConvT(f, stride 2) -> ConvT(C, stride 2) -> tanh."""
+    """Noise -> Dense to ``(H/4, W/4, 2f)`` -> ConvT(f, stride 2) -> ConvT(C, stride 2) -> tanh.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.models import DCGANGenerator
+      >>> model = DCGANGenerator(latent_dim=2, filters=2, image_shape=(4, 4, 1))
+      >>> z = jnp.zeros((5, 2))  # Dense to (1, 1, 4), then 2x2x2, then 4x4x1
+      >>> fake, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), z)
+      >>> fake.shape, sum(p.size for p in jax.tree.leaves(variables["params"]))  # 12 + 130 + 33
+      ((5, 4, 4, 1), 175)
+    """
 
     latent_dim: int = 32
     filters: int = 32
@@ -121,7 +151,17 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """Image -> Conv(f, stride 2) -> Conv(2f, stride 2), LeakyReLU(0.2) -> Dense logit ``(B,)``."""
+    """Image -> Conv(f, stride 2) -> Conv(2f, stride 2), LeakyReLU(0.2) -> Dense logit ``(B,)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.models import DCGANDiscriminator
+      >>> model = DCGANDiscriminator(filters=2, input_shape=(4, 4, 1))
+      >>> x = jnp.zeros((5, 4, 4, 1))  # 4x4x1 -> 2x2x2 -> 1x1x4 -> one logit
+      >>> logits, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), x)
+      >>> logits.shape, sum(p.size for p in jax.tree.leaves(variables["params"]))  # 34 + 132 + 5
+      ((5,), 171)
+    """
 
     filters: int = 32
     input_shape: tuple[int, int, int] = (28, 28, 1)
@@ -151,7 +191,18 @@ dcgan_discriminator_8x8 = partial(DCGANDiscriminator, filters=8, input_shape=(8,
 
 
 class GANState(struct.PyTreeNode):
-    """Everything a GAN step changes, in one pytree; modules and optimizers are static."""
+    """Everything a GAN step changes, in one pytree; modules and optimizers are static.
+
+    Example:
+      >>> import jax, optax
+      >>> from jaxnets.models import GANState, MLPDiscriminator, MLPGenerator
+      >>> G = MLPGenerator(latent_dim=2, features=(), output_shape=(3,))  # one Dense: 2*3+3
+      >>> D = MLPDiscriminator(features=(), input_shape=(3,))  # one Dense: 3+1
+      >>> state = GANState.create(G, D, optax.sgd(0.1), optax.sgd(0.1), jax.random.key(0))
+      >>> count = lambda params: sum(p.size for p in jax.tree.leaves(params))
+      >>> int(state.step), count(state.g_params), count(state.d_params)
+      (0, 9, 4)
+    """
 
     step: jax.Array
     key: jax.Array
@@ -199,6 +250,17 @@ def gan_train_step(state: GANState, batch: dict) -> tuple[GANState, dict]:
 
     Returns:
       The new state and ``{'d_loss', 'g_loss', 'd_real', 'd_fake'}`` (mean D probabilities).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> from jaxnets.models import GANState, MLPDiscriminator, MLPGenerator, gan_train_step
+      >>> G = MLPGenerator(latent_dim=2, features=(), output_shape=(3,))
+      >>> D = MLPDiscriminator(features=(), input_shape=(3,))
+      >>> state = GANState.create(G, D, optax.sgd(0.1), optax.sgd(0.1), jax.random.key(0))
+      >>> batch = {"x": jnp.zeros((4, 3)), "mask": jnp.array([1.0, 1.0, 1.0, 0.0])}  # 1 padded
+      >>> state, metrics = jax.jit(gan_train_step)(state, batch)
+      >>> int(state.step), sorted(metrics)
+      (1, ['d_fake', 'd_loss', 'd_real', 'g_loss'])
     """
     real = batch["x"]
     n = real.shape[0]
@@ -250,11 +312,13 @@ def write_png(path: str | os.PathLike, pixels: np.ndarray) -> None:
 
     Example:
       >>> import tempfile, os
-      >>> path = os.path.join(tempfile.mkdtemp(), "a.png")
+      >>> tmp = tempfile.TemporaryDirectory()
+      >>> path = os.path.join(tmp.name, "a.png")
       >>> write_png(path, np.zeros((2, 3), np.uint8))
       >>> with open(path, "rb") as f:
       ...     f.read(8)
       b'\\x89PNG\\r\\n\\x1a\\n'
+      >>> tmp.cleanup()
     """
     pixels = np.ascontiguousarray(pixels, np.uint8)
     if pixels.ndim == 3 and pixels.shape[2] == 1:
@@ -319,6 +383,17 @@ def save_sample_grid(
 
     Returns:
       ``path`` as a string.
+
+    Example:
+      >>> import os, struct, tempfile
+      >>> import numpy as np
+      >>> from jaxnets.models import save_sample_grid
+      >>> images = np.linspace(-1, 1, 3 * 3 * 3).reshape(3, 3, 3)  # three 3x3 images
+      >>> with tempfile.TemporaryDirectory() as tmp:
+      ...     path = save_sample_grid(images, os.path.join(tmp, "grid.png"), ncols=3)
+      ...     with open(path, "rb") as f:  # a PNG header holds width, height at bytes 16-24
+      ...         print(os.path.basename(path), struct.unpack(">II", f.read(24)[16:]))
+      grid.png (13, 5)
     """
     pixels = sample_grid(images, ncols, value_range)
     path = os.fspath(path)

@@ -49,6 +49,17 @@ class GPT(nn.Module):
       mlp_ratio: MLP hidden width as a multiple of ``d_model``.
       dropout_rate: dropout on embeddings, attention and residual branches, in train mode.
       example_length: length of the `example_input` token sequences.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.models import GPT
+      >>> model = GPT(vocab_size=5, block_size=4, num_layers=1, d_model=4, num_heads=2, mlp_ratio=2)
+      >>> tokens = jnp.zeros((2, 3), jnp.int32)
+      >>> logits, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), tokens)
+      >>> logits.shape, sum(p.size for p in jax.tree.leaves(variables["params"]))
+      ((2, 3, 5), 216)
+      >>> sorted(variables["params"])  # wte 5*4 also un-embeds: no separate output layer
+      ['block_0', 'ln_final', 'wpe', 'wte']
     """
 
     vocab_size: int = 65
@@ -181,8 +192,22 @@ def generate(
 
     Returns:
       Int tokens ``(B, P + max_new_tokens)`` (``(P + max_new_tokens,)`` for a 1-D prompt):
-      row ``b`` holds its prompt, then its new tokens from ``prompt_lengths[b]`` on.
+      row ``b`` holds its prompt, then its new tokens from ``prompt_lengths[b]`` on;
+      its last ``P - prompt_lengths[b]`` positions are left over (they hold what was
+      there: the prompt's padding or zeros), so read ``max_new_tokens`` tokens from
+      ``prompt_lengths[b]``.
       When the buffer outgrows ``block_size`` the model sees the last ``block_size`` tokens.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.models import GPT, generate
+      >>> model = GPT(vocab_size=5, block_size=4, num_layers=1, d_model=4, num_heads=2, mlp_ratio=2)
+      >>> variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+      >>> prompt = jnp.array([[1, 2, 3], [4, 0, 0]])  # row 2 holds 1 token, then padding
+      >>> out = generate(model, variables, prompt, jax.random.key(1), max_new_tokens=2,
+      ...                top_k=1, prompt_lengths=jnp.array([3, 1]))
+      >>> out.shape, out[0, :3].tolist(), out[1, :1].tolist()  # new tokens follow each prompt
+      ((2, 5), [1, 2, 3], [4])
     """
     prompt = jnp.asarray(prompt)
     if not jnp.issubdtype(prompt.dtype, jnp.integer) or prompt.ndim not in (1, 2):

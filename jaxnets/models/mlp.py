@@ -57,6 +57,15 @@ class MLP(nn.Module):
       activation: Keras activation name (or callable) after each hidden layer.
       dropout_rate: dropout after each hidden activation in train mode ('dropout' rng).
       input_shape: shape of one example; only used by `example_input`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.models import MLP
+      >>> model = MLP(features=(4,), num_classes=3, input_shape=(2,))
+      >>> x = jnp.ones((5, 2))
+      >>> logits, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), x)
+      >>> logits.shape, sum(p.size for p in jax.tree.leaves(variables["params"]))  # 2*4+4 + 4*3+3
+      ((5, 3), 27)
     """
 
     features: Sequence[int] = (128,)

@@ -75,6 +75,18 @@ class RecurrentClassifier(nn.Module):
       embed_dim: width of the token embedding.
       dropout_rate: dropout between layers and before the head, in train mode.
       input_shape: shape of one example ``(T, F)`` (or ``(T,)`` for tokens).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.models import RecurrentClassifier
+      >>> model = RecurrentClassifier(cell="rnn", hidden_size=2, num_classes=3)
+      >>> x = jnp.zeros((5, 7, 4))  # 5 sequences of 7 steps, 4 features
+      >>> logits, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), x)
+      >>> logits.shape, sum(p.size for p in jax.tree.leaves(variables["params"]))  # 4*2+2*2+2 + 9
+      ((5, 3), 23)
+      >>> tagger = model.clone(cell="gru", return_sequences=True)  # one class per step
+      >>> jax.eval_shape(tagger.init_with_output, jax.random.key(0), x)[0].shape
+      (5, 7, 3)
     """
 
     cell: str = "lstm"

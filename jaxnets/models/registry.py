@@ -112,6 +112,16 @@ def get(name: str, **overrides) -> nn.Module:
     Raises:
       UnknownNameError: ``name`` is not registered (the message lists the valid names).
       ConfigError: an override is not a field of the model.
+
+    Example:
+      >>> from jaxnets import models
+      >>> model = models.get("resnet_tiny", num_classes=3)
+      >>> type(model).__name__, model.stage_sizes, model.num_classes
+      ('ResNet', (1, 1), 3)
+      >>> models.get("mlp", width=8)
+      Traceback (most recent call last):
+      ...
+      jaxnets.errors.ConfigError: model 'mlp' (MLP) has no field(s) width; valid fields: ...
     """
     constructor = lookup(name, MODELS, kind="model")
     cls = _module_class(constructor)

@@ -71,6 +71,17 @@ class ResNet(nn.Module):
       bn_momentum: BatchNorm running-average momentum (Keras default 0.99).
       bn_epsilon: BatchNorm epsilon (Keras default 1e-3).
       input_shape: shape of one image ``(H, W, C)``; only used by `example_input`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.models import ResNet
+      >>> model = ResNet(stage_sizes=(1,), num_filters=2, num_classes=3)  # one stage, one block
+      >>> x = jnp.zeros((2, 4, 4, 1))
+      >>> logits, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), x)
+      >>> logits.shape, sum(p.size for p in jax.tree.leaves(variables["params"]))
+      ((2, 3), 111)
+      >>> sorted(variables["params"])  # stem 18 + 4, block 2 * (36 + 4), logits 9
+      ['logits', 'stage1_block1', 'stem_bn', 'stem_conv']
     """
 
     stage_sizes: Sequence[int] = (2, 2, 2, 2)

@@ -50,6 +50,18 @@ class Siamese(nn.Module):
       num_classes: width of the logits (2: different / same).
       shared: one encoder for both inputs (True) or one each (False).
       input_shape: shape of one member of a pair.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.models import Siamese
+      >>> pairs = jnp.zeros((5, 2, 3))  # 5 pairs of 3-vectors
+      >>> for shared in (True, False):  # encoder 3*4+4 + 4*2+2 = 26, head 4*2+2 = 10
+      ...     model = Siamese(hidden=(4,), embed_dim=2, shared=shared, input_shape=(3,))
+      ...     logits, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), pairs)
+      ...     params = variables["params"]
+      ...     print(logits.shape, sorted(params), sum(p.size for p in jax.tree.leaves(params)))
+      (5, 2) ['encoder', 'head'] 36
+      (5, 2) ['encoder_a', 'encoder_b', 'head'] 62
     """
 
     encoder: str = "mlp"

@@ -59,6 +59,16 @@ class TransformerBlock(nn.Module):
       mlp_dim: hidden width of the MLP.
       dropout_rate: dropout on attention weights and on both residual branches.
       causal: let step t attend to steps <= t only (decoders).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.models import TransformerBlock
+      >>> block = TransformerBlock(num_heads=2, mlp_dim=8)
+      >>> x = jnp.zeros((1, 3, 4))  # (B, T, D): D = 4 splits into 2 heads of 2
+      >>> y, variables = jax.eval_shape(block.init_with_output, jax.random.key(0), x)
+      >>> # 2 LayerNorms 2 * 8, attention 4 * (4*4+4), MLP (4*8+8) + (8*4+4)
+      >>> y.shape, sum(p.size for p in jax.tree.leaves(variables["params"]))
+      ((1, 3, 4), 172)
     """
 
     num_heads: int
@@ -100,6 +110,17 @@ class TransformerClassifier(nn.Module):
       vocab_size: if set, int token inputs ``(B, T)`` are embedded.
       dropout_rate: dropout on embeddings, attention weights and residual branches.
       input_shape: shape of one example ``(T, F)`` (or ``(T,)`` for tokens).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.models import TransformerClassifier
+      >>> model = TransformerClassifier(
+      ...     num_layers=1, d_model=4, num_heads=2, mlp_dim=8, num_classes=3, max_len=8)
+      >>> x = jnp.zeros((2, 5, 2))  # 2 sequences of 5 steps, 2 features
+      >>> logits, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), x)
+      >>> # projection 2*4+4, positions 8*4, one block 172, final LayerNorm 8, logits 4*3+3
+      >>> logits.shape, sum(p.size for p in jax.tree.leaves(variables["params"]))
+      ((2, 3), 239)
     """
 
     num_layers: int = 2

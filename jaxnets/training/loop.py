@@ -47,6 +47,17 @@ def as_arrays(data, *, need_targets: bool = True) -> dict[str, np.ndarray]:
 
     Raises a `jaxnets.errors.DataError` naming the problem for empty data,
     missing targets or arrays of different lengths.
+
+    Example:
+      >>> import numpy as np
+      >>> from jaxnets.training.loop import as_arrays
+      >>> arrays = as_arrays((np.zeros((4, 3)), np.arange(4), np.ones(4)))
+      >>> sorted(arrays), arrays["x"].shape
+      (['weight', 'x', 'y'], (4, 3))
+      >>> as_arrays((np.zeros((4, 3)), np.arange(3)))
+      Traceback (most recent call last):
+      ...
+      jaxnets.errors.DataError: every array needs the same number of rows ...
     """
     if isinstance(data, Mapping):
         arrays = dict(data)
@@ -199,6 +210,16 @@ def fit(
     Returns:
       ``(state, history)``; history maps each metric name to per-epoch values,
       and ``skipped`` to the number of updates skipped for NaN/Inf each epoch.
+
+    Example:
+      >>> import numpy as np, flax.linen as nn
+      >>> from jaxnets.training import create_train_state, fit
+      >>> x = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+      >>> y = (x[:, 0] > 0).astype(np.int32)
+      >>> state = create_train_state(nn.Dense(2), "adam", x[:1], learning_rate=0.1)
+      >>> state, history = fit(state, (x, y), epochs=2, batch_size=16, verbose=0)  # donates state
+      >>> int(state.step), sorted(history), history["skipped"]  # 2 epochs of ceil(50 / 16) steps
+      (8, ['accuracy', 'loss', 'skipped'], [0, 0])
     """
     _check_positive_int("epochs", epochs)
     _check_positive_int("batch_size", batch_size)
@@ -336,8 +357,18 @@ def evaluate(
     """Loss and metrics of ``state`` on ``data`` (padded batches, exact masked means).
 
     Returns:
-      A dict from metric name (``loss`` first) to a float, or a numpy array for
-      per-class metrics.
+      A dict from metric name (``loss`` and each metric) to a float, or a numpy
+      array for per-class metrics.
+
+    Example:
+      >>> import numpy as np, flax.linen as nn
+      >>> from jaxnets.training import create_train_state, evaluate
+      >>> model = nn.Dense(2, kernel_init=nn.initializers.zeros)  # logits 0: p = 1/2 each
+      >>> state = create_train_state(model, "sgd", np.zeros((1, 3), np.float32))
+      >>> x, y = np.ones((5, 3), np.float32), np.array([0, 0, 0, 1, 1], np.int32)
+      >>> logs = evaluate(state, (x, y), batch_size=2)  # the last batch is padded and masked
+      >>> sorted(logs), round(logs["loss"], 4), round(logs["accuracy"], 4)  # a tie picks class 0
+      (['accuracy', 'loss'], 0.6931, 0.6)
     """
     _check_positive_int("batch_size", batch_size)
     arrays = validation.check_inputs(state, as_arrays(data), allow_nonfinite=allow_nonfinite)
@@ -365,7 +396,18 @@ def predict(
     x_mask=None,
     allow_nonfinite: bool = False,
 ) -> np.ndarray:
-    """Model outputs for every row of ``x`` as a numpy array (padding removed)."""
+    """Model outputs for every row of ``x`` as a numpy array (padding removed).
+
+    Example:
+      >>> import numpy as np, flax.linen as nn
+      >>> from jaxnets.training import create_train_state, predict
+      >>> model = nn.Dense(1, kernel_init=nn.initializers.ones)
+      >>> state = create_train_state(model, "sgd", np.zeros((1, 2), np.float32),
+      ...                            loss="mse", metrics=())
+      >>> x = np.array([[1, 2], [3, 4], [5, 6]], np.float32)
+      >>> predict(state, x, batch_size=2).tolist()  # row sums; 2 batches, the padding dropped
+      [[3.0], [7.0], [11.0]]
+    """
     _check_positive_int("batch_size", batch_size)
     arrays = as_arrays({"x": x, "x_mask": x_mask}, need_targets=False)
     arrays = validation.check_inputs(state, arrays, targets=False, allow_nonfinite=allow_nonfinite)

@@ -80,6 +80,16 @@ class TrainState(struct.PyTreeNode):
       hparams: model hyperparameters held as arrays, e.g. ``{"dropout_rate":
         0.3}`` (see `set_model_hyperparam`); the training step injects them
         into the model (`jaxnets.layers.hyperparams`). Empty by default.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import flax.linen as nn
+      >>> from jaxnets.training import create_train_state
+      >>> state = create_train_state(nn.Dense(2), "sgd", jnp.zeros((1, 3)), learning_rate=0.1)
+      >>> jax.tree.map(jnp.shape, state.params), sorted(state.variables), int(state.skipped)
+      ({'bias': (2,), 'kernel': (3, 2)}, ['params'], 0)
+      >>> int(state.replace(step=state.step + 5).step)  # immutable: replace returns a copy
+      5
     """
 
     step: jax.Array
@@ -191,6 +201,17 @@ def create_train_state(
         with two or more axes, i.e. kernels and embeddings, not biases).
       precision: ``"float32"``, ``"bfloat16"`` or ``"float16"`` (with dynamic
         loss scaling): the dtype the model computes in; params stay float32.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.layers import BatchNormalization
+      >>> from jaxnets.training import create_train_state
+      >>> state = create_train_state(BatchNormalization(), "adam", jnp.zeros((1, 3)),
+      ...                            loss="mse", metrics=(), precision="bfloat16")
+      >>> jax.tree.map(jnp.shape, state.model_state)  # running statistics, not params
+      {'batch_stats': {'mean': (3,), 'var': (3,)}}
+      >>> state.params["scale"].dtype, state.precision, state.loss.kind
+      (dtype('float32'), 'bfloat16', 'regression')
     """
     validation.check_module_config(module)
     precision = precision_lib.canonical(precision)

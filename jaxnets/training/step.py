@@ -204,6 +204,26 @@ def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
 
     If the loss or any gradient is not finite the update is skipped (see
     `apply_gradients`).
+
+    Args:
+      state: the `TrainState` (unchanged: the new one is returned).
+      batch: ``x``, ``y`` and ``mask`` (1.0 for real rows, 0.0 for padding),
+        optionally ``weight`` and ``x_mask`` (see this module's docstring).
+
+    Returns:
+      ``(new_state, sums)``: the state after one step, and the batch's metric
+      accumulators (``loss`` and each metric's sums over the real rows).
+
+    Example:
+      >>> import jax, numpy as np, flax.linen as nn
+      >>> from jaxnets.training import create_train_state, train_step
+      >>> x = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+      >>> y = (x[:, 0] > 0).astype(np.int32)
+      >>> state = create_train_state(nn.Dense(2), "adam", x[:1], learning_rate=0.1)
+      >>> batch = {"x": x[:4], "y": y[:4], "mask": np.array([1, 1, 1, 0], np.float32)}
+      >>> new, sums = jax.jit(train_step)(state, batch)  # the last row is padding
+      >>> int(state.step), int(new.step), sorted(sums), float(sums["loss"]["count"])
+      (0, 1, ['accuracy', 'loss'], 3.0)
     """
     key = state.step_key()
     # Under float16 the loss is scaled and the gradients unscaled (jaxnets.precision).
@@ -216,14 +236,40 @@ def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
 
 
 def predict_step(state: TrainState, batch: dict):
-    """Model outputs on ``batch['x']`` in inference mode (running BatchNorm statistics)."""
+    """Model outputs on ``batch['x']`` in inference mode (running BatchNorm statistics).
+
+    The outputs are float32 even when the model computes in half precision.
+
+    Example:
+      >>> import numpy as np, flax.linen as nn
+      >>> from jaxnets.training import create_train_state, predict_step
+      >>> model = nn.Dense(2, kernel_init=nn.initializers.ones)
+      >>> x = np.ones((2, 3), np.float32)
+      >>> state = create_train_state(model, "sgd", x[:1], precision="bfloat16")
+      >>> out = predict_step(state, {"x": x})
+      >>> out.tolist(), out.dtype  # 1 + 1 + 1, computed in bfloat16
+      ([[3.0, 3.0], [3.0, 3.0]], dtype('float32'))
+    """
     variables, x = precision.cast_to_compute(state.precision, (state.variables, batch["x"]))
     outputs = state.apply_fn(variables, x, **model_kwargs(state, batch, train=False))
     return precision.cast_to_float32(outputs)
 
 
 def eval_step(state: TrainState, batch: dict) -> dict:
-    """The metric sums of a batch in inference mode."""
+    """The metric sums of a batch in inference mode.
+
+    Example:
+      >>> import numpy as np, flax.linen as nn
+      >>> from jaxnets import metrics
+      >>> from jaxnets.training import create_train_state, eval_step
+      >>> model = nn.Dense(2, kernel_init=nn.initializers.zeros)  # logits 0: p = 1/2 each
+      >>> state = create_train_state(model, "sgd", np.zeros((1, 3), np.float32))
+      >>> batch = {"x": np.ones((4, 3), np.float32), "y": np.array([0, 0, 1, 0], np.int32),
+      ...          "mask": np.ones(4, np.float32)}
+      >>> logs = metrics.compute_all(state.metric_table, eval_step(state, batch))
+      >>> round(logs["loss"], 4), logs["accuracy"]  # log 2; a tie's arg-max is class 0
+      (0.6931, 0.75)
+    """
     outputs = predict_step(state, batch)
     per_example = per_example_loss(state, outputs, batch["y"], batch.get("x_mask"))
     reg = penalty(state.params, state.l1, state.l2)
