@@ -27,13 +27,15 @@ class Fragile(nn.Module):
         return jnp.sqrt(s) * jnp.ones((x.shape[0], 1))
 
 
-def test_terminate_on_nan_stops_and_keeps_the_last_good_params(xy):
+def test_terminate_on_nan_stops_and_keeps_the_last_good_params(xy, capsys):
     x, _ = xy
     y = np.zeros((len(x), 1), np.float32)
     model = Model(Fragile())
     model.compile(optimizer="sgd", loss="mse", learning_rate=2.0)
     history = model.fit(x, y, epochs=5, batch_size=8, callbacks=[TerminateOnNaN()], verbose=0)
     assert history.epoch == [0] and np.isnan(history.history["loss"][0])
+    # said once, at the first logged batch (log_every=50: the epoch's last, index 7)
+    assert capsys.readouterr().out == "Batch 7: invalid loss, terminating training\n"
     # step 1 was applied (s = 1 - 2 * 1); steps 2..8 had a NaN loss and changed nothing
     np.testing.assert_array_equal(np.asarray(model.state.params["s"]), [-1.0])
     assert int(model.state.skipped) == 7 and int(model.state.step) == 8
@@ -71,9 +73,23 @@ def test_lambda_callback_hooks(xy):
     model = Model(nn.Dense(2))
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     model.fit(x, y, epochs=2, batch_size=16, log_every=2, callbacks=[cb], verbose=0)
-    # batch hooks run where the loop logs: after step 2 (index 1); the last step ends the epoch
-    assert calls == ["begin", "e0", "b1", "e1", "b1", "end"]
+    # batch hooks run where the loop logs: after step 2 (index 1) and after the epoch's
+    # last step (index 3), as Keras calls them for every batch
+    assert calls == ["begin", "e0", "b1", "b3", "e1", "b1", "b3", "end"]
     with pytest.raises(ConfigError, match="no hook"):
         LambdaCallback(on_epoch_finish=print)
     with pytest.raises(ConfigError, match="callable"):
         LambdaCallback(on_epoch_end=3)
+
+
+def test_last_batch_hook_gets_the_epochs_train_logs(xy):
+    x, y = xy
+    seen = {}
+    cb = LambdaCallback(on_batch_end=lambda batch, logs: seen.setdefault(batch, []).append(logs))
+    model = Model(nn.Dense(2))
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x, y, epochs=2, batch_size=16, log_every=2, callbacks=[cb], verbose=0)
+    last = seen[len(x) // 16 - 1]
+    assert [logs["loss"] for logs in last] == history.history["loss"]
+    assert [logs["accuracy"] for logs in last] == history.history["accuracy"]
+    assert all("skipped" not in logs for logs in last)  # batch logs hold metrics only

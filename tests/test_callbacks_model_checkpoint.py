@@ -70,3 +70,21 @@ def test_bad_arguments():
         ModelCheckpoint("x", save_freq="sometimes")
     with pytest.raises(ConfigError, match="mode"):
         ModelCheckpoint("x", monitor="confusion_matrix", save_best_only=True)
+
+
+@pytest.mark.parametrize(
+    "log_every, expected",
+    [
+        # every step logged: saves after global steps 3 and 6 (epoch 2's second step)
+        (1, ["e1-b3", "e2-b2"]),
+        # logged after steps 2 and 4 of each epoch: 4 >= 3 steps at each epoch's end
+        (2, ["e1-b4", "e2-b4"]),
+    ],
+)
+def test_save_freq_counts_every_step_across_epochs(tmp_path, xy, log_every, expected):
+    x, y = xy  # 32 rows, batch 8: 4 steps an epoch
+    model = Sequential([layers.Dense(2, activation="softmax", input_shape=(3,))])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    cb = ModelCheckpoint(str(tmp_path / "e{epoch}-b{batch}"), save_freq=3)
+    model.fit(x, y, epochs=2, batch_size=8, log_every=log_every, callbacks=[cb], verbose=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == expected

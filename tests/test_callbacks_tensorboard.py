@@ -59,4 +59,5 @@ def test_batch_scalars(tmp_path):
     tb = TensorBoard(tmp_path, update_freq=2)
     model.fit(x, y, epochs=2, batch_size=8, log_every=2, callbacks=[tb], verbose=0)
     steps = [e.step for e in _reader(tmp_path / "train").Scalars("batch_loss")]
-    assert steps == [2, 4, 6, 10, 12, 14]  # every 2 steps; epoch ends are logged as epochs
+    # every 2 steps, as in Keras: the epoch's last step (8, 16) too, with the epoch's logs
+    assert steps == [2, 4, 6, 8, 10, 12, 14, 16]

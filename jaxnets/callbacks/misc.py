@@ -83,7 +83,7 @@ class TerminateOnNaN(Callback):
     The training step never applies a non-finite update (it keeps the state
     bitwise and counts it in ``state.skipped``), so the model keeps the last
     good parameters. The loss is checked whenever the loop logs: every
-    ``log_every`` steps and at each epoch end.
+    ``log_every`` steps and at each epoch's last step (and end).
 
     Example:
       >>> import numpy as np
@@ -96,12 +96,14 @@ class TerminateOnNaN(Callback):
       >>> x[0, 0] = np.nan  # one of the two batches of 8 rows gets a NaN loss
       >>> history = model.fit(x, y, batch_size=8, epochs=3, verbose=0,
       ...                     callbacks=[TerminateOnNaN()], allow_nonfinite=True)
-      Epoch 1: invalid loss, terminating training
+      Batch 1: invalid loss, terminating training
       >>> history.epoch, int(model.state.step), int(model.state.skipped)
       ([0], 2, 1)
     """
 
     def _check(self, where: str, logs):
+        if getattr(self.model, "stop_training", False):
+            return  # already stopping (the epoch's last batch and its end share one loss)
         loss = (logs or {}).get("loss")
         if loss is not None and _not_finite(loss):
             print(f"{where}: invalid loss, terminating training")

@@ -82,21 +82,22 @@ class ModelCheckpoint(Callback):
             self.best = np.inf if self.mode == "min" else -np.inf
         self._current_epoch = 0
         self._batches_since_save = 0
-        self._last_batch_seen = 0
+        self._steps_seen = 0  # steps of the current epoch already counted
 
     def _is_improvement(self, current) -> bool:
         return current < self.best if self.mode == "min" else current > self.best
 
     def on_epoch_begin(self, epoch, logs=None):
         self._current_epoch = epoch
+        self._steps_seen = 0
 
     def on_train_batch_end(self, batch, logs=None):
         if self.save_freq == "epoch":
             return
-        # Batch hooks run every log_every steps: count the steps in between.
-        added = batch + 1 if batch <= self._last_batch_seen else batch - self._last_batch_seen
-        self._batches_since_save += added
-        self._last_batch_seen = batch
+        # Batch hooks run every log_every steps and at the epoch's last step: count
+        # the steps in between (batch is the 0-based index of the last one done).
+        self._batches_since_save += batch + 1 - self._steps_seen
+        self._steps_seen = batch + 1
         if self._batches_since_save >= self.save_freq:
             self._batches_since_save = 0
             self._save(self._current_epoch, batch, logs)

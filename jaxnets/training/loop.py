@@ -284,9 +284,10 @@ def fit(
         cbs.on_epoch_begin(epoch)
         state = ctx.state  # after on_epoch_begin, which may replace it
         bar.epoch_begin(epoch, initial=start)
-        sums = None
+        sums, last = None, None
         # Steps, or scans of steps with fuse="epoch"; i is the last step of each.
         for i, batch in feed.epoch(epoch, start):
+            last = i
             if sums is None:
                 zeros = feed.zero_sums(state, batch)  # fresh device buffers (the step donates them)
                 resumed = ckpt.initial_sums(zeros) if ckpt is not None else None
@@ -316,6 +317,12 @@ def fit(
         if sums:
             host_sums, skipped = engine.fetch((sums, state.skipped))
             logs = metrics_lib.compute_all(state.metric_table, host_sums)
+            if batch_logs and last == steps - 1:
+                # The epoch's last step, whose metrics are the epoch's: its batch hook
+                # runs here, on the fetch the epoch makes anyway (Keras calls it too).
+                ctx.state = state
+                cbs.on_train_batch_end(last, _scalars(logs))
+                state = ctx.state
             logs["skipped"], skipped_total = _count(skipped) - skipped_total, _count(skipped)
             if on_nonfinite == "rollback" and (logs["skipped"] or not np.isfinite(logs["loss"])):
                 state = _rollback(ckpt, state, verbose)
