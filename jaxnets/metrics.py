@@ -147,6 +147,8 @@ class PrecisionRecallF1:
       which: ``"precision"``, ``"recall"`` or ``"f1"``.
       average: ``"macro"``, ``"micro"``, ``"weighted"``, ``"binary"`` (class
         ``pos_label``) or ``None`` for one value per class.
+      name: the key in logs; by default the name `get` gives the same metric
+        (``"f1"``, ``"recall_binary"``, ``"precision_per_class"``).
 
     Example:
       >>> import jax.numpy as jnp
@@ -166,7 +168,12 @@ class PrecisionRecallF1:
     which: str = "f1"
     average: str | None = "macro"
     pos_label: int = 1
-    name: str = "f1"
+    name: str | None = None  # default: the `get` name, e.g. "recall" or "recall_binary"
+
+    def __post_init__(self):
+        if self.name is None:
+            suffix = {"macro": "", None: "_per_class"}.get(self.average, f"_{self.average}")
+            object.__setattr__(self, "name", f"{self.which}{suffix}")
 
     def update(self, preds, labels, weights):
         return ConfusionMatrix().update(preds, labels, weights)

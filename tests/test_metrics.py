@@ -134,3 +134,14 @@ def test_compute_members_equals_compute_all_member_by_member(preds):
         for name in want:
             np.testing.assert_allclose(row[name], want[name], rtol=1e-6)
             assert isinstance(row[name], float) == isinstance(want[name], float)
+
+
+def test_precision_recall_f1_objects_are_named_like_get():
+    # Built directly, each object logs under the name `get` gives the same metric, so
+    # a run with precision and recall objects does not log both as "f1".
+    for which in ("precision", "recall", "f1"):
+        for average, suffix in (("macro", ""), ("binary", "_binary"), (None, "_per_class")):
+            made = metrics.PrecisionRecallF1(which, average)
+            assert made.name == f"{which}{suffix}" == metrics.get(made.name).name
+            assert made == metrics.get(made.name)
+    assert metrics.PrecisionRecallF1("recall", name="r").name == "r"
