@@ -83,6 +83,17 @@ def test_global_pooling(rng):
     np.testing.assert_allclose(mx[0], seq[0, :3].max(0))
 
 
+def test_global_pooling_of_a_fully_masked_row_is_zero(rng):
+    # Both poolings give 0 for a row with no valid step: no -inf reaches the next layer.
+    seq = jnp.asarray(rng.normal(size=(2, 4, 3)), jnp.float32) - 10.0  # all values negative
+    mask = jnp.array([[0, 0, 0, 0], [1, 1, 0, 0]], bool)
+    for layer in (GlobalMaxPooling1D(), GlobalAveragePooling1D()):
+        out = layer.apply({}, seq, mask=mask)
+        assert out.dtype == jnp.float32
+        np.testing.assert_array_equal(out[0], np.zeros(3, np.float32))
+    np.testing.assert_allclose(GlobalMaxPooling1D().apply({}, seq, mask=mask)[1], seq[1, :2].max(0))
+
+
 def test_pooling_errors():
     with pytest.raises(ShapeError, match="rank 4"):
         MaxPooling2D().apply({}, jnp.ones((4, 4, 1)))

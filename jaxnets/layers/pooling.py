@@ -227,7 +227,10 @@ class _GlobalPooling(Layer):
         # (B, T) mask, True at valid steps (1-D only): padded steps are ignored.
         m = mask.astype(bool)[..., None]
         if self.reduce == "max":
-            return jnp.where(m, x, -jnp.inf).max(axis=axes, keepdims=self.keepdims)
+            peak = jnp.where(m, x, -jnp.inf).max(axis=axes, keepdims=self.keepdims)
+            # A row with no valid step gives 0, as the average does, not -inf (which
+            # the next layer would turn into inf or NaN).
+            return jnp.where(m.any(axis=axes, keepdims=self.keepdims), peak, 0.0).astype(x.dtype)
         total = jnp.where(m, x, 0).sum(axis=axes, keepdims=self.keepdims)
         count = m.sum(axis=axes, keepdims=self.keepdims).astype(x.dtype)
         return total / jnp.maximum(count, 1.0)
