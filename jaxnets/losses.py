@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxnets.errors import ConfigError, lookup
+from jaxnets.errors import ConfigError, ShapeError, lookup
 
 # Probabilities are clipped this far from 0 and 1 before a log, as Keras does.
 _EPS = 1e-7
@@ -195,7 +195,13 @@ class Loss:
             return outputs
         if self.kind == "binary":
             p = jax.nn.sigmoid(outputs) if self.from_logits else outputs
-            p = p.reshape(p.shape[0])  # binary metrics assume one output unit
+            if p.size != p.shape[0]:  # shapes are static: this runs once, while tracing
+                raise ShapeError(
+                    "metrics of a binary classifier read one probability per example, "
+                    f"got outputs of shape {tuple(outputs.shape)}; for several labels per "
+                    "example (multi-label), train with metrics=[] and compute them per label."
+                )
+            p = p.reshape(p.shape[0])
             return jnp.stack([1.0 - p, p], axis=-1)
         return jax.nn.softmax(outputs, axis=-1) if self.from_logits else outputs
 

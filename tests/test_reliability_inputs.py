@@ -275,3 +275,15 @@ def test_the_keras_facade_gets_the_same_checks():
         model.fit(x, y + 3, epochs=1, verbose=0)
     with pytest.raises(ShapeError, match=r"per-example shape \(5,\)"):
         model.predict(np.zeros((2, 5), np.float32), verbose=0)
+
+
+def test_multi_label_binary_outputs_with_metrics_get_a_clear_error():
+    x, _ = _data()
+    y = (x[:, :2] > 0).astype(np.float32)  # two labels per example
+    with pytest.raises(ShapeError, match=r"one probability per example.*\(4, 2\).*metrics=\[\]"):
+        _fit(_state(loss="binary_crossentropy", out=2), (x, y))
+    state = create_train_state(
+        nn.Dense(2), "sgd", x[:1], loss="binary_crossentropy", metrics=(), learning_rate=0.1
+    )
+    _, history = _fit(state, (x, y))  # the loss alone trains
+    assert np.isfinite(history["loss"][0])
