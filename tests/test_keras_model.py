@@ -236,3 +236,21 @@ def test_history_is_a_callback_with_keras_attributes(data):
     history = model.fit(x, y, epochs=4, initial_epoch=2, verbose=0)
     assert history.epoch == [2, 3]
     assert np.isfinite(np.asarray(jnp.stack(jax.tree.leaves(model.state.params)[:1]))).all()
+
+
+def test_evaluate_and_predict_run_their_callback_hooks(data):
+    from jaxnets.callbacks import LambdaCallback
+
+    x, y = data
+    calls = []
+    cb = LambdaCallback(
+        on_test_begin=lambda logs: calls.append("test_begin"),
+        on_test_end=lambda logs: calls.append(("test_end", sorted(logs))),
+        on_predict_begin=lambda logs: calls.append("predict_begin"),
+        on_predict_end=lambda logs: calls.append("predict_end"),
+    )
+    model = Model(nn.Dense(3))
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    model.evaluate(x, y, callbacks=[cb], verbose=0)
+    assert model.predict(x[:4], callbacks=[cb]).shape == (4, 3)
+    assert calls == ["test_begin", ("test_end", ["loss"]), "predict_begin", "predict_end"]

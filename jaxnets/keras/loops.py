@@ -164,13 +164,20 @@ class Loops:
         )
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
-        """Model outputs as numpy (probabilities after a final softmax, as in Keras)."""
+        """Model outputs as numpy (probabilities after a final softmax, as in Keras).
+
+        ``callbacks`` get ``on_predict_begin`` and ``on_predict_end``; there are no
+        per-batch predict hooks (the batches run without a host sync). ``verbose``
+        is accepted for Keras scripts; predict prints nothing.
+        """
         if data_adapter.is_batch_iterable(x):
             arrays, bs = data_adapter.from_batches(x, steps)
             keep = arrays["mask"] > 0
         else:
             arrays, bs, keep = data_adapter.from_arrays(x), batch_size or 32, None
         self._ensure_built(arrays["x"][:1])
+        cbs = CallbackList(callbacks, model=self)
+        cbs.on_predict_begin()
         out = training_lib.predict(
             self._predict_state(),
             arrays["x"],
@@ -178,7 +185,9 @@ class Loops:
             engine=self._keras.engine,
             x_mask=arrays.get("x_mask"),
         )
-        return out if keep is None else out[keep]
+        out = out if keep is None else out[keep]
+        cbs.on_predict_end()
+        return out
 
     def _one_batch(self, x, y, sample_weight=None, class_weight=None):
         arrays = data_adapter.add_class_weight(
