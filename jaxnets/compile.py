@@ -48,6 +48,10 @@ class RetraceWarning(UserWarning):
 def default_cache_dir() -> str | None:
     """``$JAXNETS_COMPILE_CACHE`` (None when it says ``off``), else ``~/.cache/jaxnets/xla``.
 
+    Returns:
+      The default cache folder as a ``str``, or None when the environment
+      variable turns the cache off (``0``, ``off``, ``false``, ``no``, ``none`` or empty).
+
     Example:
       >>> import os
       >>> from pathlib import Path
@@ -75,6 +79,9 @@ def enable_cache(path: str | os.PathLike | None = None, *, min_compile_time_s: f
       min_compile_time_s: only programs that took at least this long to compile
         are written; the default 0 caches small programs too (JAX's own default
         is 1 s, which skips most CPU training steps).
+
+    Returns:
+      The cache folder in use, as a ``str``.
 
     Example:
       >>> import os, tempfile, jax, jax.numpy as jnp
@@ -122,6 +129,9 @@ def disable_cache() -> None:
 def cache_dir() -> str | None:
     """The folder the persistent cache writes to now, or None when it is off.
 
+    Returns:
+      JAX's ``jax_compilation_cache_dir`` setting, or None when it is unset.
+
     Example:
       >>> import tempfile
       >>> from jaxnets.compile import cache_dir, disable_cache, enable_cache
@@ -142,6 +152,9 @@ def ensure_default_cache() -> str | None:
     """Enables the default cache once, unless the user chose (or JAX already has a folder).
 
     `fit` calls it; it returns the cache folder in use, or None when the cache is off.
+
+    Returns:
+      `cache_dir` after the check: the folder in use, or None.
 
     Example:
       >>> from jaxnets.compile import cache_dir, disable_cache, enable_cache, ensure_default_cache
@@ -174,6 +187,21 @@ def _si(value: float, unit: str, base: int = 1000) -> str:
 @dataclasses.dataclass
 class ProgramReport:
     """What XLA says about one compiled program.
+
+    Attributes:
+      name: the program's name, the `GuardedStep`'s ``name``.
+      compile_s: wall-clock seconds spent tracing, lowering and compiling it
+        (as measured when first compiled, also for a reused program).
+      flops: floating-point operations of one call, from XLA's cost analysis
+        (a ``scan``/``while`` body counts once); 0 when XLA reports none.
+      peak_bytes: peak memory of one call in bytes, from XLA's memory analysis
+        (``peak_memory_in_bytes``); 0 when XLA reports none.
+      cached: True when the executable was reused from an earlier `GuardedStep`
+        of the same jitted function and signature in this process (e.g. an
+        earlier fit), not compiled again.
+      note: what this variant is for (the ``describe`` or ``compile_for`` note,
+        e.g. a bucket) and, on CPU with ``tune_dots``, the measured
+        matrix-multiply choice; ``""`` when there is none.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -209,6 +237,11 @@ class ProgramReport:
 class CompileReport:
     """The pre-flight report: one line per compiled program, plus the parameter count.
 
+    Attributes:
+      params: the model's number of parameter scalars (see `param_count`); 0 by default.
+      programs: a `ProgramReport` per compiled (or reused) program, in compile
+        order; `GuardedStep` appends to it.
+
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from jaxnets.compile import CompileReport, GuardedStep
@@ -231,6 +264,12 @@ class CompileReport:
 def param_count(params) -> int:
     """Number of scalars in a pytree of arrays.
 
+    Args:
+      params: a pytree whose leaves are arrays (or scalars), e.g. a model's ``params``.
+
+    Returns:
+      The total number of elements of all leaves, as an ``int``.
+
     Example:
       >>> param_count({"w": np.zeros((3, 4)), "b": np.zeros(4)})
       16
@@ -252,6 +291,17 @@ def describe_change(old, new, path: str) -> str | None:
 
     A skeleton is a pytree whose array leaves are abstract values (``jax.typeof``);
     the result is None when the skeletons are equal.
+
+    Args:
+      old: the earlier skeleton (e.g. of a step's first call's argument).
+      new: the later skeleton to compare with it.
+      path: the name the message gives the root of the trees (e.g. the argument
+        name); sub-paths are appended as ``['key']``, ``[i]`` or ``.field``.
+
+    Returns:
+      ``"path: old -> new"`` for up to three differing leaves (``"(and N more)"``
+      beyond), a static field's or key set's change, or a structure change;
+      None when the skeletons are equal.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -300,6 +350,12 @@ def describe_change(old, new, path: str) -> str | None:
 class BoundedCache(OrderedDict):
     """A dict that forgets its oldest entries beyond ``limit`` (compiled programs, shapes...).
 
+    "Oldest" is insertion order: neither reading nor overwriting an entry moves
+    it; ``put`` stores an entry, evicts beyond ``limit`` and returns the value.
+
+    Args:
+      limit: the most entries kept (default 64); ``put`` evicts the oldest beyond it.
+
     Example:
       >>> cache = BoundedCache(limit=2)
       >>> for k in "abc":
@@ -321,6 +377,15 @@ class BoundedCache(OrderedDict):
 
 def signature(tree) -> tuple:
     """A hashable key of a pytree's structure, shapes and dtypes: one compile (or trace) each.
+
+    Args:
+      tree: any pytree (e.g. a step's argument tuple); array values are ignored,
+        only the tree structure and each leaf's abstract value (``jax.typeof``:
+        shape, dtype, weak type) count.
+
+    Returns:
+      ``(treedef, avals)``: the tree structure and a tuple of the leaves'
+      abstract values, equal for trees that compile to the same program.
 
     Example:
       >>> import jax.numpy as jnp

@@ -44,6 +44,17 @@ def sparse_categorical_crossentropy(
 ):
     """Cross-entropy of `(B, C)` outputs against integer labels `(B,)`.
 
+    Args:
+      outputs: ``(B, C)`` logits, or probabilities when ``from_logits=False``
+        (clipped to ``[1e-7, 1]`` before the log, as in Keras).
+      targets: integer class labels ``(B,)`` in ``[0, C)``.
+      from_logits: whether ``outputs`` are logits (default) or probabilities.
+      label_smoothing: in [0, 1): the labels become one-hot vectors smoothed to
+        ``t * (1 - label_smoothing) + label_smoothing / C`` (0, the default, does not smooth).
+
+    Returns:
+      The per-example loss ``(B,)``.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from jaxnets.losses import sparse_categorical_crossentropy
@@ -69,6 +80,17 @@ def categorical_crossentropy(
 ):
     """Cross-entropy of `(B, C)` outputs against one-hot or soft targets `(B, C)`.
 
+    Args:
+      outputs: ``(B, C)`` logits, or probabilities when ``from_logits=False``
+        (clipped to ``[1e-7, 1]`` before the log, as in Keras).
+      targets: one-hot or soft targets ``(B, C)``, cast to the dtype of ``outputs``.
+      from_logits: whether ``outputs`` are logits (default) or probabilities.
+      label_smoothing: in [0, 1): targets become
+        ``t * (1 - label_smoothing) + label_smoothing / C`` (0, the default, does not smooth).
+
+    Returns:
+      The per-example loss ``(B,)``.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from jaxnets.losses import categorical_crossentropy
@@ -88,6 +110,18 @@ def binary_crossentropy(
     outputs, targets, *, from_logits: bool = True, label_smoothing: float = 0.0
 ):
     """Binary cross-entropy, averaged over any trailing axes (`(B,)` or `(B, K)`).
+
+    Args:
+      outputs: ``(B,)`` or ``(B, K)`` logits, or probabilities when
+        ``from_logits=False`` (clipped to ``[1e-7, 1 - 1e-7]``, as in Keras).
+      targets: 0/1 (or soft) targets with as many elements as ``outputs``,
+        reshaped to its shape and cast to its dtype.
+      from_logits: whether ``outputs`` are logits (default) or probabilities.
+      label_smoothing: in [0, 1): targets become
+        ``t * (1 - label_smoothing) + 0.5 * label_smoothing`` (0, the default, does not smooth).
+
+    Returns:
+      The per-example loss ``(B,)``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -117,6 +151,13 @@ def _mean_trailing(per):
 def mean_squared_error(outputs, targets):
     """Squared error averaged over trailing axes.
 
+    Args:
+      outputs: predictions ``(B,)`` or ``(B, ...)``.
+      targets: targets with as many elements as ``outputs`` (reshaped to its shape).
+
+    Returns:
+      The per-example mean of ``(outputs - targets) ** 2``, shape ``(B,)``.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from jaxnets.losses import mean_squared_error
@@ -130,6 +171,13 @@ def mean_squared_error(outputs, targets):
 def mean_absolute_error(outputs, targets):
     """Absolute error averaged over trailing axes.
 
+    Args:
+      outputs: predictions ``(B,)`` or ``(B, ...)``.
+      targets: targets with as many elements as ``outputs`` (reshaped to its shape).
+
+    Returns:
+      The per-example mean of ``|outputs - targets|``, shape ``(B,)``.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from jaxnets.losses import mean_absolute_error
@@ -142,6 +190,15 @@ def mean_absolute_error(outputs, targets):
 
 def huber(outputs, targets, *, delta: float = 1.0):
     """Huber loss (quadratic within `delta`, linear outside), as Keras defines it.
+
+    Args:
+      outputs: predictions ``(B,)`` or ``(B, ...)``.
+      targets: targets with as many elements as ``outputs`` (reshaped to its shape).
+      delta: the error size (in the units of the targets) where the loss turns
+        from ``0.5 * e**2`` to ``delta * (|e| - 0.5 * delta)``.
+
+    Returns:
+      The per-example loss averaged over trailing axes, shape ``(B,)``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -238,6 +295,9 @@ _TAKES_FROM_LOGITS = (
 def names() -> list[str]:
     """The loss names `get` accepts.
 
+    Returns:
+      A sorted list of names.
+
     Example:
       >>> from jaxnets import losses
       >>> losses.names()
@@ -263,6 +323,14 @@ def get(
       from_logits: whether the model outputs logits (the default) or probabilities.
       label_smoothing: for cross-entropies, the smoothing factor in [0, 1).
       **kwargs: extra arguments for the loss, e.g. ``delta`` for Huber.
+
+    Returns:
+      A `Loss`: ``loss`` itself when it is one, else one wrapping the function
+      (``from_logits``, ``label_smoothing`` and ``kwargs`` apply to names only).
+
+    Raises:
+      UnknownNameError: an unknown loss name.
+      ConfigError: ``label_smoothing`` outside [0, 1), or given for a regression loss.
 
     Example:
       >>> get("mse").kind

@@ -39,6 +39,13 @@ _LOG_LOSS_EPS = 1e-15
 def merge(a, b):
     """Adds two accumulators (pytrees of sums) leaf by leaf.
 
+    Args:
+      a: an accumulator, e.g. a metric's ``update`` sums (or a dict of them).
+      b: an accumulator of the same tree structure and leaf shapes.
+
+    Returns:
+      The leaf-wise sum ``a + b``, of the same structure.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from jaxnets.metrics import Accuracy, merge
@@ -84,6 +91,13 @@ class Accuracy:
 @dataclasses.dataclass(frozen=True)
 class TopKAccuracy:
     """Fraction of rows whose label is among the ``k`` highest-scored classes.
+
+    A tie counts in the label's favour: the label is a hit when fewer than ``k``
+    classes score strictly higher.
+
+    Attributes:
+      k: the number of top-scored classes that count as a hit (default 5).
+      name: the key in logs.
 
     Example:
       >>> import jax.numpy as jnp
@@ -147,6 +161,8 @@ class PrecisionRecallF1:
       which: ``"precision"``, ``"recall"`` or ``"f1"``.
       average: ``"macro"``, ``"micro"``, ``"weighted"``, ``"binary"`` (class
         ``pos_label``) or ``None`` for one value per class.
+      pos_label: the class index whose value ``average="binary"`` returns
+        (default 1); ignored by the other averages.
       name: the key in logs; by default the name `get` gives the same metric
         (``"f1"``, ``"recall_binary"``, ``"precision_per_class"``).
 
@@ -229,6 +245,13 @@ class LogLoss:
 class MeanError:
     """Mean squared (``power=2``) or absolute (``power=1``) error over all outputs.
 
+    Each row's error is averaged over its outputs, then rows are averaged with their weights.
+
+    Attributes:
+      power: 2 (default) for the squared error; any other value gives the
+        absolute error (use 1).
+      name: the key in logs.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from jaxnets.metrics import MeanError
@@ -286,6 +309,9 @@ _TABLE = _table()
 def names() -> list[str]:
     """The metric names `get` accepts.
 
+    Returns:
+      A sorted list of names.
+
     Example:
       >>> from jaxnets.metrics import names
       >>> [n for n in names() if n.startswith("f1")]
@@ -299,6 +325,17 @@ def get(metric):
 
     Any object with ``name``, ``update(preds, labels, weights)`` and
     ``compute(acc)`` is a metric.
+
+    Args:
+      metric: a name from `names` (case-insensitive), or a metric object,
+        returned as it is after checking its attributes.
+
+    Returns:
+      The metric object.
+
+    Raises:
+      UnknownNameError: an unknown name.
+      ConfigError: an object without ``name``, ``update`` or ``compute``.
 
     Example:
       >>> get("f1_weighted")
@@ -334,6 +371,16 @@ def compute_all(metric_objs, accumulators) -> dict[str, np.ndarray | float]:
     """Computes every metric from merged accumulators on the host.
 
     Scalars come back as Python floats, per-class values as numpy arrays.
+
+    Args:
+      metric_objs: ``{name: metric}`` (objects from `get`), with a metric for
+        every key of ``accumulators`` except ``"loss"``.
+      accumulators: ``{name: sums}``: each metric's merged ``update`` sums,
+        plus optionally ``"loss": {"total": ..., "count": ...}`` (the loss is
+        ``total / count``); device or host arrays.
+
+    Returns:
+      ``{name: value}`` for every key of ``accumulators``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -376,6 +423,15 @@ def compute_members(metric_objs, accumulators) -> list[dict[str, np.ndarray | fl
 
     A population of N members would otherwise pay N rounds of small host ops
     per epoch; this computes every member's metrics in one vmapped CPU call.
+
+    Args:
+      metric_objs: ``{name: metric}``, as in `compute_all`; the vmapped program
+        is cached per metric table and accumulator keys.
+      accumulators: ``{name: sums}`` as in `compute_all`, every array with a
+        leading member axis ``(N, ...)``.
+
+    Returns:
+      A list of N dicts ``{name: value}``, one per member.
 
     Example:
       >>> import numpy as np

@@ -58,6 +58,9 @@ _DEFAULT_DECAY = {"adamw": 0.004}
 def optimizer_names() -> list[str]:
     """The optimizer names `make_optimizer` accepts, sorted.
 
+    Returns:
+      A sorted list of names.
+
     Example:
       >>> from jaxnets.optim import optimizer_names
       >>> "adam" in optimizer_names(), "lion" in optimizer_names(), "adamax" in optimizer_names()
@@ -89,6 +92,19 @@ def make_schedule(
         ``"one_cycle"``.
       learning_rate: the base (peak) learning rate.
       total_steps: number of training steps; needed by every schedule but constant.
+      warmup_steps: ``"warmup_cosine"`` only: steps of the linear warm-up from 0;
+        0 (default) means ``max(1, total_steps // 20)``.
+      decay_rate: ``"exponential"`` only: the factor the rate is multiplied by
+        over ``total_steps`` (``lr * decay_rate ** (step / total_steps)``).
+      boundaries: ``"step"``/``"piecewise"`` only: ``{step: scale}``; from each
+        boundary step on, the rate is multiplied by its scale (cumulatively);
+        None gives the default above.
+      alpha: ``"cosine"`` and ``"warmup_cosine"``: the final rate as a fraction
+        of ``learning_rate`` (default 0: decay to zero).
+
+    Returns:
+      An Optax schedule ``step -> learning rate``, or ``learning_rate`` itself
+      (a float) for ``"constant"``/None.
 
     Example:
       >>> s = make_schedule("step", 1.0, total_steps=100)
@@ -248,6 +264,15 @@ def _injected_states(opt_state):
 def get_hyperparam(opt_state, name: str = "learning_rate"):
     """Reads an injected hyperparameter (e.g. the learning rate) from an optimizer state.
 
+    Args:
+      opt_state: an optimizer state, e.g. ``TrainState.opt_state``; nested
+        states (chains, ``optax.partition`` groups, masked states) are searched.
+      name: the hyperparameter, ``"learning_rate"`` (default) or ``"weight_decay"``.
+
+    Returns:
+      The stored value (a scalar JAX array) of the first injected state holding
+      ``name``; with several groups (`masked_optimizer`), the first group's.
+
     Raises:
       jaxnets.errors.ConfigError: if the optimizer was not built with it
         injected (see `make_optimizer`).
@@ -274,6 +299,19 @@ def set_hyperparam(opt_state, name: str, value):
     """Returns a copy of ``opt_state`` with an injected hyperparameter replaced.
 
     The value keeps the stored dtype and shape, so a jitted step does not retrace.
+
+    Args:
+      opt_state: an optimizer state built by `make_optimizer` (or holding
+        ``optax.inject_hyperparams`` states); it is not modified.
+      name: the hyperparameter, e.g. ``"learning_rate"`` or ``"weight_decay"``.
+      value: the new value, a number or array, cast to the stored dtype; every
+        injected state holding ``name`` gets it (all groups of a `masked_optimizer`).
+
+    Returns:
+      The new optimizer state, of the same structure.
+
+    Raises:
+      jaxnets.errors.ConfigError: no injected state holds ``name``.
 
     Example:
       >>> import jax.numpy as jnp

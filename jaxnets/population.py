@@ -60,6 +60,16 @@ def _stack(rows):
 def stack_states(states: Sequence[TrainState]) -> TrainState:
     """Stacks members leaf by leaf (axis 0); static fields are the first member's.
 
+    Args:
+      states: the members' `TrainState` objects, all with the same leaf shapes
+        and dtypes (same architecture and optimizer).
+
+    Returns:
+      One `TrainState` whose every leaf has a new leading member axis ``(N, ...)``.
+
+    Raises:
+      ConfigError: a member's leaf shapes or dtypes differ from member 0's.
+
     Example:
       >>> import jax.numpy as jnp, flax.linen as nn
       >>> from jaxnets.population import stack_states
@@ -89,6 +99,13 @@ def stack_states(states: Sequence[TrainState]) -> TrainState:
 
 def unstack_member(states: TrainState, i: int) -> TrainState:
     """Member ``i`` of stacked states, as an ordinary `TrainState`.
+
+    Args:
+      states: states stacked by `stack_states` (every leaf ``(N, ...)``).
+      i: the member's index, ``0 <= i < N``.
+
+    Returns:
+      The `TrainState` of member ``i`` (each leaf indexed ``[i]``).
 
     Example:
       >>> import jax.numpy as jnp, flax.linen as nn
@@ -154,6 +171,19 @@ _population_epoch_cpu.__doc__ = "`population_epoch` with its products rewritten 
 def population_eval(states, data, plan, zeros):
     """The evaluation metric sums of every member on the same data.
 
+    Jit it where it is called; it runs ``eval_step`` over every batch of ``plan``
+    for each member, vmapped over the member axis.
+
+    Args:
+      states: the members stacked by `stack_states`.
+      data: the dataset as a dict of arrays (``x``, ``y``, ...), shared by all members.
+      plan: one `jaxnets.training.fused.epoch_plan` shared by all members: row
+        indices ``index`` and validity ``valid``, both ``(steps, B)``.
+      zeros: metric sums of zeros for one member (`jaxnets.training.fused.zero_sums`).
+
+    Returns:
+      Each member's metric sums (leading axis N), for `jaxnets.metrics.compute_members`.
+
     Example:
       >>> import jax, numpy as np, flax.linen as nn
       >>> from jaxnets import metrics
@@ -180,6 +210,19 @@ def _mode(metric: str) -> str:
 @dataclasses.dataclass
 class Population:
     """The result of `fit_population`: stacked states plus each member's record.
+
+    Attributes:
+      states: the members' states stacked by `stack_states` (leaves
+        ``(N, ...)``); `member` unstacks one.
+      histories: one dict per member, ``{metric: [value per epoch run]}`` (with
+        ``val_*`` entries given validation data); a stopped member's ends early.
+      seeds: each member's seed (initialization and shuffle order).
+      hparams: each member's hyperparameters, ``{name: float}`` (empty dicts
+        when none were given).
+      stopped_epoch: per member, the 0-based epoch after which early stopping
+        stopped it, or None if it trained every epoch.
+      monitor: the metric early stopping watched, and the default of `scores`
+        and `best`.
 
     Example:
       >>> import numpy as np, flax.linen as nn
@@ -283,6 +326,9 @@ def fit_population(
         rules on ``monitor`` (default ``val_loss``, or ``loss`` without
         validation data); None trains every member for ``epochs`` epochs.
       verbose: 0 silent, 1 the pre-flight report and one line per epoch.
+      engine: the single-device `jaxnets.training.LocalEngine` to run on
+        (default `jaxnets.training.default_engine`); other engines raise
+        ``ConfigError``, as the population epoch is fused on one device.
 
     Returns:
       A `Population`: the stacked member states, each member's history,

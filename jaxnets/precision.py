@@ -52,6 +52,17 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.floa
 def canonical(precision: str) -> str:
     """The canonical name of a precision: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
 
+    Args:
+      precision: a precision name, case-insensitive: ``"float32"``/``"fp32"``,
+        ``"bfloat16"``/``"bf16"``/``"mixed_bfloat16"`` or
+        ``"float16"``/``"fp16"``/``"mixed_float16"`` (Keras policy names).
+
+    Returns:
+      The canonical name.
+
+    Raises:
+      UnknownNameError: an unknown precision name.
+
     Example:
       >>> canonical("mixed_bfloat16")
       'bfloat16'
@@ -61,6 +72,14 @@ def canonical(precision: str) -> str:
 
 def compute_dtype(precision: str):
     """The dtype the model computes in under ``precision``.
+
+    Args:
+      precision: a precision name, case-insensitive: ``"float32"``/``"fp32"``,
+        ``"bfloat16"``/``"bf16"``/``"mixed_bfloat16"`` or
+        ``"float16"``/``"fp16"``/``"mixed_float16"`` (Keras policy names).
+
+    Returns:
+      ``jnp.float32``, ``jnp.bfloat16`` or ``jnp.float16``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -85,6 +104,16 @@ def cast_to_compute(precision: str, tree):
 
     Integer leaves (token ids, labels) are left alone; float32 precision is a no-op.
 
+    Args:
+      precision: a precision name, case-insensitive: ``"float32"``/``"fp32"``,
+        ``"bfloat16"``/``"bf16"``/``"mixed_bfloat16"`` or
+        ``"float16"``/``"fp16"``/``"mixed_float16"`` (Keras policy names).
+      tree: a pytree of arrays (params, an input batch...); leaves without a
+        floating dtype, and non-array leaves, are kept as they are.
+
+    Returns:
+      ``tree`` with its floating leaves in `compute_dtype` (``tree`` itself for float32).
+
     Example:
       >>> import jax.numpy as jnp
       >>> from jaxnets.precision import cast_to_compute
@@ -98,6 +127,13 @@ def cast_to_compute(precision: str, tree):
 
 def cast_to_float32(tree):
     """Casts half-precision floating leaves back to float32 (outputs before the loss).
+
+    Args:
+      tree: a pytree of arrays, e.g. model outputs; every floating leaf that is
+        not float32 (bfloat16, float16, also float64) is cast, others are kept.
+
+    Returns:
+      ``tree`` with float32 floating leaves.
 
     Example:
       >>> import jax.numpy as jnp
@@ -114,6 +150,13 @@ def cast_like(tree, reference):
 
     The model state (e.g. BatchNorm statistics) comes back from a half-precision
     apply in half precision; casting it back keeps the state's dtypes fixed.
+
+    Args:
+      tree: a pytree of arrays, e.g. the model state from a half-precision apply.
+      reference: a pytree of the same structure whose leaves' dtypes are the targets.
+
+    Returns:
+      ``tree`` with each leaf in its reference leaf's dtype (integer leaves included).
 
     Example:
       >>> import jax.numpy as jnp
@@ -186,6 +229,15 @@ class DynamicScale(struct.PyTreeNode):
 def initial_loss_scale(precision: str) -> DynamicScale | None:
     """A `DynamicScale` for float16, None (no scaling) otherwise.
 
+    Args:
+      precision: a precision name, case-insensitive: ``"float32"``/``"fp32"``,
+        ``"bfloat16"``/``"bf16"``/``"mixed_bfloat16"`` or
+        ``"float16"``/``"fp16"``/``"mixed_float16"`` (Keras policy names).
+
+    Returns:
+      ``DynamicScale.create()`` (scale 2**15, period 2000, factor 2) for
+      float16; None for float32 and bfloat16.
+
     Example:
       >>> from jaxnets.precision import initial_loss_scale
       >>> float(initial_loss_scale("float16").scale), initial_loss_scale("bfloat16")
@@ -199,6 +251,17 @@ def value_and_grad(fn, loss_scale: DynamicScale | None):
 
     The returned loss and gradients are unscaled; a gradient that overflowed
     stays non-finite, which the training step's guard turns into a skip.
+
+    Args:
+      fn: ``fn(*args) -> (loss, aux)``, a scalar loss and any auxiliary output;
+        it is differentiated with respect to its first argument.
+      loss_scale: a `DynamicScale` whose current ``scale`` multiplies the loss
+        before differentiation (the gradients are divided by it again), or None
+        for plain ``jax.value_and_grad``.
+
+    Returns:
+      A function ``(*args) -> ((loss, aux), grads)``, with the unscaled loss
+      and gradients.
 
     Example:
       >>> import jax.numpy as jnp
@@ -228,6 +291,15 @@ def value_and_grad(fn, loss_scale: DynamicScale | None):
 
 def adjust(loss_scale: DynamicScale | None, finite: jax.Array) -> DynamicScale | None:
     """`DynamicScale.adjust`, passing None through (no loss scaling).
+
+    Args:
+      loss_scale: the current `DynamicScale`, or None when there is no loss scaling.
+      finite: a boolean scalar array, True when the step's gradients were all
+        finite (the scale grows after ``period`` of them in a row) and False on
+        an overflow (the scale is divided by ``factor``, down to ``min_scale``).
+
+    Returns:
+      The next `DynamicScale`, or None when ``loss_scale`` is None.
 
     Example:
       >>> import jax.numpy as jnp

@@ -39,6 +39,10 @@ from jaxnets.population import _mode, fit_population
 class Uniform:
     """Values drawn uniformly from ``[low, high]``.
 
+    Attributes:
+      low: the smallest value.
+      high: the largest value.
+
     Example:
       >>> import numpy as np
       >>> from jaxnets.tune import Uniform
@@ -57,6 +61,10 @@ class Uniform:
 @dataclasses.dataclass(frozen=True)
 class LogUniform:
     """Values whose logarithm is uniform on ``[log low, log high]`` (learning rates).
+
+    Attributes:
+      low: the smallest value, > 0.
+      high: the largest value, >= ``low`` (checked when sampling).
 
     Example:
       >>> import numpy as np
@@ -78,6 +86,12 @@ class LogUniform:
 
 class Results(list):
     """Trials as dicts, best first; ``str()`` (or `show`) prints them as a table.
+
+    Args:
+      rows: the trial dicts (hyperparameters, seed, final metrics, epochs run),
+        already in order, best first (`search` sorts them; this class does not).
+      metric: the name of the metric that ranked the trials (``.metric``).
+      best_state: the winning trial's `TrainState` (``.best_state``), or None.
 
     Example:
       >>> from jaxnets.tune import Results
@@ -117,6 +131,18 @@ class Results(list):
 
 def trials(space: Mapping, method: str = "random", n: int = 8, seed: int = 0) -> list[dict]:
     """The hyperparameter settings a search runs.
+
+    Args:
+      space: hyperparameter name -> list (or tuple) of values, `Uniform` or
+        `LogUniform` (ranges are for random search only).
+      method: ``"random"`` (``n`` independent draws: a list is sampled as a
+        uniform choice, returned as a float) or ``"grid"`` (every combination
+        of the lists, the last name varying fastest).
+      n: the number of random draws; ignored by grid search.
+      seed: the seed of ``np.random.default_rng`` for the random draws.
+
+    Returns:
+      A list of ``{name: value}`` dicts, one per trial.
 
     Example:
       >>> trials({"learning_rate": [0.1, 0.01], "weight_decay": [0.0, 1e-4]}, "grid")[1]
@@ -166,8 +192,15 @@ def search(
       method: ``"random"`` (``n_trials`` draws) or ``"grid"`` (every combination).
       population: trials trained at once.
       metric, mode: what ranks the trials (default ``val_loss`` or ``loss``,
-        lowest first; metrics without "loss" rank highest first).
+        lowest first; metrics without "loss" or "error" in the name rank highest first).
       seed: seeds the draws; trial ``t`` trains with seed ``seed + t``.
+      n_trials: the number of random draws with ``method="random"``; grid search
+        runs every combination instead.
+      verbose: 0 silent; 1 one line per generation; 2 also `fit_population`'s
+        output for each generation (its ``verbose`` is ``verbose - 1``).
+
+    Note that ``patience`` stops each trial early on `fit_population`'s
+    default monitor (``val_loss``, or ``loss`` without validation data), not on ``metric``.
 
     Returns:
       `Results`: one dict per trial (hyperparameters, seed, final metrics,

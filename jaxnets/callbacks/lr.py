@@ -167,6 +167,12 @@ class LearningRateScheduler(Callback):
 
     ``schedule`` may also take the epoch alone (Keras's older form).
 
+    Args:
+      schedule: ``schedule(epoch, lr) -> lr`` (or ``schedule(epoch) -> lr``), called
+        with the 0-based epoch and the current rate as a Python float; it must
+        return a number, the new learning rate.
+      verbose: 1 prints the rate set at each epoch start; 0 (default) is silent.
+
     Example:
       >>> sched = LearningRateScheduler(lambda epoch, lr: lr if epoch < 10 else lr * 0.9)
     """

@@ -133,6 +133,15 @@ def export(
 class ExportedModel:
     """A loaded export: call it on a batch; ``.exported`` is the ``jax.export.Exported``.
 
+    Usually built by `load_exported`; calling it runs ``exported.call(variables, x)``
+    under ``jax.jit`` (one compilation per input shape).
+
+    Args:
+      exported: the deserialized ``jax.export.Exported`` inference function.
+      variables: the model's variables as a flat list of arrays, in the
+        function's argument order (as stored in ``variables.npz``); they are
+        moved to the default device once, here.
+
     Example:
       >>> import tempfile, numpy as np, jax.numpy as jnp, flax.linen as nn
       >>> from jaxnets.checkpoint import export, load_exported
@@ -158,6 +167,13 @@ class ExportedModel:
 
 def load_exported(path) -> ExportedModel:
     """Loads a folder written by `export` as a callable (JAX and numpy only).
+
+    Args:
+      path: the folder written by `export` (a ``str`` or `Path`), holding
+        ``function.stablehlo`` and ``variables.npz``; ``signature.json`` is not read.
+
+    Returns:
+      An `ExportedModel`: call it on an input batch to get the model's outputs.
 
     Raises:
       CheckpointError: files missing or unreadable.

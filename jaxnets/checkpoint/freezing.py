@@ -41,6 +41,9 @@ FROZEN = "frozen"
 def frozen() -> optax.GradientTransformation:
     """A stateless transformation whose updates are ``-0.0``: parameters stay bitwise equal.
 
+    Returns:
+      An ``optax.GradientTransformation`` whose state is ``optax.EmptyState()``.
+
     Example:
       >>> u, _ = frozen().update({"w": jnp.array([1.0, -2.0])}, optax.EmptyState())
       >>> (jnp.array([-0.0, 3.0]) + u["w"]).tolist()
@@ -85,6 +88,10 @@ def param_labels(params, learning_rate, freeze: Sequence[str] = (), stages=()) -
       stages: ``[(epoch, patterns), ...]`` already unfrozen: a frozen leaf that
         matches joins its learning-rate group under the label ``group<i>@<epoch>``
         (its own optimizer state, started fresh).
+
+    Returns:
+      A tree of the structure of ``params`` whose leaves are labels: ``"frozen"``,
+      ``"group<i>"`` (``i`` the index of the learning-rate pattern) or ``"group<i>@<epoch>"``.
 
     Raises:
       ConfigError: a trainable leaf matches no learning-rate pattern.
@@ -139,6 +146,10 @@ def masked_optimizer(
       stages: unfrozen stages, see `param_labels`.
       **optimizer_kwargs: passed to `make_optimizer` (schedule, weight_decay...).
 
+    Returns:
+      An ``optax.partition`` transformation with one inner transformation per
+      label of `param_labels` (``"frozen"``, ``"group<i>"``, ``"group<i>@<epoch>"``).
+
     Example:
       >>> tx = masked_optimizer("adam", learning_rate={"a/.*": 1e-4, ".*": 1e-3}, freeze=["b/.*"])
       >>> params = {"a": {"w": jnp.ones(3)}, "b": {"w": jnp.ones(3)}, "c": {"w": jnp.ones(3)}}
@@ -163,6 +174,21 @@ def masked_optimizer(
 
 def freeze_params(state, freeze: Sequence[str] = (), *, optimizer="adam", learning_rate=1e-3, **kw):
     """``state`` with a `masked_optimizer` and its freshly initialized state.
+
+    The previous optimizer state is discarded (moments and step count start again).
+
+    Args:
+      state: the `TrainState` whose ``tx`` and ``opt_state`` are replaced.
+      freeze: regular expressions on parameter paths (``/``-joined, matched in
+        full) of the leaves to freeze.
+      optimizer: as in `masked_optimizer`: a name for `jaxnets.optim.make_optimizer`
+        (default ``"adam"``) or a function ``learning_rate -> GradientTransformation``.
+      learning_rate: a float, or ``{pattern: lr}`` per group (first match wins).
+      **kw: passed to `masked_optimizer` (``stages``, and optimizer options such
+        as ``schedule`` or ``weight_decay`` for `make_optimizer`).
+
+    Returns:
+      A copy of ``state`` with the new ``tx`` and ``opt_state = tx.init(state.params)``.
 
     Example:
       >>> import flax.linen as nn

@@ -411,6 +411,23 @@ class CheckpointManager:
 def restore_state(directory, target, *, step: int | None = None):
     """Restores the `TrainState` of a checkpoint directory (read-only), e.g. for evaluation.
 
+    Opens a read-only `CheckpointManager` (no retention, no renaming of damaged
+    steps) and returns only the state of `CheckpointManager.restore`'s run.
+
+    Args:
+      directory: the checkpoint directory written by a `CheckpointManager`.
+      target: a `TrainState` built like the saved one; it supplies the static
+        fields and the expected shapes and dtypes.
+      step: a step number, or None (default) for the newest readable step
+        (falling back to older ones with a `CheckpointFallbackWarning`).
+
+    Returns:
+      The restored `TrainState`.
+
+    Raises:
+      CheckpointError: no checkpoint, a structure that differs from ``target``,
+        or an unreadable step.
+
     Example:
       >>> import tempfile, jax.numpy as jnp, flax.linen as nn
       >>> from jaxnets.training import create_train_state

@@ -154,6 +154,17 @@ def random_shift(key, images, max_shift=2, *, fill=0.0, indices=None):
     ``max_shift`` is an int or ``(max_dy, max_dx)``. Equivalent to
     ``random_crop(..., padding=max_shift, mode="constant")``.
 
+    Args:
+      key: a JAX PRNG key.
+      images: ``(B, H, W, C)``.
+      max_shift: the largest shift in pixels, an int or ``(max_dy, max_dx)``;
+        each example's shift is uniform in ``[-max_shift, max_shift]`` per axis.
+      fill: value of the pixels shifted in.
+      indices: global index of each example, ``(B,)``; defaults to ``arange(B)``.
+
+    Returns:
+      Images of the same shape and dtype; each example gets its own shift.
+
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from jaxnets.data import random_crop, random_shift
@@ -170,6 +181,17 @@ def random_shift(key, images, max_shift=2, *, fill=0.0, indices=None):
 
 def augment_images(key, images, *, flip: bool = True, crop_padding=4, indices=None):
     """The usual CIFAR/Fashion-MNIST recipe: random crop with padding, then random flip.
+
+    Args:
+      key: a JAX PRNG key, split into one key for the crop and one for the flip.
+      images: ``(B, H, W, C)``.
+      flip: apply `random_flip` (left-right, probability 0.5) after the crop.
+      crop_padding: the ``padding`` of `random_crop` (zero padding), an int or
+        ``(pad_h, pad_w)``; 0 or None skips the crop.
+      indices: global index of each example, ``(B,)``; defaults to ``arange(B)``.
+
+    Returns:
+      Augmented images of the same shape.
 
     Example:
       >>> out = augment_images(jax.random.key(1), jnp.zeros((3, 8, 8, 1)))

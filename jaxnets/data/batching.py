@@ -32,6 +32,14 @@ _ROW_KEYS = ("mask", "weight")
 def num_batches(n: int, batch_size: int, drop_remainder: bool = False) -> int:
     """Batches per epoch: ``ceil(n / batch_size)``, or ``floor`` with ``drop_remainder``.
 
+    Args:
+      n: the number of rows (``>= 0``).
+      batch_size: rows per batch, a positive int.
+      drop_remainder: count only full batches (the last partial one is dropped).
+
+    Returns:
+      The number of batches, an int.
+
     Example:
       >>> num_batches(10, 4), num_batches(10, 4, drop_remainder=True)
       (3, 2)
@@ -70,6 +78,14 @@ def pad_to(arrays, size: int):
     existing ``mask``) and padded ``weight`` rows set to 0. A single array is
     just padded.
 
+    Args:
+      arrays: a dict of arrays with equal row counts (axis 0; ``mask``/``weight``
+        of shape ``(n,)`` if present), or a single array; at least one row.
+      size: the number of rows wanted, ``>= n``.
+
+    Returns:
+      The padded dict (plus ``mask`` float32 ``(size,)``), or the padded array.
+
     Example:
       >>> out = pad_to({"x": np.array([[1, 2], [3, 4]])}, 3)
       >>> out["x"].tolist(), out["mask"].tolist()
@@ -95,6 +111,15 @@ def _take(arrays: dict[str, np.ndarray], index: np.ndarray, valid: np.ndarray) -
 
 def epoch_order(n: int, shuffle_seed: int | None, epoch: int) -> np.ndarray:
     """Row order of one epoch: identity, or the ``(shuffle_seed, epoch)`` permutation.
+
+    Args:
+      n: the number of rows.
+      shuffle_seed: None keeps the order ``arange(n)``; an int ``>= 0`` seeds
+        ``np.random.default_rng([shuffle_seed, epoch])``.
+      epoch: the epoch number (``>= 0``), selecting the permutation.
+
+    Returns:
+      An int array ``(n,)``: the row indices in the order they are visited.
 
     Example:
       >>> epoch_order(4, None, 3).tolist()
@@ -201,6 +226,24 @@ def iterate_bucketed(
 
     Batches of all buckets are interleaved in an order fixed by
     ``(shuffle_seed, epoch)``; ``start_step`` resumes within it.
+
+    Args:
+      arrays: dict of arrays with equal row counts, as in `iterate_batches`.
+      lengths: the length of each example (one per row), used to bucket it.
+      boundaries: increasing bucket lengths, as in `bucket_by_length`.
+      batch_size: rows per batch; a bucket's last partial batch is padded
+        (`pad_to`: row 0 repeated, ``mask`` 0.0), never dropped.
+      shuffle_seed: None keeps each bucket's rows in order and the buckets
+        shortest first; an int shuffles the rows within each bucket and the
+        order of all batches, as a function of ``(shuffle_seed, epoch)``.
+      epoch: epoch number (selects the permutation).
+      start_step: skip this many batches of the epoch's plan (resume mid-epoch).
+      seq_keys: keys whose arrays have a time axis 1 to cut to the bucket
+        length (other keys are kept whole).
+
+    Yields:
+      Dicts with the same keys plus ``mask`` float32 ``(batch_size,)``;
+      ``seq_keys`` arrays are ``(batch_size, bucket_length, ...)``.
 
     Example:
       >>> x = np.zeros((4, 10)); lengths = [2, 9, 3, 10]

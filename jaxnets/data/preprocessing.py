@@ -84,6 +84,12 @@ def normalize(x_train, *others, eps: float = 1e-8) -> tuple:
 
     Other arrays may fall outside [0, 1] where they exceed the training range.
 
+    Args:
+      x_train: training array ``(n, ...)``; minimum and maximum are taken over axis 0.
+      *others: more arrays (validation, test) transformed with the same stats.
+      eps: ranges (``max - min``) below this count as zero: such constant
+        features are only shifted by the minimum, not divided by ~0.
+
     Returns:
       ``(x_train', *others', Stats(min, max - min))``.
 
@@ -100,6 +106,17 @@ def normalize(x_train, *others, eps: float = 1e-8) -> tuple:
 
 def one_hot(labels, num_classes: int | None = None, dtype=np.float32) -> np.ndarray:
     """One-hot encodes integer labels, checking they lie in ``[0, num_classes)``.
+
+    Args:
+      labels: an integer array of any shape ``S``.
+      num_classes: the number of classes; None (default) uses ``labels.max() + 1``.
+      dtype: the dtype of the result (default float32).
+
+    Returns:
+      An array of shape ``S + (num_classes,)``, 1 at each label and 0 elsewhere.
+
+    Raises:
+      DataError: labels that are not integers or lie outside ``[0, num_classes)``.
 
     Example:
       >>> one_hot(np.array([2, 0]), 3).tolist()
@@ -124,6 +141,19 @@ def split_indices(
     """Returns sorted ``(keep, held_out)`` row indices, ``fraction`` held out.
 
     With ``stratify`` (class labels) each class keeps its proportion in both parts.
+    The split is the one of scikit-learn's ``train_test_split(np.arange(n), ...)``.
+
+    Args:
+      n: the number of rows.
+      fraction: the share of rows held out, strictly between 0 and 1
+        (``ceil(fraction * n)`` rows).
+      seed: the seed of the shuffle (``np.random.RandomState(seed)``).
+      stratify: None, or class labels ``(n,)`` whose proportions both parts keep
+        (each class needs at least 2 rows).
+
+    Returns:
+      ``(keep, held_out)``: two sorted int arrays of row indices that together
+      cover ``range(n)``.
 
     Example:
       >>> keep, held = split_indices(10, 0.2, seed=0)
@@ -181,6 +211,15 @@ def sequence_windows(tokens, seq_len: int, stride: int | None = None) -> tuple:
 
     Window ``i`` is ``tokens[i*stride : i*stride + seq_len]`` and its targets are
     the same slice shifted by one. A trailing part shorter than a window is dropped.
+
+    Args:
+      tokens: a 1-D array of token ids (or values) ``(L,)``.
+      seq_len: the window length ``T``, ``>= 1``.
+      stride: the step between window starts (default ``seq_len``: windows do
+        not overlap); ``>= 1``.
+
+    Returns:
+      ``(inputs, targets)``, two arrays ``(N, T)`` of the dtype of ``tokens``.
 
     Example:
       >>> x, y = sequence_windows(np.arange(7), 3)

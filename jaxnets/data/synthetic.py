@@ -46,6 +46,19 @@ def _make(name, task, x, y, num_classes, test_fraction, mask=None) -> Dataset:
 def blobs(n: int, num_features: int, num_classes: int, seed: int = 0, spread: float = 1.0):
     """``(x, y)``: Gaussian blobs around random class centres; ``spread`` is the noise std.
 
+    Args:
+      n: the number of examples.
+      num_features: the number of features of each example.
+      num_classes: the number of classes (blobs); labels cycle through
+        ``0..num_classes-1`` so each class gets ``n // num_classes`` or one more
+        example, the first ``num_classes`` rows covering every class.
+      seed: seed of ``np.random.default_rng`` (centres, label order and noise).
+      spread: standard deviation of the noise around each centre (the centres
+        themselves are drawn with std 3).
+
+    Returns:
+      ``x`` float32 ``(n, num_features)`` and ``y`` int32 ``(n,)``.
+
     Example:
       >>> x, y = blobs(6, 2, 3)
       >>> x.shape, y[:3].tolist(), np.bincount(y).tolist()

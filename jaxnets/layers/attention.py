@@ -48,6 +48,9 @@ class MultiHeadAttention(Layer):
       use_bias: biases on the four projections.
       output_shape: output features; defaults to the query's last dimension.
       kernel_initializer, bias_initializer: Keras names or JAX initializers.
+        The kernels default to 'glorot_uniform', the biases to 'zeros'.
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(T, D)``; only `Sequential` reads it, to build from its first layer. Default None.
 
     Example:
       Cross attention from 3 query steps to 5 value steps; the value steps are
@@ -108,6 +111,22 @@ class MultiHeadAttention(Layer):
         ``value`` defaults to ``query`` (self-attention) and ``key`` to
         ``value``. ``use_causal_mask`` lets step t see only steps <= t. With
         ``return_attention_scores`` returns ``(output, weights (B, H, T, S))``.
+
+        Args:
+          query: ``(B, T, D)`` queries.
+          value: ``(B, S, Dv)`` values; None (default) attends ``query`` to itself.
+          key: ``(B, S, Dk)`` keys; None (default) uses ``value``.
+          attention_mask: bool ``(B, T, S)`` or ``(B, heads, T, S)``, True = attend.
+          use_causal_mask: also mask out keys after each query step (``s > t``).
+          train: apply attention-weight dropout (needs the 'dropout' RNG).
+          mask: ``(B, T)`` sequence mask, True = valid step; used as ``value_mask``
+            in self-attention only (``value`` None), ignored otherwise.
+          value_mask: ``(B, S)``, True at valid (unpadded) keys.
+          return_attention_scores: also return the softmax weights (before dropout).
+
+        Returns:
+          ``(B, T, output_shape or D)`` outputs, or ``(outputs, weights)`` with
+          weights ``(B, num_heads, T, S)`` when ``return_attention_scores``.
         """
         if value is None:
             value = query

@@ -96,12 +96,22 @@ class Conv1D(_Conv):
     Attributes:
       filters: output channels.
       kernel_size: int or 1-tuple.
+        The window length in steps; ``kernel`` is ``(*kernel_size, C, filters)``.
       strides: int or 1-tuple.
+        Step between windows (default 1).
       padding: 'valid', 'same' or 'causal' (left padding only).
+        'valid' (default) pads nothing; 'same' pads as TensorFlow: ``ceil(T / strides)`` steps.
       dilation_rate: int or 1-tuple; cannot exceed 1 together with strides.
+        Spacing between kernel taps (default 1, a dense kernel).
       activation: name or callable; None is linear.
       use_bias, kernel_initializer, bias_initializer: as in Keras.
+        ``use_bias`` adds a learned ``bias`` ``(filters,)``; the initializers (Keras names or
+        callables) create ``kernel`` (default 'glorot_uniform') and ``bias`` (default 'zeros').
       impl: 'auto', 'im2col' or 'xla'.
+        'auto' (default) runs the im2col kernels on CPU and `lax.conv_general_dilated` on
+        GPU/TPU; the others force one. Parameters are the same for all three.
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(T, C)``; only `Sequential` reads it, to build from its first layer. Default None.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -118,6 +128,22 @@ class Conv2D(_Conv):
     """2-D convolution over NHWC images (Keras ``Conv2D``).
 
     Attributes are those of `Conv1D` with 2-tuples; padding 'valid' or 'same'.
+
+    Attributes:
+      filters: output channels.
+      kernel_size: int or 2-tuple ``(kh, kw)``; ``kernel`` is ``(kh, kw, C, filters)``.
+      strides: int or 2-tuple, the step between windows (default 1).
+      padding: 'valid' (default, no padding) or 'same' (as TensorFlow: ``ceil(n / stride)``).
+      dilation_rate: int or 2-tuple, spacing between kernel taps (default 1); cannot
+        exceed 1 together with ``strides``.
+      activation: name or callable applied to the output; None (default) is linear.
+      use_bias: add a learned ``bias`` ``(filters,)`` (default True).
+      kernel_initializer: Keras name or JAX initializer of ``kernel`` (default 'glorot_uniform').
+      bias_initializer: Keras name or JAX initializer of ``bias`` (default 'zeros').
+      impl: 'auto' (default: im2col on CPU, `lax.conv_general_dilated` on GPU/TPU),
+        'im2col' or 'xla' to force one; parameters are the same for all three.
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(H, W, C)``; only `Sequential` reads it, to build from its first layer. Default None.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -142,6 +168,21 @@ class Conv2DTranspose(_Conv):
     applied unflipped, as `flax.linen.ConvTranspose` does; a Keras kernel
     ``(kh, kw, filters, in)`` ports as ``k[::-1, ::-1].swapaxes(2, 3)``.
     ``dilation_rate`` is not supported.
+
+    Attributes:
+      filters: output channels.
+      kernel_size: int or 2-tuple ``(kh, kw)``; ``kernel`` is ``(kh, kw, C, filters)``.
+      strides: int or 2-tuple, the upsampling factor (default 1).
+      padding: 'valid' (default) or 'same'; see the output sizes above.
+      dilation_rate: must stay 1 (anything else raises `ConfigError`).
+      activation: name or callable applied to the output; None (default) is linear.
+      use_bias: add a learned ``bias`` ``(filters,)`` (default True).
+      kernel_initializer: Keras name or JAX initializer of ``kernel`` (default 'glorot_uniform').
+      bias_initializer: Keras name or JAX initializer of ``bias`` (default 'zeros').
+      impl: 'auto' (default: col2im on CPU, `lax.conv_transpose` on GPU/TPU),
+        'im2col' (runs col2im) or 'xla' to force one; parameters are the same for all three.
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(H, W, C)``; only `Sequential` reads it, to build from its first layer. Default None.
 
     Example:
       >>> import jax, jax.numpy as jnp

@@ -53,6 +53,10 @@ class Dense(Layer):
       activation: name or callable applied to the output; None is linear.
       use_bias: add a learned bias.
       kernel_initializer, bias_initializer: Keras names or JAX initializers.
+        They create ``kernel`` ``(in, units)`` (default 'glorot_uniform') and ``bias``
+        ``(units,)`` (default 'zeros').
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(784,)``; only `Sequential` reads it, to build from its first layer. Default None.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -86,6 +90,12 @@ class Dense(Layer):
 class Activation(Layer):
     """Applies an activation by Keras name (``Activation("relu")``) or callable.
 
+    Attributes:
+      activation: Keras name (see `jaxnets.layers.activations`), a callable applied
+        elementwise, or None (the identity).
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(16,)``; only `Sequential` reads it, to build from its first layer. Default None.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from jaxnets.layers import Activation
@@ -106,6 +116,15 @@ class Dropout(Layer):
     Draws from the ``'dropout'`` RNG; eval mode is the identity. Inside
     `jaxnets.layers.hyperparams.inject` an injected ``dropout_rate`` (an
     array: one per population member) replaces ``rate``.
+
+    Attributes:
+      rate: fraction of inputs set to zero in train mode, in [0, 1); the kept ones are
+        scaled by ``1 / (1 - rate)``.
+      noise_shape: shape of the keep mask, broadcast against the input (e.g. ``(B, 1, C)``
+        drops the same channels at every step); None (default) is the input's shape.
+        Unlike Keras, every entry must be an int: None entries raise a `TypeError`.
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(128,)``; only `Sequential` reads it, to build from its first layer. Default None.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -159,6 +178,17 @@ class Embedding(Layer):
     ``mask_zero=True`` reserves token 0 for padding: `compute_mask` then gives
     the ``(B, T)`` mask to pass to recurrent and attention layers.
 
+    Attributes:
+      input_dim: vocabulary size; ids must lie in ``[0, input_dim)`` (``jnp.take``: larger
+        ids give NaN rows, negative ones count from the end).
+      output_dim: size of each embedding vector; outputs are ``(*tokens.shape, output_dim)``.
+      embeddings_initializer: Keras name or JAX initializer of the ``embedding`` table
+        (default 'random_uniform', uniform in [-0.05, 0.05] as in Keras).
+      mask_zero: treat id 0 as padding, so `compute_mask` returns a mask (default False).
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(T,)``; only `Sequential` reads it, to build from its first layer (with
+        int32 ids). Default None.
+
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from jaxnets.layers import Embedding
@@ -193,6 +223,10 @@ class Embedding(Layer):
 class Flatten(Layer):
     """Flattens every axis but the batch axis.
 
+    Attributes:
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(28, 28)``; only `Sequential` reads it, to build from its first layer. Default None.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from jaxnets.layers import Flatten
@@ -207,6 +241,12 @@ class Flatten(Layer):
 
 class Reshape(Layer):
     """Reshapes to ``(batch,) + target_shape``; one entry may be -1.
+
+    Attributes:
+      target_shape: the per-example output shape, without the batch axis; it must hold
+        as many elements as the input's example (a mismatch raises `ShapeError`).
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(12,)``; only `Sequential` reads it, to build from its first layer. Default None.
 
     Example:
       >>> import jax.numpy as jnp
@@ -237,6 +277,11 @@ def _check_list(inputs, what: str) -> list:
 class Concatenate(Layer):
     """Concatenates a list of arrays along ``axis`` (default the last).
 
+    Attributes:
+      axis: the axis to join on, counted on the full (batched) arrays; default -1.
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(16,)``; only `Sequential` reads it, to build from its first layer. Default None.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from jaxnets.layers import Concatenate
@@ -254,6 +299,10 @@ class Concatenate(Layer):
 
 class Add(Layer):
     """Sums a list of same-shape arrays (residual connections).
+
+    Attributes:
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(16,)``; only `Sequential` reads it, to build from its first layer. Default None.
 
     Example:
       >>> import jax.numpy as jnp
@@ -274,6 +323,10 @@ class Add(Layer):
 class Multiply(Layer):
     """Multiplies a list of same-shape arrays elementwise.
 
+    Attributes:
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(16,)``; only `Sequential` reads it, to build from its first layer. Default None.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from jaxnets.layers import Multiply
@@ -292,6 +345,10 @@ class Multiply(Layer):
 
 class Average(Layer):
     """Averages a list of same-shape arrays elementwise.
+
+    Attributes:
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(16,)``; only `Sequential` reads it, to build from its first layer. Default None.
 
     Example:
       >>> import jax.numpy as jnp

@@ -53,6 +53,14 @@ class BatchNormalization(Layer):
         averaged over it, so data-parallel replicas normalize identically.
         `jaxnets.parallel.PmapEngine` sets it for every layer (see
         `jaxnets.layers.replicas`); set it for your own ``pmap`` loops.
+      beta_initializer: Keras name or JAX initializer of ``bias`` (Keras beta; default 'zeros').
+      gamma_initializer: Keras name or JAX initializer of ``scale`` (Keras gamma; default 'ones').
+      moving_mean_initializer: initial running ``mean`` (default 'zeros'); called as
+        ``init(None, shape)``, so it must not need a key ('zeros', 'ones' or such a callable).
+      moving_variance_initializer: initial running ``var`` (default 'ones'); deterministic,
+        as ``moving_mean_initializer``.
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(H, W, C)``; only `Sequential` reads it, to build from its first layer. Default None.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -138,6 +146,15 @@ def standardize(x, axes: tuple[int, ...], epsilon: float):
     Transformer benchmark trained 1.38x faster with this rule (6.05 -> 8.33
     steps/s, 2-core CPU). Values are unchanged; gradients agree to rounding.
 
+    Args:
+      x: the array to standardize, any shape; statistics use its dtype (LayerNormalization
+        passes float32).
+      axes: tuple of the axes whose mean and variance are used; static.
+      epsilon: added to the (biased) variance before the square root; static.
+
+    Returns:
+      An array of ``x``'s shape and dtype, zero-mean and unit-variance over ``axes``.
+
     Example:
       >>> import jax, jax.numpy as jnp
       >>> x = jnp.array([[1.0, 2.0, 4.0]])
@@ -177,6 +194,10 @@ class LayerNormalization(Layer):
       axis: axis or axes normalized over; ``scale``/``bias`` have their shape.
       epsilon: added to the variance (Keras 1e-3).
       center, scale: learn ``bias`` / ``scale``.
+      beta_initializer: Keras name or JAX initializer of ``bias`` (Keras beta; default 'zeros').
+      gamma_initializer: Keras name or JAX initializer of ``scale`` (Keras gamma; default 'ones').
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(T, C)``; only `Sequential` reads it, to build from its first layer. Default None.
 
     Example:
       >>> import jax, jax.numpy as jnp

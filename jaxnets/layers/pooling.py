@@ -86,7 +86,19 @@ def _window_counts(spatial, pool, strides, pads) -> np.ndarray:
 
 
 def pool(x, pool_size, strides, padding: str, reduce: str, impl: str = "auto"):
-    """Max (``reduce='max'``) or average (``'avg'``) pooling of ``(B, *spatial, C)``."""
+    """Max (``reduce='max'``) or average (``'avg'``) pooling of ``(B, *spatial, C)``.
+
+    Args:
+      x: ``(B, *spatial, C)`` input.
+      pool_size: window size, a tuple with one int per spatial axis.
+      strides: step between windows, a tuple like ``pool_size``.
+      padding: 'valid' or 'same' (lower case), as in Keras.
+      reduce: 'max' or 'avg'; 'avg' divides by the real (unpadded) inputs per window.
+      impl: 'auto' (default), 'im2col' or 'xla'; see `resolve_impl`.
+
+    Returns:
+      ``(B, *out, C)`` pooled array, ``out`` the number of windows per spatial axis.
+    """
     pads = _pads(x.shape[1:-1], pool_size, strides, padding)
     if resolve_impl(impl) == "xla":
         cfg = ((1, *pool_size, 1), (1, *strides, 1), [(0, 0), *pads, (0, 0)])
@@ -102,6 +114,14 @@ def pool(x, pool_size, strides, padding: str, reduce: str, impl: str = "auto"):
 
 def check_fits_window(layer: str, pool_size, spatial) -> None:
     """Raises a `ShapeError` naming ``layer`` and the fix if a 'valid' pool gets no window.
+
+    Args:
+      layer: the layer's name for the message, e.g. ``"MaxPooling2D pool1"``.
+      pool_size: window size, one int per spatial axis.
+      spatial: the input's spatial shape ``x.shape[1:-1]``.
+
+    Raises:
+      ShapeError: if any spatial size is smaller than its window.
 
     Example:
       >>> check_fits_window("MaxPooling2D", (2, 2), (5, 5))  # fits: returns None
@@ -151,7 +171,11 @@ class MaxPooling1D(_Pooling):
       pool_size: window size (int or tuple); default 2.
       strides: step; None (default) means ``pool_size``.
       padding: 'valid' or 'same'.
+        'valid' needs one full window; 'same' pads as TensorFlow (the max ignores the pads).
       impl: 'auto', 'im2col' (reshape / slices) or 'xla'.
+        'auto' (default) picks the slices on CPU and `lax.reduce_window` on GPU/TPU.
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(T, C)``; only `Sequential` reads it, to build from its first layer. Default None.
 
     Example:
       >>> import jax.numpy as jnp
@@ -169,6 +193,16 @@ class MaxPooling1D(_Pooling):
 class MaxPooling2D(_Pooling):
     """Max over windows of NHWC images (Keras ``MaxPooling2D``); see `MaxPooling1D`.
 
+    Attributes:
+      pool_size: window size (int or 2-tuple); default 2.
+      strides: step between windows (int or 2-tuple); None (default) means ``pool_size``.
+      padding: 'valid' (default; the input must hold one window) or 'same'
+        (pads as TensorFlow; the max ignores the pads).
+      impl: 'auto' (default: slices / reshape on CPU, `lax.reduce_window` on GPU/TPU),
+        'im2col' or 'xla' to force one.
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(H, W, C)``; only `Sequential` reads it, to build from its first layer. Default None.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from jaxnets.layers import MaxPooling2D
@@ -180,6 +214,16 @@ class MaxPooling2D(_Pooling):
 
 class AveragePooling1D(_Pooling):
     """Mean over windows of ``(B, T, C)`` (Keras ``AveragePooling1D``); see `MaxPooling1D`.
+
+    Attributes:
+      pool_size: window size (int or 1-tuple); default 2.
+      strides: step between windows (int or 1-tuple); None (default) means ``pool_size``.
+      padding: 'valid' (default; the input must hold one window) or 'same'
+        (pads as TensorFlow; pads are not counted in the mean).
+      impl: 'auto' (default: slices / reshape on CPU, `lax.reduce_window` on GPU/TPU),
+        'im2col' or 'xla' to force one.
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(T, C)``; only `Sequential` reads it, to build from its first layer. Default None.
 
     Example:
       >>> import jax.numpy as jnp
@@ -197,6 +241,16 @@ class AveragePooling1D(_Pooling):
 
 class AveragePooling2D(_Pooling):
     """Mean over windows of NHWC images (Keras ``AveragePooling2D``); see `MaxPooling1D`.
+
+    Attributes:
+      pool_size: window size (int or 2-tuple); default 2.
+      strides: step between windows (int or 2-tuple); None (default) means ``pool_size``.
+      padding: 'valid' (default; the input must hold one window) or 'same'
+        (pads as TensorFlow; pads are not counted in the mean).
+      impl: 'auto' (default: slices / reshape on CPU, `lax.reduce_window` on GPU/TPU),
+        'im2col' or 'xla' to force one.
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(H, W, C)``; only `Sequential` reads it, to build from its first layer. Default None.
 
     Example:
       >>> import jax.numpy as jnp
@@ -239,6 +293,11 @@ class _GlobalPooling(Layer):
 class GlobalAveragePooling1D(_GlobalPooling):
     """Mean over time of ``(B, T, C)`` -> ``(B, C)``; ``mask`` (B, T) skips padded steps.
 
+    Attributes:
+      keepdims: keep the time axis as size 1, ``(B, 1, C)`` (default False: ``(B, C)``).
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(T, C)``; only `Sequential` reads it, to build from its first layer. Default None.
+
     Example:
       >>> import jax.numpy as jnp
       >>> x = jnp.array([[[1.0], [3.0], [100.0]]])
@@ -251,6 +310,11 @@ class GlobalAveragePooling1D(_GlobalPooling):
 
 class GlobalMaxPooling1D(_GlobalPooling):
     """Max over time of ``(B, T, C)`` -> ``(B, C)``; ``mask`` (B, T) skips padded steps.
+
+    Attributes:
+      keepdims: keep the time axis as size 1, ``(B, 1, C)`` (default False: ``(B, C)``).
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(T, C)``; only `Sequential` reads it, to build from its first layer. Default None.
 
     Example:
       >>> import jax.numpy as jnp
@@ -269,6 +333,13 @@ class GlobalMaxPooling1D(_GlobalPooling):
 class GlobalAveragePooling2D(_GlobalPooling):
     """Mean over height and width of NHWC images -> ``(B, C)``.
 
+    The ``mask`` call argument is for the 1-D layers only; leave it None here.
+
+    Attributes:
+      keepdims: keep height and width as size 1, ``(B, 1, 1, C)`` (default False: ``(B, C)``).
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(H, W, C)``; only `Sequential` reads it, to build from its first layer. Default None.
+
     Example:
       >>> import jax.numpy as jnp
       >>> from jaxnets.layers import GlobalAveragePooling2D
@@ -282,6 +353,13 @@ class GlobalAveragePooling2D(_GlobalPooling):
 
 class GlobalMaxPooling2D(_GlobalPooling):
     """Max over height and width of NHWC images -> ``(B, C)``.
+
+    The ``mask`` call argument is for the 1-D layers only; leave it None here.
+
+    Attributes:
+      keepdims: keep height and width as size 1, ``(B, 1, 1, C)`` (default False: ``(B, C)``).
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(H, W, C)``; only `Sequential` reads it, to build from its first layer. Default None.
 
     Example:
       >>> import jax.numpy as jnp

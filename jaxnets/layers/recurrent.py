@@ -171,12 +171,17 @@ class SimpleRNN(_RNN):
       units: state size.
       activation: Keras name or callable (default tanh).
       use_bias, kernel_initializer, recurrent_initializer, bias_initializer: as Keras.
+        ``use_bias`` adds ``bias`` (units,); the initializers (Keras names or callables)
+        create ``kernel`` (F, units) ('glorot_uniform'), ``recurrent_kernel``
+        (units, units) ('orthogonal') and ``bias`` ('zeros').
       return_sequences: return every step's output instead of the last.
       return_state: also return the final state(s).
       go_backwards: read the sequence in reverse; outputs stay in that order.
       unroll: `lax.scan` unroll factor (int, or True for full unrolling).
       hoist_input: project all steps' inputs before the loop; None picks by
         backend (off on CPU, on elsewhere).
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(T, F)``; only `Sequential` reads it, to build from its first layer. Default None.
 
     Example:
       With one unit, a linear activation and all-ones kernels the state is
@@ -211,6 +216,25 @@ class LSTM(_RNN):
     faster than the scan (the benchmark LSTM: +40%), and keeps the scan
     elsewhere (not measured there). Other arguments as
     `SimpleRNN`.
+
+    Attributes:
+      units: size of the states ``h`` and ``c`` and of each step's output.
+      activation: Keras name or callable of the candidate and of ``c`` (default tanh).
+      recurrent_activation: Keras name or callable of gates i, f, o (default sigmoid).
+      use_bias: learn ``bias`` (4*units,) (default True).
+      kernel_initializer: of ``kernel`` (F, 4*units); Keras name or callable ('glorot_uniform').
+      recurrent_initializer: of ``recurrent_kernel`` (units, 4*units) (default 'orthogonal').
+      bias_initializer: of ``bias`` (default 'zeros'; the forget part per ``unit_forget_bias``).
+      unit_forget_bias: initialise the forget-gate bias to 1 (default True, as Keras).
+      return_sequences: return every step's output ``(B, T, units)`` instead of the last.
+      return_state: also return the final states: ``(output, h, c)``.
+      go_backwards: read the sequence in reverse; outputs stay in that (reversed) order.
+      unroll: `lax.scan` unroll factor (int, or True for full unrolling); default 1.
+      hoist_input: project all steps' inputs before the loop; None picks by backend (off on
+        CPU, on elsewhere); True cannot be combined with ``fused=True``.
+      fused: run `lstm_fused.lstm_sequence` (True), the scan (False), or pick (None, default).
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(T, F)``; only `Sequential` reads it, to build from its first layer. Default None.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -279,6 +303,24 @@ class GRU(_RNN):
     original GRU with ``bias`` (3*units). ``h = z*h + (1 - z)*hh``. With
     ``return_state`` returns ``(output, h)``. Other arguments as `SimpleRNN`.
 
+    Attributes:
+      units: size of the state ``h`` and of each step's output.
+      activation: Keras name or callable of the candidate ``hh`` (default tanh).
+      recurrent_activation: Keras name or callable of gates z and r (default sigmoid).
+      use_bias: learn ``bias``, (2, 3*units) with ``reset_after``, else (3*units,) (default True).
+      kernel_initializer: of ``kernel`` (F, 3*units); Keras name or callable ('glorot_uniform').
+      recurrent_initializer: of ``recurrent_kernel`` (units, 3*units) (default 'orthogonal').
+      bias_initializer: of ``bias`` (default 'zeros').
+      reset_after: apply the reset gate after the recurrent product (default True, Keras').
+      return_sequences: return every step's output ``(B, T, units)`` instead of the last.
+      return_state: also return the final state: ``(output, h)``.
+      go_backwards: read the sequence in reverse; outputs stay in that (reversed) order.
+      unroll: `lax.scan` unroll factor (int, or True for full unrolling); default 1.
+      hoist_input: project all steps' inputs before the loop; None picks by backend (off on
+        CPU, on elsewhere).
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(T, F)``; only `Sequential` reads it, to build from its first layer. Default None.
+
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from jaxnets.layers import GRU
@@ -340,6 +382,8 @@ class Bidirectional(Layer):
     Attributes:
       layer: a `SimpleRNN`, `LSTM` or `GRU`.
       merge_mode: 'concat', 'sum', 'ave', 'mul', or None for ``(fwd, bwd)``.
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(T, F)``; only `Sequential` reads it, to build from its first layer. Default None.
 
     With ``return_state`` the result is ``(merged, *fwd_states, *bwd_states)``.
 

@@ -49,6 +49,12 @@ from jaxnets.models.mlp import random_input
 class MLPGenerator(nn.Module):
     """Noise ``(B, latent_dim)`` -> ReLU Dense layers -> ``tanh`` -> ``(B, *output_shape)``.
 
+    Attributes:
+      latent_dim: size of the noise vector ``z`` (the input's last axis).
+      features: widths of the hidden ReLU Dense layers, in order (``()``: none).
+      output_shape: per-example shape of a generated sample; the last Dense has
+        ``prod(output_shape)`` units, reshaped to it.
+
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from jaxnets.models import MLPGenerator
@@ -79,6 +85,11 @@ class MLPGenerator(nn.Module):
 
 class MLPDiscriminator(nn.Module):
     """Flattened input -> LeakyReLU Dense layers -> one logit per example ``(B,)``.
+
+    Attributes:
+      features: widths of the hidden Dense layers (LeakyReLU, slope 0.2), in order.
+      input_shape: per-example shape of the data, used by ``example_input``; the
+        call itself flattens whatever ``(B, ...)`` it gets.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -120,6 +131,13 @@ def _check_quarter(image_shape: tuple[int, int, int]) -> tuple[int, int]:
 class DCGANGenerator(nn.Module):
     """Noise -> Dense to ``(H/4, W/4, 2f)`` -> ConvT(f, stride 2) -> ConvT(C, stride 2) -> tanh.
 
+    Attributes:
+      latent_dim: size of the noise vector ``z`` ``(B, latent_dim)``.
+      filters: ``f``, the channels of the first 4x4 transposed convolution; the
+        Dense projection has ``2f`` channels.
+      image_shape: ``(H, W, C)`` of the generated images; ``H`` and ``W`` must be
+        multiples of 4.
+
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from jaxnets.models import DCGANGenerator
@@ -152,6 +170,11 @@ class DCGANGenerator(nn.Module):
 
 class DCGANDiscriminator(nn.Module):
     """Image -> Conv(f, stride 2) -> Conv(2f, stride 2), LeakyReLU(0.2) -> Dense logit ``(B,)``.
+
+    Attributes:
+      filters: ``f``, the channels of the first 4x4 convolution; the second has ``2f``.
+      input_shape: ``(H, W, C)`` of the images, used by ``example_input``; the
+        call accepts any ``(B, H, W, C)`` batch.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -192,6 +215,20 @@ dcgan_discriminator_8x8 = partial(DCGANDiscriminator, filters=8, input_shape=(8,
 
 class GANState(struct.PyTreeNode):
     """Everything a GAN step changes, in one pytree; modules and optimizers are static.
+
+    Build it with `GANState.create`.
+
+    Attributes:
+      step: int32 scalar, the number of `gan_train_step` calls so far.
+      key: the PRNG key; step ``s`` draws its noise from ``fold_in(key, s)``.
+      g_params: the generator's ``params``.
+      d_params: the discriminator's ``params``.
+      g_opt_state: the generator optimizer's state (``g_tx.init(g_params)``).
+      d_opt_state: the discriminator optimizer's state (``d_tx.init(d_params)``).
+      generator: the generator module (static), with a ``latent_dim`` field.
+      discriminator: the discriminator module (static), one logit per example.
+      g_tx: the generator's Optax transformation (static).
+      d_tx: the discriminator's Optax transformation (static).
 
     Example:
       >>> import jax, optax

@@ -86,6 +86,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 def names() -> list[str]:
     """The registered model names, sorted.
 
+    Returns:
+      A sorted list of the names `get` accepts.
+
     Example:
       >>> "cnn" in names()
       True
@@ -137,6 +140,16 @@ def get(name: str, **overrides) -> nn.Module:
 
 def example_input(name_or_model: str | nn.Module, batch_size: int = 2, seed: int = 0) -> jax.Array:
     """A sample input batch for a registered name or a model instance.
+
+    Args:
+      name_or_model: a registered name (built with its defaults by `get`) or a
+        zoo module instance (anything with an ``example_input`` method).
+      batch_size: the number of examples (the leading axis).
+      seed: the NumPy seed of the sample; the same seed gives the same batch.
+
+    Returns:
+      The model's ``example_input(batch_size=batch_size, seed=seed)``: e.g.
+      standard-normal float32 features or images, or int32 tokens for text models.
 
     Example:
       >>> example_input("gpt_tiny", batch_size=3).shape

@@ -48,6 +48,17 @@ def as_arrays(data, *, need_targets: bool = True) -> dict[str, np.ndarray]:
     Raises a `jaxnets.errors.DataError` naming the problem for empty data,
     missing targets or arrays of different lengths.
 
+    Args:
+      data: a tuple/list ``(x,)``, ``(x, y)`` or ``(x, y, weight)``; a dict
+        with ``x`` (and ``y``, ``weight``, ``x_mask``...); or a single array,
+        taken as ``x``. Entries that are None are dropped.
+      need_targets: require a ``y`` (True, for training and evaluation); False
+        for inputs alone (prediction).
+
+    Returns:
+      A dict of numpy arrays (``x``, and ``y``, ``weight``... where given),
+      all with the same number of rows.
+
     Example:
       >>> import numpy as np
       >>> from jaxnets.training.loop import as_arrays
@@ -168,6 +179,9 @@ def fit(
       batch_size: rows per step; the last partial batch is padded and masked.
       validation_data: evaluated at each epoch end; logged with a ``val_`` prefix.
       shuffle: reshuffle each epoch with an order fixed by ``(seed, epoch)``.
+      seed: the shuffle seed: epoch ``e``'s batch order is a function of
+        ``(seed, e)`` only (unused with ``shuffle=False``); per-step randomness
+        such as dropout comes from ``state.rng``, not from it.
       callbacks: `jaxnets.callbacks.Callback` objects.
       verbose: 0 silent, 1 progress bar, 2 one line per epoch.
       log_every: fetch metrics from the device every this many steps.
@@ -363,6 +377,18 @@ def evaluate(
 ) -> dict:
     """Loss and metrics of ``state`` on ``data`` (padded batches, exact masked means).
 
+    Args:
+      state: a `TrainState`; its loss and metrics (``metric_table``) are computed.
+      data: ``(x, y)``, ``(x, y, sample_weight)`` or a dict with ``x``, ``y`` and
+        optionally ``weight`` and ``x_mask``, as in `fit`.
+      batch_size: rows per step; the last partial batch is padded and masked,
+        so the means are over the real rows only.
+      verbose: truthy prints one line ``loss: ... - metric: ...`` of the
+        scalar results; 0 (default) is silent.
+      engine: where to run (default: `jaxnets.training.default_engine`, one device).
+      allow_nonfinite: let NaN/Inf in ``x``, ``y`` or ``weight`` through instead
+        of raising a `DataError` (the results may then be non-finite).
+
     Returns:
       A dict from metric name (``loss`` and each metric) to a float, or a numpy
       array for per-class metrics.
@@ -404,6 +430,20 @@ def predict(
     allow_nonfinite: bool = False,
 ) -> np.ndarray:
     """Model outputs for every row of ``x`` as a numpy array (padding removed).
+
+    Args:
+      state: a `TrainState`; the model runs in inference mode (``train=False``).
+      x: the inputs ``(n, ...)``, a numpy (or array-like) array.
+      batch_size: rows per step; the last partial batch is padded, and the
+        padding rows are dropped from the result.
+      engine: where to run (default: `jaxnets.training.default_engine`, one device).
+      x_mask: optional ``(n, T)`` mask of the valid time steps of
+        variable-length sequence inputs, passed to the model as ``mask``.
+      allow_nonfinite: let NaN/Inf in ``x`` through instead of raising a `DataError`.
+
+    Returns:
+      The model outputs for the ``n`` rows, ``(n, ...)``, in float32 (also
+      when the model computes in half precision).
 
     Example:
       >>> import numpy as np, flax.linen as nn

@@ -131,6 +131,18 @@ def set_model_hyperparam(state: TrainState, name: str, value) -> TrainState:
     rate of every `jaxnets.layers.Dropout` while training. As an array it
     changes without a recompile, and population members each hold their own.
 
+    Args:
+      state: the `TrainState` to copy; it is not modified.
+      name: a known model hyperparameter; at present only ``"dropout_rate"``.
+      value: the new value, a number; for ``dropout_rate`` in ``[0, 1)``, the
+        fraction of inputs each `jaxnets.layers.Dropout` zeroes in training.
+
+    Returns:
+      A copy of ``state`` whose ``hparams[name]`` is ``value`` as a float32 scalar array.
+
+    Raises:
+      ConfigError: an unknown ``name``, or a ``dropout_rate`` outside ``[0, 1)``.
+
     Example:
       >>> import numpy as np
       >>> from jaxnets import models
@@ -201,6 +213,13 @@ def create_train_state(
         with two or more axes, i.e. kernels and embeddings, not biases).
       precision: ``"float32"``, ``"bfloat16"`` or ``"float16"`` (with dynamic
         loss scaling): the dtype the model computes in; params stay float32.
+      **optimizer_kwargs: options for `jaxnets.optim.make_optimizer` when
+        ``optimizer`` is a name (``learning_rate``, ``schedule``,
+        ``weight_decay``...); an error with an optax transformation.
+
+    Returns:
+      A `TrainState` at step 0 with freshly initialized parameters, model state
+      and optimizer state.
 
     Example:
       >>> import jax, jax.numpy as jnp
