@@ -111,9 +111,10 @@ def make_schedule(
       >>> [float(s(0)), float(s(60)), float(s(80))]
       [1.0, 0.1, 0.01]
     """
-    if name is None or name == "constant":
+    if name is not None:
+        lookup(name, dict.fromkeys(SCHEDULES), kind="schedule")
+    if name is None or name.lower() == "constant":  # names match in any case
         return learning_rate
-    lookup(name, dict.fromkeys(SCHEDULES), kind="schedule")
     if not total_steps or total_steps <= 0:
         raise ConfigError(
             f"schedule {name!r} needs total_steps > 0 (got {total_steps!r}); "
