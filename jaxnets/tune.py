@@ -199,8 +199,8 @@ def search(
       verbose: 0 silent; 1 one line per generation; 2 also `fit_population`'s
         output for each generation (its ``verbose`` is ``verbose - 1``).
 
-    Note that ``patience`` stops each trial early on `fit_population`'s
-    default monitor (``val_loss``, or ``loss`` without validation data), not on ``metric``.
+    With ``patience``, each trial stops early when ``metric`` (the quantity that
+    ranks the trials) stops improving, by Keras's rules for its name.
 
     Returns:
       `Results`: one dict per trial (hyperparameters, seed, final metrics,
@@ -228,7 +228,8 @@ def search(
         hp = {k: [c[k] for c in group] for k in group[0]}
         pop = fit_population(
             make_state, data, seeds=seeds, hparams=hp, epochs=epochs, batch_size=batch_size,
-            validation_data=validation_data, patience=patience, verbose=max(0, verbose - 1),
+            validation_data=validation_data, patience=patience, monitor=metric,
+            verbose=max(0, verbose - 1),
         )  # fmt: skip
         metric = metric or pop.monitor
         mode = mode or _mode(metric)

@@ -57,3 +57,17 @@ def test_search_over_the_dropout_rate_trains_each_trial_with_its_rate():
         _, hist = fit(state, (x, y), epochs=3, batch_size=16, seed=seed, verbose=0)
         np.testing.assert_allclose(row["loss"], hist["loss"][-1], rtol=1e-5)
     assert {round(r["dropout_rate"], 3) for r in results} == {0.0, 0.6}
+
+
+def test_patience_watches_the_metric_that_ranks_the_trials():
+    # Separable data and a large rate: training accuracy reaches 1 within two epochs and
+    # then cannot improve, while the loss keeps falling for all 6 epochs.
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    x[:, 0] += np.where(x[:, 0] > 0, 3.0, -3.0)
+    y = (x[:, 0] > 0).astype(np.int32)
+    space = {"learning_rate": [0.5]}
+    kw = dict(epochs=6, batch_size=16, patience=1, verbose=0)
+    by_accuracy = search(make, (x, y), space, method="grid", metric="accuracy", **kw)
+    by_loss = search(make, (x, y), space, method="grid", **kw)
+    assert by_accuracy.best["accuracy"] == 1.0 and by_accuracy.best["epochs"] < 6
+    assert by_loss.best["epochs"] == 6
