@@ -167,7 +167,12 @@ def split_indices(
     try:
         keep, held = train_test_indices(n, fraction, seed, stratify)
     except ValueError as err:  # too few rows, or a class with a single member
-        hint = " or pass stratify=False" if stratify is not None else ""
+        hint = (
+            " or split without stratifying (train_val_split(..., stratify=False), "
+            "split_indices(..., stratify=None))"
+            if stratify is not None
+            else ""
+        )
         raise DataError(
             f"cannot hold out {fraction} of {n} rows: {str(err).rstrip('.')}. Use a larger dataset or "
             f"a different fraction{hint}."
