@@ -98,6 +98,21 @@ def test_dropout_train_and_eval():
     assert abs(float(y.mean()) - 1.0) < 0.03  # inverted dropout keeps the mean
 
 
+def test_dropout_noise_shape_with_none_entries_as_in_keras():
+    x = jnp.ones((4, 50, 3))
+    rngs = {"dropout": jax.random.key(0)}
+    y = Dropout(0.5, noise_shape=(None, 1, 3)).apply({}, x, train=True, rngs=rngs)
+    # one mask per example and channel, shared by all 50 steps
+    assert (y == y[:, :1, :]).all() and 0 < int((y[:, 0] == 0).sum()) < 12
+    same = Dropout(0.5, noise_shape=(4, 1, 3)).apply({}, x, train=True, rngs=rngs)
+    np.testing.assert_array_equal(y, same)  # None means the input's size
+    for bad in ((None, 1), (None, 2, 3)):
+        with pytest.raises(
+            ShapeError, match=r"noise_shape .* does not fit inputs of shape \(4, 50, 3\)"
+        ):
+            Dropout(0.5, noise_shape=bad).apply({}, x, train=True, rngs=rngs)
+
+
 def test_embedding_lookup_and_mask():
     layer = Embedding(5, 3, mask_zero=True)
     tokens = jnp.array([[1, 4, 0]])

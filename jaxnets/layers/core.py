@@ -121,8 +121,9 @@ class Dropout(Layer):
       rate: fraction of inputs set to zero in train mode, in [0, 1); the kept ones are
         scaled by ``1 / (1 - rate)``.
       noise_shape: shape of the keep mask, broadcast against the input (e.g. ``(B, 1, C)``
-        drops the same channels at every step); None (default) is the input's shape.
-        Unlike Keras, every entry must be an int: None entries raise a `TypeError`.
+        drops the same channels at every step); as in Keras, a None entry takes the
+        input's size (``(None, 1, C)``), and each entry is None, 1 or that size.
+        None (default) is the input's shape.
       input_shape: keyword-only (Keras): one example's shape without the batch axis,
         e.g. ``(128,)``; only `Sequential` reads it, to build from its first layer. Default None.
 
@@ -135,7 +136,7 @@ class Dropout(Layer):
     """
 
     rate: float
-    noise_shape: tuple[int, ...] | None = None
+    noise_shape: tuple[int | None, ...] | None = None
 
     def __post_init__(self):
         if not 0.0 <= float(self.rate) < 1.0:
@@ -154,13 +155,24 @@ class Dropout(Layer):
         if static and rate == 0:
             return x
         keep_prob = 1.0 - rate if static else 1.0 - jnp.asarray(rate, jnp.float32)
-        shape = tuple(x.shape if self.noise_shape is None else self.noise_shape)
+        shape = x.shape if self.noise_shape is None else self._mask_shape(x.shape)
         axis = replica_axis()
         if axis is not None and self.has_rng(REPLICATED_RNG):
             keep = self._global_mask(shape, axis, x.shape[0], keep_prob)
         else:
             keep = jax.random.bernoulli(self.make_rng("dropout"), keep_prob, shape)
         return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
+
+    def _mask_shape(self, shape) -> tuple:
+        """``noise_shape`` with Keras's None entries filled from the input's ``shape``."""
+        noise = tuple(self.noise_shape)
+        filled = tuple(d if n is None else n for n, d in zip(noise, shape, strict=False))
+        if len(noise) != len(shape) or any(n not in (1, d) for n, d in zip(filled, shape)):
+            raise ShapeError(
+                f"Dropout noise_shape {noise} does not fit inputs of shape {tuple(shape)}: "
+                "it needs one entry per axis, each None, 1 or the input's size."
+            )
+        return filled
 
     def _global_mask(self, shape, axis: str, rows: int, keep_prob):
         # This replica's rows of the mask one device would draw for the whole
