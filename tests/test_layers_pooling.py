@@ -112,3 +112,10 @@ def test_pooling_a_too_small_input_names_the_layer_and_the_fix():
     # The zoo CNN's two valid convs and pools need >= 10x10 images; 8x8 digits fail clearly.
     with pytest.raises(ShapeError, match=r"MaxPooling2D.*\(1, 1\) input.*padding='same'"):
         models.get("cnn").init(jax.random.key(0), jnp.ones((1, 8, 8, 1)))
+
+
+def test_global_pooling_rejects_a_mask_it_cannot_use():
+    with pytest.raises(ShapeError, match=r"mask of shape \(B, T\).*1-D pooling only.*\(2, 3, 3\)"):
+        GlobalAveragePooling2D().apply({}, jnp.ones((2, 3, 3, 4)), mask=jnp.ones((2, 3, 3)))
+    with pytest.raises(ShapeError, match=r"\(B, T\) = \(2, 5\).*got a mask of shape \(2, 4\)"):
+        GlobalMaxPooling1D().apply({}, jnp.ones((2, 5, 3)), mask=jnp.ones((2, 4)))

@@ -279,6 +279,11 @@ class _GlobalPooling(Layer):
                 return x.max(axis=axes, keepdims=self.keepdims)
             return x.mean(axis=axes, keepdims=self.keepdims)
         # (B, T) mask, True at valid steps (1-D only): padded steps are ignored.
+        if self.rank != 1 or mask.shape != x.shape[:2]:
+            raise ShapeError(
+                f"{type(self).__name__} takes a mask of shape (B, T) = {x.shape[:2]} for "
+                f"(B, T, C) inputs (1-D pooling only), got a mask of shape {mask.shape}."
+            )
         m = mask.astype(bool)[..., None]
         if self.reduce == "max":
             peak = jnp.where(m, x, -jnp.inf).max(axis=axes, keepdims=self.keepdims)
@@ -333,7 +338,7 @@ class GlobalMaxPooling1D(_GlobalPooling):
 class GlobalAveragePooling2D(_GlobalPooling):
     """Mean over height and width of NHWC images -> ``(B, C)``.
 
-    The ``mask`` call argument is for the 1-D layers only; leave it None here.
+    The ``mask`` call argument is for the 1-D layers only: here it raises `ShapeError`.
 
     Attributes:
       keepdims: keep height and width as size 1, ``(B, 1, 1, C)`` (default False: ``(B, C)``).
@@ -354,7 +359,7 @@ class GlobalAveragePooling2D(_GlobalPooling):
 class GlobalMaxPooling2D(_GlobalPooling):
     """Max over height and width of NHWC images -> ``(B, C)``.
 
-    The ``mask`` call argument is for the 1-D layers only; leave it None here.
+    The ``mask`` call argument is for the 1-D layers only: here it raises `ShapeError`.
 
     Attributes:
       keepdims: keep height and width as size 1, ``(B, 1, 1, C)`` (default False: ``(B, C)``).
