@@ -11,24 +11,19 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
+import types
 
 import pytest
 
+import jaxnets
+
+# The subpackages `jaxnets` exports, and the public modules it leaves to a direct import.
 PUBLIC_MODULES = (
-    "callbacks",
-    "checkpoint",
+    *(n for n in jaxnets.__all__ if isinstance(getattr(jaxnets, n), types.ModuleType)),
     "compile",
-    "data",
-    "errors",
-    "keras",
-    "layers",
-    "losses",
-    "metrics",
-    "models",
-    "optim",
     "population",
     "precision",
-    "training",
     "tune",
 )
 
@@ -58,6 +53,13 @@ def test_public_objects_are_found():
     assert not any(name.startswith("flax") or name.startswith("optax") for name in objects)
 
 
+def test_undescribed_parameters_are_found():
+    def scale(x, alpha, beta=0.0):
+        """Returns ``x * alpha``; adds the beta_offset."""  # `beta` is never named
+
+    assert _undescribed_parameters(scale) == ["beta"]
+
+
 @pytest.mark.parametrize("module_name", PUBLIC_MODULES)
 def test_every_public_object_has_a_runnable_example(module_name):
     missing = sorted(
@@ -66,3 +68,25 @@ def test_every_public_object_has_a_runnable_example(module_name):
         if ">>>" not in (inspect.getdoc(obj) or "")
     )
     assert not missing, f"public objects without an `Example:` (>>>) in their docstring: {missing}"
+
+
+def _undescribed_parameters(obj) -> list[str]:
+    """Parameters of ``obj`` (a function, or a class's constructor) its docstring never names."""
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):  # a class without an inspectable constructor
+        return []
+    doc = inspect.getdoc(obj) or ""
+    # Flax fills in `parent` and `name` on every module; *args/**kwargs are forwarded.
+    skip = {"self", "parent", "name", "args", "kwargs"}
+    return [p for p in params if p not in skip and not re.search(rf"\b{re.escape(p)}\b", doc)]
+
+
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+def test_every_public_parameter_is_described(module_name):
+    undescribed = {
+        name: missing
+        for name, obj in public_objects(module_name).items()
+        if (missing := _undescribed_parameters(obj))
+    }
+    assert not undescribed, f"parameters missing from the Args/Attributes sections: {undescribed}"
