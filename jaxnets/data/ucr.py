@@ -371,17 +371,14 @@ def fetch_sktime_wheel(dest: str | os.PathLike | None = None, version: str | Non
       DatasetNotFoundError: pip failed (no network, unknown version...).
 
     Example:
-      With pip's index switched off, as on a machine without network, the error
-      shows the command and pip's message:
+      It is `jaxnets.data.wheels.fetch_wheel` for ``sktime`` (whose example shows
+      the offline error); here the download is replaced by a stand-in:
 
-      >>> import os, tempfile
       >>> from unittest import mock
       >>> from jaxnets.data import fetch_sktime_wheel
-      >>> offline = {"PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull}
-      >>> with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, offline):
-      ...     wheel = fetch_sktime_wheel(tmp)
-      Traceback (most recent call last):
-      ...
-      jaxnets.errors.DatasetNotFoundError: `... -m pip download --no-deps sktime -d ...` failed (exit 1): ...
+      >>> with mock.patch("jaxnets.data.ucr.fetch_wheel") as fetch:
+      ...     _ = fetch_sktime_wheel("wheels", version="1.2.0")
+      >>> fetch.call_args.args
+      ('sktime', 'wheels', '1.2.0')
     """
     return fetch_wheel("sktime", dest, version)
