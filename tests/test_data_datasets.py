@@ -1,5 +1,10 @@
 """Dataset registry and loaders: splits, scaling, caching, install messages."""
 
+import importlib.metadata
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -157,9 +162,45 @@ def test_mnist1d_logistic_regression_matches_paper(mnist1d_cache):
     assert 0.28 < model.score(ds.x_test, ds.y_test) < 0.38  # paper: 32%
 
 
-def test_mnist1d_missing_package_message(monkeypatch):
+def test_mnist1d_cached_load_does_not_import_the_generator(mnist1d_cache):
+    # mnist1d.data imports SciPy and Matplotlib (0.4 s): a warm start must not pay it.
+    cache, ds = mnist1d_cache
+    code = (
+        "import sys, numpy as np; from jaxnets import data; "
+        "ds = data.load('mnist1d'); "
+        "print(sorted(m for m in ('mnist1d', 'scipy.interpolate', 'matplotlib') if m in sys.modules)); "
+        "print(float(ds.x_train.sum()))"
+    )
+    env = {**os.environ, "JAXNETS_CACHE": str(cache)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    assert out[0] == "[]"
+    assert float(out[1]) == pytest.approx(float(ds.x_train.sum()))
+
+
+def test_mnist1d_cache_key_follows_arguments_and_version(monkeypatch):
+    from jaxnets.data import mnist1d_source
+
+    keys = {mnist1d_source._cache_key(n, s) for n, s in [(None, None), (100, None), (None, 1)]}
+    assert len(keys) == 3
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "999.0")
+    assert mnist1d_source._cache_key(None, None) not in keys
+
+
+def test_mnist1d_missing_package_message(monkeypatch, tmp_path):
     import builtins
 
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    with pytest.raises(DatasetNotFoundError, match=r"pip install 'jaxnets\[mnist1d\]'"):
+        data.load("mnist1d")
+    monkeypatch.undo()
+
+    # Installed but not importable, with nothing cached: generating needs the import.
+    monkeypatch.setenv("JAXNETS_CACHE", str(tmp_path))
     real_import = builtins.__import__
 
     def fake_import(name, *args, **kwargs):

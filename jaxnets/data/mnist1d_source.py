@@ -9,6 +9,7 @@ about a second; the result is cached in `cache_dir()` (``$JAXNETS_CACHE`` or
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import random
@@ -22,14 +23,33 @@ from jaxnets.errors import DatasetNotFoundError, FormatError
 _KEYS = ("x", "y", "x_test", "y_test", "t")
 
 
+_MISSING = (
+    "mnist1d: the generator package is not installed. Install it with "
+    "`pip install 'jaxnets[mnist1d]'` (or `pip install mnist1d`)."
+)
+
+
+def _cache_key(num_samples: int | None, seed: int | None) -> str:
+    """Names the cached arrays without importing the generator.
+
+    ``mnist1d.data`` imports SciPy's interpolation and Matplotlib's pyplot
+    (0.4 s, most of a warm ``jaxnets train --model lstm`` start), so a cached
+    load only reads the package's installed version: a new version may change
+    the generator's defaults, and gets a new file.
+    """
+    try:
+        version = importlib.metadata.version("mnist1d")
+    except importlib.metadata.PackageNotFoundError as err:
+        raise DatasetNotFoundError(_MISSING) from err
+    key = {"mnist1d": version, "num_samples": num_samples, "seed": seed}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def _args(num_samples: int | None, seed: int | None) -> dict:
     try:
         import mnist1d.data
     except ImportError as err:
-        raise DatasetNotFoundError(
-            "mnist1d: the generator package is not installed. Install it with "
-            "`pip install 'jaxnets[mnist1d]'` (or `pip install mnist1d`)."
-        ) from err
+        raise DatasetNotFoundError(_MISSING) from err
     args = mnist1d.data.get_dataset_args(as_dict=True)
     args.pop("url", None)  # only used by the downloading path
     if num_samples is not None:
@@ -62,16 +82,16 @@ def generate_mnist1d(
       num_samples, seed: override the paper's generator arguments (5000, 42).
       cache: read and write the ``.npz`` cache.
     """
-    args = _args(num_samples, seed)
-    digest = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:12]
-    path = cache_dir() / f"mnist1d_{digest}.npz"
+    num_samples = None if num_samples is None else int(num_samples)
+    seed = None if seed is None else int(seed)
+    path = cache_dir() / f"mnist1d_{_cache_key(num_samples, seed)}.npz"
     if cache and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as npz:
                 return {key: npz[key] for key in _KEYS}
         except (OSError, ValueError, KeyError, EOFError):
             pass  # a broken cache file is regenerated below
-    arrays = _generate(args)
+    arrays = _generate(_args(num_samples, seed))
     if cache:
         _save_atomic(path, arrays)
     return arrays
