@@ -231,7 +231,10 @@ def test_mnist_from_a_folder_of_idx_files(tmp_path):
     parts = _fake_mnist(tmp_path / "mnist")
     ds = data.load("mnist", data_dir=tmp_path)
     assert ds.x_train.shape == (7, 28, 28, 1) and ds.x_test.shape == (3, 28, 28, 1)
-    np.testing.assert_allclose(ds.x_train[..., 0] * 255.0, parts["train"][0], atol=1e-4)
+    for split, (images, _) in (("train", parts["train"]), ("test", parts["t10k"])):
+        # Exactly the float32 values of images / 255 (the loader divides in place).
+        expected = images.astype(np.float32) / 255.0
+        assert np.array_equal(getattr(ds, f"x_{split}")[..., 0], expected)
     assert ds.y_test.tolist() == [0, 1, 2] and ds.y_test.dtype == np.int32
     flat = data.load("mnist", data_dir=tmp_path / "mnist", flatten=True, limit=5)
     assert flat.x_train.shape == (5, 784) and flat.x_test.shape == (3, 784)

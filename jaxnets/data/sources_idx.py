@@ -92,7 +92,10 @@ def _load_idx(
             )
         if y.size and y.max() >= 10:
             raise FormatError(f"{name} {split}: labels must lie in 0-9, found {y.max()}.")
-        x = x.astype(np.float32) / 255.0
+        # Divided in place: a second (60000, 28, 28) float32 array would cost another
+        # ~190 MB of fresh pages, which took 0.3-0.4 s to fault in on the 2-core machine.
+        x = x.astype(np.float32)
+        np.divide(x, np.float32(255), out=x)  # the same float32 values as x / 255.0
         arrays[f"x_{split}"] = x.reshape(len(x), -1) if flatten else x[..., None]
         arrays[f"y_{split}"] = y.astype(np.int32)
     return Dataset(
