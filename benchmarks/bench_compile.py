@@ -76,10 +76,13 @@ def compile_seconds(names, timeout: float = 600) -> dict:
 TRAIN_ARGS = ["train", "--model", "mlp_784_64_64_10", "--dataset", "digits", "--epochs", "1"]
 
 
-def time_to_first_step(cache: str, timeout: float = 600) -> float | None:
-    """Seconds from launching ``jaxnets train`` to its pre-flight report (None if it failed)."""
+def time_to_first_step(cache: str, timeout: float = 600, args=None) -> float | None:
+    """Seconds from launching ``jaxnets train`` to its pre-flight report (None if it failed).
+
+    ``args``: the command's arguments after ``jaxnets`` (default `TRAIN_ARGS`).
+    """
     code = ["-c", "import sys; from jaxnets.cli import main; sys.exit(main())"]
-    return _seconds_to_line(code + TRAIN_ARGS, cache, "pre-flight", timeout)
+    return _seconds_to_line(code + list(args or TRAIN_ARGS), cache, "pre-flight", timeout)
 
 
 def _seconds_to_line(args: list, cache: str, prefix: str, timeout: float) -> float | None:
@@ -109,20 +112,22 @@ def _median(values: list) -> float | None:
     return None if None in values else statistics.median(values)  # None: a run failed
 
 
-def start_times(rounds: int = 3) -> dict:
+def start_times(rounds: int = 3, args=None) -> dict:
     """Medians over ``rounds`` (cold, warm) pairs, each pair on a new cache folder.
 
     Pairs alternate cold and warm, so background load on a shared machine hits
-    both alike; a single pair can be off by a second either way.
+    both alike; a single pair can be off by a second either way. ``args``: the
+    ``jaxnets`` command's arguments (default `TRAIN_ARGS`: an MLP on digits).
     """
+    args = list(args or TRAIN_ARGS)
     cold, warm, imports = [], [], []
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as cache:
-            cold.append(time_to_first_step(cache))
-            warm.append(time_to_first_step(cache))
+            cold.append(time_to_first_step(cache, args=args))
+            warm.append(time_to_first_step(cache, args=args))
         imports.append(import_seconds())
     return {
-        "command": "jaxnets " + " ".join(TRAIN_ARGS),
+        "command": "jaxnets " + " ".join(args),
         "cold": _median(cold),
         "warm": _median(warm),
         "imports": _median(imports),
