@@ -166,3 +166,19 @@ def test_fit_stops_at_keras_epoch_and_restores():
     assert history.epoch == list(range(6))  # stopped at epoch 5, like the table's third case
     assert es.stopped_epoch == 5 and es.best_epoch == 3
     np.testing.assert_array_equal(np.asarray(model.state.params["kernel"]), kernels[3])
+
+
+def test_one_callback_serves_several_fits():
+    """Keras 3 resets ``best`` in on_train_begin: a second fit is not judged by the first's best."""
+    es = EarlyStopping(monitor="loss", patience=1)
+    es.set_model(FitContext(None))
+    for values, stopped in (([1.0, 0.1, 0.2, 0.3], 2), ([0.9, 0.8, 0.7, 0.6], 0)):
+        es.model.stop_training = False
+        es.on_train_begin()
+        for epoch, v in enumerate(values):
+            es.on_epoch_end(epoch, {"loss": v})
+            if es.model.stop_training:
+                break
+        # The second fit's losses all lie above the first's best (0.1) yet keep improving.
+        assert es.stopped_epoch == stopped
+    assert es.best == 0.6

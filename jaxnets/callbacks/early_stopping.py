@@ -83,8 +83,7 @@ class EarlyStopping(Callback):
         self.restore_best_weights = restore_best_weights
         self.start_from_epoch = start_from_epoch
         self.mode = resolve_mode(monitor, mode, "EarlyStopping")
-        # As in Keras, `best` is set once per callback object, not per fit call.
-        self.best = float("inf") if self.mode == "min" else -float("inf")
+        self.best = self._initial_best()
         self.wait = 0
         self.stopped_epoch = 0
         self.best_epoch = 0
@@ -95,7 +94,14 @@ class EarlyStopping(Callback):
             return value + self.min_delta < reference
         return value - self.min_delta > reference
 
+    def _initial_best(self) -> float:
+        return float("inf") if self.mode == "min" else -float("inf")
+
     def on_train_begin(self, logs=None):
+        # As in Keras 3, each fit starts afresh, so one callback object can serve
+        # several fits (folds, fine-tuning stages). A resumed fit gets its saved
+        # state back after this (`set_state`).
+        self.best = self._initial_best()
         self.wait = 0
         self.stopped_epoch = 0
         self.best_weights = None
