@@ -282,7 +282,7 @@ def _prf(which, average, name):
 def _table():
     table = {
         "accuracy": Accuracy(),
-        "acc": Accuracy(),
+        "acc": Accuracy(name="acc"),  # Keras logs a metric under the name it was given
         "sparse_categorical_accuracy": Accuracy(name="sparse_categorical_accuracy"),
         "categorical_accuracy": Accuracy(name="categorical_accuracy"),
         "binary_accuracy": Accuracy(name="binary_accuracy"),

@@ -145,3 +145,9 @@ def test_precision_recall_f1_objects_are_named_like_get():
             assert made.name == f"{which}{suffix}" == metrics.get(made.name).name
             assert made == metrics.get(made.name)
     assert metrics.PrecisionRecallF1("recall", name="r").name == "r"
+
+
+def test_a_metric_logs_under_the_keras_name_it_was_given():
+    # Keras logs metrics=["acc"] as "acc" (and "val_acc"), so monitor="val_acc" must find it.
+    for given in ("acc", "accuracy", "mse", "mae", "sparse_categorical_accuracy"):
+        assert metrics.get(given).name == given
