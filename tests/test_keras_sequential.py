@@ -160,3 +160,30 @@ def test_mask_from_embedding_reaches_the_lstm():
     short.build()
     short.set_weights(model.get_weights())
     np.testing.assert_allclose(out[0], short.predict(tokens[:1, :3])[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64, np.bool_])
+def test_integer_features_are_cast_to_float32_as_in_keras(dtype):
+    """Without input_shape the model builds from the data: integer pixels or features
+    are features (float32), not ids; casting the kernels to them would zero them."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 2 if dtype is np.bool_ else 16, size=(64, 4, 4, 1)).astype(dtype)
+    y = (x.reshape(64, -1).astype(np.float32).sum(1) > x.size / 128).astype(np.int32)
+    model = Sequential([layers.Conv2D(4, 3), layers.Flatten(), layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", learning_rate=0.1)
+    history = model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert history.history["loss"][1] < history.history["loss"][0]
+    kernel = np.asarray(model.state.params["layers_2"]["kernel"])
+    assert kernel.dtype == np.float32 and np.any(kernel != np.round(kernel))
+    as_float = model.predict(x[:4].astype(np.float32), verbose=0)
+    assert as_float.dtype == np.float32
+    np.testing.assert_array_equal(model.predict(x[:4], verbose=0), as_float)
+
+
+def test_dense_and_conv_promote_integer_inputs():
+    x = jnp.arange(12, dtype=jnp.int32).reshape(1, 2, 2, 3)
+    for layer in (layers.Dense(2, kernel_initializer="ones"), layers.Conv2D(2, 1, kernel_initializer="ones")):
+        variables = layer.init(jax.random.key(0), x)
+        out = layer.apply(variables, x)
+        assert out.dtype == jnp.float32
+        np.testing.assert_array_equal(out, layer.apply(variables, x.astype(jnp.float32)))

@@ -210,6 +210,10 @@ class Model(Loops):
         """A sample input to build from without data (None: wait for data)."""
         return None
 
+    def takes_tokens(self) -> bool | None:
+        """Whether the model's input is integer ids (None: unknown, keep the data's dtype)."""
+        return None
+
     # -- build and compile ----------------------------------------------------
     def build(self, input_shape=None, dtype="float32"):
         """Creates the variables for inputs of ``input_shape`` (batch axis first, may be None)."""
@@ -224,6 +228,12 @@ class Model(Loops):
 
     def _build_from(self, sample):
         sample = np.asarray(sample)[:1]
+        if self.takes_tokens() is False and not np.issubdtype(sample.dtype, np.floating):
+            # Keras models take float32 unless they embed tokens: uint8 images or
+            # integer features are features, and the data is cast to float32.
+            sample = sample.astype(np.float32)
+        elif sample.dtype == np.float64:
+            sample = sample.astype(np.float32)  # JAX computes in float32 (x64 off)
         self._keras.input_spec = (tuple(sample.shape[1:]), str(sample.dtype))
         if self.compiled:  # one initialisation: straight to the TrainState
             self._make_state(sample)

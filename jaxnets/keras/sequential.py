@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from jaxnets.errors import ConfigError
 from jaxnets.keras.model import FacadeState, Model
 from jaxnets.layers import Embedding
+from jaxnets.layers.base import float_inputs
 from jaxnets.training.state import accepted_call_kwargs
 
 # Attributes that live on the Keras side of the object (not Linen fields):
@@ -82,6 +83,8 @@ class Sequential(nn.Module, Model):
             super().__setattr__(name, value)
 
     def __call__(self, x, train: bool = False, mask=None):
+        if not self.takes_tokens():
+            x = float_inputs(x)  # Keras casts a model's inputs to float32 (uint8 images too)
         for layer in self.layers:
             if not isinstance(layer, nn.Module):
                 x = layer(x)
@@ -116,12 +119,16 @@ class Sequential(nn.Module, Model):
         object.__setattr__(self, "layers", self.layers[:-1])
 
     @nn.nowrap
+    def takes_tokens(self) -> bool:
+        """Whether the first layer embeds integer ids (it can compute a padding mask)."""
+        first = self.layers[0] if self.layers else None
+        return isinstance(first, Embedding) or hasattr(first, "compute_mask")
+
+    @nn.nowrap
     def default_input(self):
         """A one-row zero input from the first layer's ``input_shape``, or None."""
         shape = getattr(self.layers[0], "input_shape", None) if self.layers else None
         if shape is None:
             return None
-        # Layers that embed tokens (they can compute a padding mask) take int ids.
-        tokens = isinstance(self.layers[0], Embedding) or hasattr(self.layers[0], "compute_mask")
-        dtype = jnp.int32 if tokens else jnp.float32
+        dtype = jnp.int32 if self.takes_tokens() else jnp.float32
         return jnp.zeros((1, *shape), dtype)

@@ -42,6 +42,22 @@ class Layer(nn.Module):
     input_shape: tuple[int, ...] | None = dataclasses.field(default=None, kw_only=True)
 
 
+def float_inputs(x):
+    """``x`` itself if it is floating point, else ``x`` as float32 (Keras casts inputs so).
+
+    Layers cast their kernels to the input's dtype (bfloat16 inputs compute in
+    bfloat16); integer or bool features would truncate every kernel to zero.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> float_inputs(jnp.array([1, 2], jnp.uint8)).dtype, float_inputs(jnp.ones(2, jnp.bfloat16)).dtype
+      (dtype('float32'), dtype(bfloat16))
+    """
+    import jax.numpy as jnp
+
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+
+
 def resolve_impl(impl: str) -> str:
     """Maps ``impl`` ('auto', 'im2col', 'xla') to the implementation to run.
 

@@ -29,7 +29,7 @@ import flax.linen as nn
 
 from jaxnets.errors import ConfigError, ShapeError, lookup
 from jaxnets.layers import activations, conv_ops, initializers
-from jaxnets.layers.base import Layer, as_tuple, resolve_impl
+from jaxnets.layers.base import Layer, as_tuple, float_inputs, resolve_impl
 
 
 class _Conv(Layer):
@@ -63,6 +63,7 @@ class _Conv(Layer):
                 f"{type(self).__name__} expects inputs of rank {self.rank + 2} "
                 f"(batch, {self.rank} spatial dims, channels), got shape {x.shape}."
             )
+        x = float_inputs(x)
         ksize = as_tuple(self.kernel_size, self.rank, "kernel_size")
         strides = as_tuple(self.strides, self.rank, "strides")
         dilation = as_tuple(self.dilation_rate, self.rank, "dilation_rate")

@@ -23,7 +23,7 @@ from jax import lax
 
 from jaxnets.errors import ConfigError, ShapeError
 from jaxnets.layers import activations, hyperparams, initializers
-from jaxnets.layers.base import Layer
+from jaxnets.layers.base import Layer, float_inputs
 from jaxnets.layers.replicas import REPLICATED_RNG, replica_axis
 
 
@@ -77,6 +77,7 @@ class Dense(Layer):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
+        x = float_inputs(x)
         kernel = self.param(
             "kernel", initializers.get(self.kernel_initializer), (x.shape[-1], self.units)
         )

@@ -47,7 +47,7 @@ from jax import lax
 
 from jaxnets.errors import ConfigError, ShapeError, lookup
 from jaxnets.layers import activations, initializers
-from jaxnets.layers.base import Layer
+from jaxnets.layers.base import Layer, float_inputs
 from jaxnets.layers.lstm_fused import lstm_sequence
 
 
@@ -86,6 +86,7 @@ class _RNN(Layer):
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None, initial_state=None):
+        x = float_inputs(x)
         if x.ndim != 3:
             raise ShapeError(
                 f"{type(self).__name__} expects (batch, time, features), got {x.shape}."
