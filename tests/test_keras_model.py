@@ -181,6 +181,10 @@ def test_dict_input_validation_split_and_class_weight(data):
         np.testing.assert_array_equal(p, q)
     with pytest.raises(DataError, match="class_weight"):
         a.fit(x, y, class_weight={0: 1.0}, verbose=0)
+    # As in Keras, class weights weigh the training rows only, not the validation_split rows.
+    history = a.fit(x, y, class_weight=w, validation_split=0.2, epochs=1, verbose=0)
+    val = a.evaluate(x[80:], y[80:], verbose=0, return_dict=True)
+    assert history.history["val_loss"][-1] == pytest.approx(val["loss"], rel=1e-6)
 
 
 def test_compile_options(data):

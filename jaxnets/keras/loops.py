@@ -73,7 +73,7 @@ class Loops:
             # Data-parallel from here on: evaluate and predict use the same engine.
             self._keras.engine = resolve_engine(None, devices, mesh)
         arrays, bs, can_shuffle = data_adapter.prepare(
-            x, y, sample_weight, class_weight, steps_per_epoch, batch_size or 32
+            x, y, sample_weight, None, steps_per_epoch, batch_size or 32
         )
         val = None
         if validation_data is not None:
@@ -82,6 +82,8 @@ class Loops:
             if not can_shuffle:
                 raise ConfigError("validation_split needs arrays; pass validation_data instead.")
             arrays, val = data_adapter.split_validation(arrays, validation_split)
+        # After the split: as in Keras, class weights weigh the training rows only.
+        arrays = data_adapter.add_class_weight(arrays, class_weight)
         self._ensure_built(arrays["x"][:1])
         history = History()
         cbs = [*(callbacks or []), history]
