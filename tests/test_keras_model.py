@@ -139,6 +139,34 @@ def test_weights_round_trip_and_checks():
     assert all((w == 0.5).all() for w in model.get_weights())
 
 
+def test_weights_come_in_keras_order():
+    """Keras lists weights layer by layer: kernel, bias; gamma, beta, moving mean and variance;
+    kernel, recurrent kernel, bias. A JAX tree would sort them (bias first, layers_10 before
+    layers_2, statistics last), and ``W, b = model.get_weights()`` would swap silently."""
+    stack = [layers.Conv2D(8, 3, input_shape=(8, 8, 1)), layers.BatchNormalization()]
+    stack += [layers.Flatten(), layers.Dense(10)]
+    stack += [layers.Dense(i + 1) for i in range(9)]  # layers_4 .. layers_12
+    model = Sequential(stack)
+    shapes = [w.shape for w in model.get_weights()]
+    assert shapes[:8] == [(3, 3, 1, 8), (8,), (8,), (8,), (8,), (8,), (288, 10), (10,)]
+    dense_kernels = [s for s in shapes[8:] if len(s) == 2]
+    assert dense_kernels == [(10, 1), *[(i, i + 1) for i in range(1, 9)]]
+    bn = model.state.variables if model.state is not None else model._keras.variables
+    gamma, beta, mean, var = model.get_weights()[2:6]
+    np.testing.assert_array_equal(gamma, bn["params"]["layers_1"]["scale"])
+    np.testing.assert_array_equal(mean, bn["batch_stats"]["layers_1"]["mean"])
+    np.testing.assert_array_equal(var, bn["batch_stats"]["layers_1"]["var"])
+    assert (beta == 0).all() and (var == 1).all()  # the initial values tell them apart
+    # set_weights takes the same order: a Keras-style [kernel, bias] list lands where it should
+    lstm = Sequential([layers.LSTM(2, input_shape=(3, 4))])
+    kernel, recurrent, bias = lstm.get_weights()
+    assert (kernel.shape, recurrent.shape, bias.shape) == ((4, 8), (2, 8), (8,))
+    dense = Sequential([layers.Dense(2, input_shape=(3,))])
+    w, b = np.arange(6, dtype=np.float32).reshape(3, 2), np.array([1.0, -1.0], np.float32)
+    dense.set_weights([w, b])
+    np.testing.assert_allclose(dense.predict(np.eye(3, dtype=np.float32), verbose=0), w + b)
+
+
 def test_iterable_of_batches_is_padded_and_masked(data):
     x, y = data
     arrays_model = Model(nn.Dense(3))

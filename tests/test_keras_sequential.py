@@ -54,7 +54,7 @@ def _extreme_model(kind):
     model = Sequential([layers.Dense(units, activation=act, input_shape=(1,))])
     model.build()
     w = np.array([[1000.0, -1000.0]]) if units == 2 else np.array([[1000.0]])
-    model.set_weights([np.zeros(units), w])  # leaves sorted: bias, kernel
+    model.set_weights([w, np.zeros(units)])  # Keras order: kernel, bias
     return model
 
 
@@ -182,7 +182,10 @@ def test_integer_features_are_cast_to_float32_as_in_keras(dtype):
 
 def test_dense_and_conv_promote_integer_inputs():
     x = jnp.arange(12, dtype=jnp.int32).reshape(1, 2, 2, 3)
-    for layer in (layers.Dense(2, kernel_initializer="ones"), layers.Conv2D(2, 1, kernel_initializer="ones")):
+    for layer in (
+        layers.Dense(2, kernel_initializer="ones"),
+        layers.Conv2D(2, 1, kernel_initializer="ones"),
+    ):
         variables = layer.init(jax.random.key(0), x)
         out = layer.apply(variables, x)
         assert out.dtype == jnp.float32

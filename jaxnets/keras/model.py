@@ -35,6 +35,7 @@ from jaxnets import training as training_lib
 from jaxnets.errors import ConfigError, ShapeError
 from jaxnets.keras import compile_utils
 from jaxnets.keras.loops import Loops
+from jaxnets.keras.weight_order import get_path, keras_paths, with_leaves
 from jaxnets.training.engine import LocalEngine, default_engine
 from jaxnets.training.state import TrainState, create_train_state
 
@@ -344,21 +345,28 @@ class Model(Loops):
             self._keras.variables = variables
 
     def get_weights(self) -> list[np.ndarray]:
-        """Every variable (parameters, then other collections such as BatchNorm statistics)."""
-        return [np.asarray(w) for w in jax.tree.leaves(self._variables())]
+        """Every variable, layer by layer in Keras's order (`jaxnets.keras.weight_order`):
+        ``kernel, bias`` per Dense layer; ``gamma, beta, moving_mean, moving_variance``
+        (Flax: scale, bias, mean, var) per BatchNormalization."""
+        variables = self._variables()
+        return [np.asarray(get_path(variables, p)) for p in keras_paths(variables)]
 
     def set_weights(self, weights):
         """Replaces the variables with ``weights`` (same order and shapes as `get_weights`)."""
-        leaves, treedef = jax.tree.flatten(self._variables())
-        if len(weights) != len(leaves):
-            raise ShapeError(f"set_weights needs {len(leaves)} arrays, got {len(weights)}.")
+        variables = self._variables()
+        paths = keras_paths(variables)
+        if len(weights) != len(paths):
+            raise ShapeError(f"set_weights needs {len(paths)} arrays, got {len(weights)}.")
         new = []
-        for i, (old, w) in enumerate(zip(leaves, weights, strict=True)):
+        for i, (path, w) in enumerate(zip(paths, weights, strict=True)):
+            old = get_path(variables, path)
             w = jnp.asarray(w, dtype=old.dtype)
             if w.shape != old.shape:
-                raise ShapeError(f"weight {i} must have shape {old.shape}, got {w.shape}.")
+                raise ShapeError(
+                    f"weight {i} ({'/'.join(path)}) must have shape {old.shape}, got {w.shape}."
+                )
             new.append(w)
-        self._set_variables(jax.tree.unflatten(treedef, new))
+        self._set_variables(with_leaves(variables, paths, new))
 
     def count_params(self) -> int:
         """Number of scalars in every variable, trainable or not."""
