@@ -93,3 +93,51 @@ def test_last_batch_hook_gets_the_epochs_train_logs(xy):
     assert [logs["loss"] for logs in last] == history.history["loss"]
     assert [logs["accuracy"] for logs in last] == history.history["accuracy"]
     assert all("skipped" not in logs for logs in last)  # batch logs hold metrics only
+
+
+def test_every_hook_gets_a_logs_dict_as_in_keras():
+    """The Keras guide's callbacks call ``logs.keys()`` in every hook; Keras never passes None,
+    and on_train_end gets the last epoch's logs."""
+    import jaxnets
+    from jaxnets import layers
+    from jaxnets.callbacks import Callback
+
+    seen = {}
+
+    class Keys(Callback):
+        pass
+
+    for name in [n for n in dir(Callback) if n.startswith("on_")]:
+
+        def hook(self, *args, _name=name):
+            seen.setdefault(_name, list(args[-1].keys()))  # raises on None
+
+        setattr(Keys, name, hook)
+    x, y = np.ones((8, 3), np.float32), np.ones((8, 1), np.float32)
+    model = jaxnets.Sequential([layers.Dense(1, input_shape=(3,))])
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(x, y, epochs=2, batch_size=4, verbose=0, callbacks=[Keys()], validation_split=0.25)
+    model.evaluate(x, y, verbose=0, callbacks=[Keys()])
+    model.predict(x, verbose=0, callbacks=[Keys()])
+    assert {"loss", "val_loss"} <= set(seen["on_train_end"])
+    assert seen["on_train_begin"] == [] and seen["on_epoch_begin"] == []
+    assert {"on_test_begin", "on_test_end", "on_predict_begin", "on_predict_end"} <= set(seen)
+
+
+def test_state_changes_in_on_train_batch_begin_reach_the_step():
+    import jaxnets
+    from jaxnets import layers
+    from jaxnets.callbacks import Callback
+
+    class Freeze(Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.model.optimizer.learning_rate = 0.0
+
+    x = np.random.default_rng(0).random((64, 3)).astype(np.float32)
+    model = jaxnets.Sequential([layers.Dense(1, input_shape=(3,))])
+    model.compile(optimizer="sgd", loss="mse", learning_rate=0.1)
+    before = model.get_weights()
+    model.fit(x, x.sum(1), batch_size=16, epochs=1, verbose=0, callbacks=[Freeze()])
+    assert model.optimizer.learning_rate == 0.0
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)  # learning rate 0 from the first step on

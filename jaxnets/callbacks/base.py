@@ -117,7 +117,17 @@ class CallbackList(Callback):
 
 
 def _dispatch(name):
+    indexed = "epoch" in name or "batch" in name  # on_epoch_end(epoch, logs), ...
+
     def hook(self, *args, **kwargs):
+        # Keras hands every hook a dict, never None (callbacks call logs.keys()); one
+        # dict for all the callbacks, so what one adds (e.g. learning_rate) the next sees.
+        n = 1 if indexed else 0
+        if len(args) > n:
+            args = (*args[:n], {} if args[n] is None else args[n], *args[n + 1 :])
+        elif kwargs.get("logs", None) is None:
+            kwargs.pop("logs", None)
+            args = (*args, {})  # positional, as Keras passes it
         for c in self.callbacks:
             getattr(c, name)(*args, **kwargs)
 

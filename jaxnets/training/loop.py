@@ -291,6 +291,7 @@ def fit(
     # them only for a progress bar or a callback that reads batch logs.
     batch_logs = bar.verbose == 1 or _wants_batch_logs(cbs)
     cbs.on_train_begin()
+    last_logs = None
     if ckpt is not None:
         ckpt.apply_callback_states(callbacks)
     for epoch in range(initial_epoch, epochs):
@@ -306,7 +307,9 @@ def fit(
                 zeros = feed.zero_sums(state, batch)  # fresh device buffers (the step donates them)
                 resumed = ckpt.initial_sums(zeros) if ckpt is not None else None
                 sums = zeros if resumed is None else resumed
+            ctx.state = state
             cbs.on_train_batch_begin(i)
+            state = ctx.state  # a callback may change it (e.g. the learning rate) before the step
             state, sums = feed.step(state, sums, batch)
             ctx.state = state  # the last completed step, kept if the data or a callback raises
             if batch_logs and feed.log_due(i, log_every) and i + 1 < steps:
@@ -348,6 +351,7 @@ def fit(
         bar.epoch_end(epoch, logs)
         ctx.state = state
         cbs.on_epoch_end(epoch, logs)
+        last_logs = logs
         if ckpt is not None:
             ckpt.after_epoch(
                 ctx.state,
@@ -360,7 +364,7 @@ def fit(
             )
         if ctx.stop_training:
             break
-    cbs.on_train_end()
+    cbs.on_train_end(last_logs)  # Keras passes the last epoch's logs
     if ckpt is not None:
         ckpt.close()
     return ctx.state, history
