@@ -286,3 +286,31 @@ def test_evaluate_and_predict_run_their_callback_hooks(data):
     model.evaluate(x, y, callbacks=[cb], verbose=0)
     assert model.predict(x[:4], callbacks=[cb]).shape == (4, 3)
     assert calls == ["test_begin", ("test_end", ["loss"]), "predict_begin", "predict_end"]
+
+
+def test_each_fit_call_shuffles_anew_and_reruns_repeat():
+    """Keras reshuffles on every fit call: a loop of fit(epochs=1) must not replay one order.
+    The same calls on a fresh model with the same seed give the same orders again."""
+
+    def orders():
+        seen = []
+
+        def record(x):
+            jax.debug.callback(
+                lambda rows: seen.append(tuple(np.asarray(rows)[:, 0].astype(int))), x
+            )
+            return x
+
+        x = np.arange(8, dtype=np.float32)[:, None]
+        model = Sequential([record, layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        calls = []
+        for _ in range(3):
+            seen.clear()
+            model.fit(x, x, batch_size=4, epochs=1, verbose=0)
+            calls.append(tuple(seen))
+        return calls
+
+    first = orders()
+    assert len(set(first)) == 3, first  # three calls, three orders
+    assert orders() == first

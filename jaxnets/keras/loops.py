@@ -96,7 +96,7 @@ class Loops:
             batch_size=bs,
             validation_data=val,
             shuffle=bool(shuffle) and can_shuffle,
-            seed=self.seed,
+            seed=self._shuffle_seed(),
             callbacks=cbs,
             verbose=0,
             log_every=log_every,
@@ -109,6 +109,19 @@ class Loops:
         history.params = {**history.params, "verbose": verbose}
         self.history = history
         return history
+
+    def _shuffle_seed(self) -> int:
+        """The model's seed for its first fit, a new one derived from it for each later fit.
+
+        `jaxnets.training.fit` orders epoch ``e`` by ``(seed, e)`` with epochs counted
+        from 0 in each call, so a loop of ``fit(x, y, epochs=1)`` calls would replay one
+        order; Keras reshuffles on every call. A rerun of the same script (a resumed
+        ``workdir`` run) makes the same calls and gets the same orders.
+        """
+        calls, self._keras.fit_calls = self._keras.fit_calls, self._keras.fit_calls + 1
+        if calls == 0:
+            return self.seed
+        return int(np.random.SeedSequence([self.seed, calls]).generate_state(1)[0] >> 1)
 
     def _validation_arrays(self, data):
         if data_adapter.is_batch_iterable(data):

@@ -90,6 +90,7 @@ class FacadeState:
         self.engine = default_engine()
         self.stop_training = False
         self.history = None
+        self.fit_calls = 0  # each fit call shuffles in a new order, as Keras does
 
 
 class OptimizerView:
