@@ -10,7 +10,7 @@ import pytest
 from jaxnets import layers
 from jaxnets.callbacks import History
 from jaxnets.errors import ConfigError, DataError, ShapeError
-from jaxnets.keras import Model, Sequential
+from jaxnets.keras import Model, Sequential, weight_order
 from jaxnets.training import create_train_state, evaluate, fit, train_step
 
 
@@ -161,6 +161,11 @@ def test_weights_come_in_keras_order():
     lstm = Sequential([layers.LSTM(2, input_shape=(3, 4))])
     kernel, recurrent, bias = lstm.get_weights()
     assert (kernel.shape, recurrent.shape, bias.shape) == ((4, 8), (2, 8), (8,))
+    attention = Sequential([layers.MultiHeadAttention(2, 4, input_shape=(6, 8))])
+    kernels = [w.shape for w in attention.get_weights() if w.ndim == 3]
+    assert kernels == [(8, 2, 4)] * 3 + [(2, 4, 8)]  # query, key, value, attention_output
+    names = [p[-2] for p in weight_order.keras_paths(attention._keras.variables)]
+    assert names == ["query"] * 2 + ["key"] * 2 + ["value"] * 2 + ["attention_output"] * 2
     dense = Sequential([layers.Dense(2, input_shape=(3,))])
     w, b = np.arange(6, dtype=np.float32).reshape(3, 2), np.array([1.0, -1.0], np.float32)
     dense.set_weights([w, b])

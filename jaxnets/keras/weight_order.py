@@ -43,7 +43,14 @@ _LEAF_RANK = {
     "mean": 4,
     "var": 5,
 }
-_MODULE_RANK = {"forward": 0, "backward": 1}
+_MODULE_RANK = {
+    "forward": 0,  # Bidirectional
+    "backward": 1,
+    "query": 0,  # MultiHeadAttention
+    "key": 1,
+    "value": 2,
+    "attention_output": 3,
+}
 _COLLECTION_RANK = {"params": 0, "batch_stats": 1}
 
 
