@@ -190,3 +190,14 @@ def test_dense_and_conv_promote_integer_inputs():
         out = layer.apply(variables, x)
         assert out.dtype == jnp.float32
         np.testing.assert_array_equal(out, layer.apply(variables, x.astype(jnp.float32)))
+
+
+def test_calling_the_model_applies_it_as_in_keras():
+    model = Sequential([layers.Dense(2, activation="relu", input_shape=(3,)), layers.Dense(4)])
+    x = np.random.default_rng(0).random((5, 3)).astype(np.float32)
+    out = model(x)  # Keras: y = model(x) right after building
+    assert out.shape == (5, 4)
+    np.testing.assert_allclose(out, model.predict(x, verbose=0), rtol=1e-6)
+    # Inside a Flax apply it is still an ordinary Linen module.
+    variables = model._keras.variables
+    np.testing.assert_allclose(model.apply(variables, x), out, rtol=1e-6)

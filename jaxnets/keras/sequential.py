@@ -83,6 +83,8 @@ class Sequential(nn.Module, Model):
             super().__setattr__(name, value)
 
     def __call__(self, x, train: bool = False, mask=None):
+        if self.scope is None:  # Keras-style ``model(x)`` on the facade, not inside a Flax apply
+            return Model.__call__(self, x, training=train)
         if not self.takes_tokens():
             x = float_inputs(x)  # Keras casts a model's inputs to float32 (uint8 images too)
         for layer in self.layers:
