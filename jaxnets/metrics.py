@@ -32,8 +32,10 @@ import numpy as np
 from jaxnets import compile as compile_lib
 from jaxnets.errors import ConfigError, lookup
 
-# sklearn.metrics.log_loss clips probabilities to [eps, 1 - eps] with float64 eps.
-_LOG_LOSS_EPS = 1e-15
+# sklearn.metrics.log_loss clips probabilities to [eps, 1 - eps] with eps the machine
+# epsilon of their dtype (np.finfo(y_proba.dtype).eps): 1.19e-7 for float32. `LogLoss`
+# does the same with the dtype of its predictions, so a probability of exactly 0 costs
+# -log(eps) in both.
 
 
 def merge(a, b):
@@ -234,7 +236,8 @@ class LogLoss:
     def update(self, preds, labels, weights):
         p = preds / jnp.sum(preds, axis=-1, keepdims=True)
         p_true = jnp.take_along_axis(p, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
-        nll = -jnp.log(jnp.clip(p_true, _LOG_LOSS_EPS, 1 - _LOG_LOSS_EPS))
+        eps = jnp.finfo(p_true.dtype).eps
+        nll = -jnp.log(jnp.clip(p_true, eps, 1 - eps))
         return {"total": jnp.sum(nll * weights), "count": jnp.sum(weights)}
 
     def compute(self, acc):

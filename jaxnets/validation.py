@@ -122,10 +122,16 @@ def check_finite(name: str, a: np.ndarray) -> None:
         )
 
 
-def _whole_to_int(name: str, a: np.ndarray, what: str) -> np.ndarray:
-    """Integers as int32; floats only if every value is a whole number."""
+def _show(value) -> int | float:
+    """A label or id for a message: an int when whole (``3``, not ``3.0``), else the float."""
+    value = value.item()
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _check_whole(name: str, a: np.ndarray, what: str) -> None:
+    """`DTypeError` unless ``a`` holds integers, or floats that are all whole numbers."""
     if a.dtype == np.bool_ or jnp.issubdtype(a.dtype, jnp.integer):
-        return a.astype(np.int32, copy=False)
+        return
     frac = _rows(a != np.round(a))
     if len(frac):
         row = frac[0]
@@ -134,12 +140,36 @@ def _whole_to_int(name: str, a: np.ndarray, what: str) -> np.ndarray:
             f"{len(frac)} rows (first: row {row}, {a[row].ravel()[:4].tolist()}). Pass "
             "integers (floats that are whole numbers are accepted and cast to int32)."
         )
-    return a.astype(np.int32)
+
+
+def _whole_to_int(name: str, a: np.ndarray, what: str) -> np.ndarray:
+    """Integers as int32; floats only if every value is a whole number.
+
+    Values outside the int32 range are a `DataError`: the cast would wrap them
+    (2**32 + 1 becomes 1) into ids that look valid.
+    """
+    _check_whole(name, a, what)
+    if a.dtype == np.bool_:
+        return a.astype(np.int32)
+    info = np.iinfo(np.int32)
+    bad = (a < info.min) | (a > info.max)  # in the array's own dtype, before any cast
+    rows = _rows(bad)
+    if len(rows):
+        first = a[rows[0]].ravel()[np.flatnonzero(bad[rows[0]].ravel())[0]]
+        raise DataError(
+            f"{name} has values outside the int32 range [{info.min}, {info.max}] in "
+            f"{len(rows)} of {len(a)} rows (first: row {rows[0]}, value {_show(first)}); "
+            f"it must hold {what}, and these would wrap around when cast to int32. Remap "
+            "them into range."
+        )
+    return a.astype(np.int32, copy=False)
 
 
 def _probe(state, x_row, mask_row):
     """``eval_shape`` of the model on one row; the output shape, or a `ShapeError`."""
-    kwargs = {"train": False} if "train" in state.call_kwargs else {}
+    from jaxnets.training.state import mode_kwargs  # state imports this module
+
+    kwargs = mode_kwargs(state.call_kwargs, train=False)
 
     def apply(variables, x, mask):
         extra = {} if mask is None else {"mask": mask}
@@ -197,7 +227,9 @@ def _check_sparse(state, y, out):
             f"targets, but {name} takes integer class ids of shape {(len(y), *out[:-1])}. Use "
             "loss='categorical_crossentropy', or pass y.argmax(-1)."
         )
-    y = _whole_to_int("y", y, f"integer class ids for {name}")
+    # Checked whole here, cast only after the range check below: int64 labels such as
+    # 2**32 + 1 would wrap into valid-looking ids in int32.
+    _check_whole("y", y, f"integer class ids for {name}")
     if y.shape[1:] == (*out[:-1], 1):
         y = y.reshape(y.shape[:-1])
     if y.shape[1:] != out[:-1]:
@@ -210,14 +242,14 @@ def _check_sparse(state, y, out):
     bad = (y < 0) | (y >= classes)
     rows = _rows(bad)
     if len(rows):
-        first = y[rows[0]].ravel()[np.flatnonzero(bad[rows[0]].ravel())[0]]
+        first = _show(y[rows[0]].ravel()[np.flatnonzero(bad[rows[0]].ravel())[0]])
         raise DataError(
             f"{len(rows)} of {len(y)} rows of y have labels outside [0, {classes}) "
             f"(first: row {rows[0]}, label {first}); the model has {classes} output units "
             "and JAX would silently clamp these indices. Remap the labels to "
-            f"0..{classes - 1} or build the model with num_classes >= {int(y.max()) + 1}."
+            f"0..{classes - 1} or build the model with num_classes >= {_show(y.max()) + 1}."
         )
-    return y
+    return y.astype(np.int32, copy=False)
 
 
 def _check_targets(state, y: np.ndarray, out) -> np.ndarray:
@@ -319,7 +351,7 @@ def check_model_size(module, shape, dtype, *, max_bytes: int | None = None, wher
     (nothing allocated), so a file declaring a billion units fails fast instead
     of exhausting memory.
     """
-    from jaxnets.training.state import accepted_call_kwargs  # state imports this module
+    from jaxnets.training.state import accepted_call_kwargs, mode_kwargs  # state imports this
 
     max_bytes = MAX_MODEL_BYTES if max_bytes is None else max_bytes
     dims = tuple(shape)
@@ -328,7 +360,7 @@ def check_model_size(module, shape, dtype, *, max_bytes: int | None = None, wher
     row = jax.ShapeDtypeStruct((1, *dims), jnp.dtype(dtype))
     total = row.size * row.dtype.itemsize
     if total <= max_bytes:
-        kwargs = {"train": False} if "train" in accepted_call_kwargs(module) else {}
+        kwargs = mode_kwargs(accepted_call_kwargs(module), train=False)
         key = jax.random.key(0)
         init = lambda x: module.init({"params": key, "dropout": key}, x, **kwargs)
         total += sum(v.size * v.dtype.itemsize for v in jax.tree.leaves(jax.eval_shape(init, row)))

@@ -40,7 +40,17 @@ def metric_direction(monitor: str) -> str | None:
 
 
 def resolve_mode(monitor: str, mode: str, who: str = "callback") -> str:
-    """``'min'`` or ``'max'`` for ``mode`` in {'auto', 'min', 'max'}."""
+    """``'min'`` or ``'max'`` for ``mode`` in {'auto', 'min', 'max'}.
+
+    Args:
+      monitor: the logged name, e.g. ``"val_mse"``; ``mode="auto"`` reads its direction.
+      mode: ``"auto"``, ``"min"`` or ``"max"``.
+      who: the caller, named in the error when the direction cannot be told.
+
+    Example:
+      >>> resolve_mode("val_mse", "auto"), resolve_mode("val_accuracy", "auto")
+      ('min', 'max')
+    """
     if mode not in ("auto", "min", "max"):
         raise ConfigError(f"{who} mode must be 'auto', 'min' or 'max', got {mode!r}.")
     if mode != "auto":

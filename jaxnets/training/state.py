@@ -71,8 +71,9 @@ class TrainState(struct.PyTreeNode):
       skipped: number of updates skipped because the loss or a gradient was
         not finite.
       apply_fn, tx, loss, metrics, l1, l2: static configuration.
-      call_kwargs: which of ``train`` and ``mask`` the module's ``__call__``
-        accepts (plain ``nn.Dense`` takes neither).
+      call_kwargs: which mode argument (``train``, ``training`` or
+        ``deterministic``) and ``mask`` the module's ``__call__`` accepts
+        (plain ``nn.Dense`` takes none); see `mode_kwargs`.
       input_spec: shape and dtype of one sample example and of its output
         (`jaxnets.validation.InputSpec`), for checking inputs before tracing.
       precision: compute dtype name (see `jaxnets.precision`); params stay float32.
@@ -163,12 +164,71 @@ def set_model_hyperparam(state: TrainState, name: str, value) -> TrainState:
     return state.replace(hparams={**state.hparams, name: jnp.asarray(value, jnp.float32)})
 
 
+# The names a module's ``__call__`` may take for the training mode, in order of
+# preference: ``train`` (this library's), ``training`` (Keras') and ``deterministic``
+# (Flax's, inverted). A module that takes none of them is called without one.
+MODE_KWARGS = ("train", "training", "deterministic")
+
+
 def accepted_call_kwargs(module: nn.Module) -> tuple[str, ...]:
-    """Which of ``train`` and ``mask`` ``module.__call__`` accepts."""
+    """Which mode argument and ``mask`` ``module.__call__`` accepts.
+
+    The mode argument is one of `MODE_KWARGS` (``train``, ``training``,
+    ``deterministic``): at most one is returned, the first the signature names.
+    ``**kwargs`` counts as ``train`` (and ``mask``).
+
+    Example:
+      >>> import flax.linen as nn
+      >>> class Net(nn.Module):
+      ...     def __call__(self, x, deterministic: bool = True, mask=None):
+      ...         return x
+      >>> accepted_call_kwargs(Net()), accepted_call_kwargs(nn.Dense(2))
+      (('deterministic', 'mask'), ())
+    """
     params = inspect.signature(module.__call__).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return ("train", "mask")
-    return tuple(k for k in ("train", "mask") if k in params)
+    mode = next((k for k in MODE_KWARGS if k in params), None)
+    return tuple(k for k in (mode, "mask") if k is not None and k in params)
+
+
+def mode_kwargs(call_kwargs: Sequence[str], train: bool) -> dict:
+    """The keyword argument that puts a module in training (or inference) mode.
+
+    Args:
+      call_kwargs: the module's accepted names (`accepted_call_kwargs`, or a
+        `TrainState`'s ``call_kwargs``).
+      train: whether the call trains (dropout on, batch statistics updated).
+
+    Returns:
+      ``{"train": train}``, ``{"training": train}``, ``{"deterministic": not
+      train}``, or ``{}`` for a module that takes none of them.
+
+    Example:
+      >>> mode_kwargs(("deterministic", "mask"), True), mode_kwargs(("train",), False)
+      ({'deterministic': False}, {'train': False})
+    """
+    if "train" in call_kwargs:
+        return {"train": train}
+    if "training" in call_kwargs:
+        return {"training": train}
+    if "deterministic" in call_kwargs:
+        return {"deterministic": not train}
+    return {}
+
+
+def _int_seed(seed):
+    """``seed`` as a Python int if it is an integer scalar (np.int64, 0-d int array), else itself.
+
+    A typed PRNG key is 0-d too, but of a key dtype, and a raw key has shape (2,):
+    both are returned unchanged.
+    """
+    if isinstance(seed, int):
+        return seed
+    dtype = getattr(seed, "dtype", None)
+    if dtype is not None and np.ndim(seed) == 0 and jnp.issubdtype(dtype, np.integer):
+        return int(seed)
+    return seed
 
 
 def _seed_array(seed) -> np.ndarray | None:
@@ -200,7 +260,8 @@ def create_train_state(
     """Initializes a Flax Linen module and wraps it with an optimizer in a `TrainState`.
 
     Args:
-      module: any Linen module called as ``module(x, train=bool)``.
+      module: any Linen module called as ``module(x, train=bool)`` (or with
+        ``training=bool``, or ``deterministic=not train``; see `mode_kwargs`).
       optimizer: an optimizer name (see `jaxnets.optim.make_optimizer`, which
         receives ``optimizer_kwargs`` such as ``learning_rate``) or an optax
         ``GradientTransformation``.
@@ -208,7 +269,8 @@ def create_train_state(
         of inputs passed as the first argument.
       loss: a loss name, callable or `jaxnets.losses.Loss`.
       metrics: metric names or objects (see `jaxnets.metrics.get`).
-      seed: an int or a PRNG key; parameters and per-step keys derive from it.
+      seed: an int (a numpy integer or a 0-d integer array too) or a PRNG key;
+        parameters and per-step keys derive from it.
       l1, l2: penalties on the sum of absolute / squared weights (parameters
         with two or more axes, i.e. kernels and embeddings, not biases).
       precision: ``"float32"``, ``"bfloat16"`` or ``"float16"`` (with dynamic
@@ -253,6 +315,7 @@ def create_train_state(
             raise ConfigError(f"{name} must be >= 0, got {value}.")
     # An int seed becomes the key inside the init program: `jax.random.key` run
     # eagerly is two more programs to compile (or load) before the first step.
+    seed = _int_seed(seed)
     seed_array = _seed_array(seed)
     from_seed = seed_array is not None
     if from_seed:
@@ -260,7 +323,7 @@ def create_train_state(
     else:
         seed_or_key = jax.random.key(seed) if isinstance(seed, int) else seed
     call_kwargs = accepted_call_kwargs(module)
-    init_kwargs = {"train": False} if "train" in call_kwargs else {}
+    init_kwargs = mode_kwargs(call_kwargs, train=False)
 
     # Everything that creates arrays runs as one program: one trace and one
     # compile (or persistent-cache load) instead of one per eager op, which is

@@ -29,12 +29,17 @@ import optax
 from jax import lax
 
 from jaxnets import precision
-from jaxnets.training.state import TrainState
+from jaxnets.errors import ConfigError
+from jaxnets.training.state import TrainState, mode_kwargs
 
 
 def model_kwargs(state: TrainState, batch: dict, train: bool) -> dict:
-    """Keyword arguments for ``apply_fn``: ``train`` and ``mask`` where the module takes them."""
-    kwargs = {"train": train} if "train" in state.call_kwargs else {}
+    """Keyword arguments for ``apply_fn``: the mode and ``mask`` where the module takes them.
+
+    The mode is ``train``, ``training`` or ``deterministic`` (inverted), whichever
+    the module names (see `jaxnets.training.state.mode_kwargs`).
+    """
+    kwargs = mode_kwargs(state.call_kwargs, train)
     if "x_mask" in batch:
         kwargs["mask"] = batch["x_mask"]
     return kwargs
@@ -54,6 +59,7 @@ def per_example_loss(state: TrainState, outputs, targets, step_mask=None):
     (``step_mask``, the batch's ``x_mask``, where given).
     """
     per = state.loss(outputs, targets)
+    _check_per_example(state, per, targets)
     if per.ndim == 1:
         return per
     per = per.reshape(per.shape[0], -1)
@@ -61,6 +67,25 @@ def per_example_loss(state: TrainState, outputs, targets, step_mask=None):
         return per.mean(axis=-1)
     m = step_mask.astype(per.dtype)
     return jnp.sum(per * m, axis=-1) / jnp.maximum(jnp.sum(m, axis=-1), 1.0)
+
+
+def _check_per_example(state, per, targets):
+    """`ConfigError` unless the loss gave one value per example.
+
+    Shapes are static, so this runs once, while tracing; without it a custom
+    loss returning the batch mean fails later with an IndexError or a broadcast error.
+    """
+    leaves = [t for t in jax.tree.leaves(targets) if getattr(t, "ndim", 0) >= 1]
+    rows = leaves[0].shape[0] if leaves else None
+    shape = tuple(getattr(per, "shape", ()))
+    if not shape or (rows is not None and shape[0] != rows):
+        name = getattr(state.loss, "name", "loss")
+        batch = "" if rows is None else f" for a batch of {rows} rows"
+        raise ConfigError(
+            f"loss {name} must return one value per example, shape (batch,) or "
+            f"(batch, ...){batch}, but got shape {shape}; do not average over the batch "
+            "(the training step masks padded rows and applies sample weights first)."
+        )
 
 
 def _per_step(preds, labels, weights, step_mask):
