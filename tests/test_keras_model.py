@@ -319,3 +319,20 @@ def test_each_fit_call_shuffles_anew_and_reruns_repeat():
     first = orders()
     assert len(set(first)) == 3, first  # three calls, three orders
     assert orders() == first
+
+
+def test_binary_precision_and_recall_are_the_positive_class_as_in_keras():
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    x = np.array([[2.0], [1.0], [-1.0], [-2.0], [3.0], [-3.0], [0.5]], np.float32)
+    y = np.array([1, 0, 0, 0, 1, 0, 0], np.int32)
+    model = Sequential([layers.Dense(1, activation="sigmoid", input_shape=(1,))])
+    model.compile(
+        optimizer="adam", loss="binary_crossentropy", metrics=["precision", "recall", "f1"]
+    )
+    model.set_weights([np.ones((1, 1), np.float32), np.zeros(1, np.float32)])
+    logs = model.evaluate(x, y, verbose=0, return_dict=True)
+    pred = (model.predict(x, verbose=0)[:, 0] > 0.5).astype(int)
+    assert logs["precision"] == pytest.approx(precision_score(y, pred))  # 2/3, not the macro 0.8
+    assert logs["recall"] == pytest.approx(recall_score(y, pred))
+    assert logs["f1"] == pytest.approx(f1_score(y, pred))

@@ -25,6 +25,7 @@ import jax
 import optax
 
 from jaxnets import losses as losses_lib
+from jaxnets import metrics as metrics_lib
 from jaxnets import optim
 from jaxnets.errors import ConfigError
 from jaxnets.layers import Activation, activations
@@ -160,16 +161,25 @@ def apply_loss_weights(loss: losses_lib.Loss, loss_weights) -> losses_lib.Loss:
     return WeightedLoss(**fields, weight=float(loss_weights))
 
 
-def resolve_metrics(metrics, weighted_metrics) -> list:
+def resolve_metrics(metrics, weighted_metrics, loss_kind: str | None = None) -> list:
     """Keras's ``metrics`` plus ``weighted_metrics``, without duplicates, in order.
 
     jaxnets metrics always use the sample weights when a batch has them, so
     both lists end up weighted (Keras leaves plain ``metrics`` unweighted).
+    With a binary loss, ``"precision"``, ``"recall"`` and ``"f1"`` are the
+    positive class's, as Keras's (and scikit-learn's) defaults are for a
+    binary classifier, still logged under the name given.
+
+    Example:
+      >>> [getattr(m, "average", m) for m in resolve_metrics(["accuracy", "precision"], None, "binary")]
+      ['accuracy', 'binary']
     """
     out, seen = [], set()
     for m in [*(metrics or []), *(weighted_metrics or [])]:
         key = m.lower() if isinstance(m, str) else id(m)
         if key not in seen:
             seen.add(key)
+            if loss_kind == "binary" and key in ("precision", "recall", "f1"):
+                m = metrics_lib.PrecisionRecallF1(key, average="binary", name=m)
             out.append(m)
     return out

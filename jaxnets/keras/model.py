@@ -271,7 +271,9 @@ class Model(Loops):
         tx, opt_config = compile_utils.resolve_optimizer(optimizer, optimizer_kwargs)
         loss_obj, train_module = compile_utils.resolve_loss(loss, self.module)
         loss_obj = compile_utils.apply_loss_weights(loss_obj, loss_weights)
-        metric_list = compile_utils.resolve_metrics(metrics, weighted_metrics)
+        metric_list = compile_utils.resolve_metrics(
+            metrics, weighted_metrics, getattr(loss_obj, "kind", None)
+        )
         eager = run_eagerly or not jit or jit_compile is False
         self._keras.engine = EagerEngine() if eager else default_engine()
         self._keras.compile_kwargs = {
