@@ -42,9 +42,11 @@ SIGNATURE_FILE = "signature.json"
 
 def _inference_fn(state_or_model, variables):
     """``(fn(variables, x), variables)`` for a TrainState or a Linen module."""
+    from jaxnets.training.state import accepted_call_kwargs, mode_kwargs
+
     if hasattr(state_or_model, "apply_fn") and hasattr(state_or_model, "params"):
         state = state_or_model
-        kwargs = {"train": False} if "train" in state.call_kwargs else {}
+        kwargs = mode_kwargs(state.call_kwargs, train=False)
         return (lambda v, x: state.apply_fn(v, x, **kwargs)), (
             variables or {"params": state.params, **state.model_state}
         )
@@ -53,9 +55,7 @@ def _inference_fn(state_or_model, variables):
             raise ConfigError(
                 "exporting a module needs its variables: export(model, path, x, variables=...)."
             )
-        from jaxnets.training.state import accepted_call_kwargs
-
-        kwargs = {"train": False} if "train" in accepted_call_kwargs(state_or_model) else {}
+        kwargs = mode_kwargs(accepted_call_kwargs(state_or_model), train=False)
         return (lambda v, x: state_or_model.apply(v, x, **kwargs)), variables
     raise ConfigError(
         f"export takes a TrainState or a Linen module, got {type(state_or_model).__name__}."

@@ -34,7 +34,7 @@ from jaxnets.data.batching import pad_to
 from jaxnets.errors import ConfigError
 from jaxnets.keras import data_adapter
 from jaxnets.training.engine import resolve_engine
-from jaxnets.training.state import ModuleApply, TrainState, accepted_call_kwargs
+from jaxnets.training.state import ModuleApply, TrainState, accepted_call_kwargs, mode_kwargs
 
 
 class Loops:
@@ -238,5 +238,5 @@ class Loops:
             raise ConfigError("model(x, training=True) is not supported; use fit or train_step.")
         self._ensure_built(np.asarray(x)[:1])
         st = self._predict_state()
-        kwargs = {"train": False} if "train" in st.call_kwargs else {}
+        kwargs = mode_kwargs(st.call_kwargs, train=False)
         return st.apply_fn(st.variables, x, **kwargs)

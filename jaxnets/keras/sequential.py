@@ -36,7 +36,7 @@ from jaxnets.errors import ConfigError
 from jaxnets.keras.model import FacadeState, Model
 from jaxnets.layers import Embedding
 from jaxnets.layers.base import float_inputs
-from jaxnets.training.state import accepted_call_kwargs
+from jaxnets.training.state import accepted_call_kwargs, mode_kwargs
 
 # Attributes that live on the Keras side of the object (not Linen fields):
 # assignments to them bypass Flax's frozen-module check.
@@ -92,7 +92,7 @@ class Sequential(nn.Module, Model):
                 x = layer(x)
                 continue
             accepts = accepted_call_kwargs(layer)
-            kwargs = {"train": train} if "train" in accepts else {}
+            kwargs = mode_kwargs(accepts, train)
             if mask is not None and "mask" in accepts:
                 kwargs["mask"] = mask
             inputs = x

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnets.training import train_step
+from jaxnets.training.state import mode_kwargs
 
 
 @dataclasses.dataclass
@@ -142,7 +143,7 @@ def summarize(model, batch_size: int = 1) -> ModelSummary:
     shape, dtype = model._keras.input_spec
     x = jnp.zeros((batch_size, *shape), dtype)
     module = model.module
-    kwargs = {"train": False} if "train" in model._predict_state().call_kwargs else {}
+    kwargs = mode_kwargs(model._predict_state().call_kwargs, train=False)
     rows = []
     for name, kind, out in layer_outputs(module, variables, x, kwargs):
         count = sum(_size(c.get(name, {})) for c in variables.values())
