@@ -5,6 +5,10 @@ then the optimizer's scaling rule, decoupled weight decay, and the learning
 rate. The learning rate and weight decay are wrapped in
 ``optax.inject_hyperparams`` so they live in the optimizer state: callbacks
 read and change them (`get_hyperparam`, `set_hyperparam`) without recompiling.
+With a named schedule, the injected ``learning_rate`` is the schedule's peak and
+the rate at each step is ``learning_rate * learning_rate_scale``, where
+``learning_rate_scale`` is the schedule at peak 1 (also injected, recomputed at
+every step): setting the learning rate rescales the whole schedule.
 
 Example:
   >>> import jax.numpy as jnp
@@ -22,7 +26,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxnets.compile import BoundedCache
@@ -117,8 +123,8 @@ def make_schedule(
         return learning_rate
     if not total_steps or total_steps <= 0:
         raise ConfigError(
-            f"schedule {name!r} needs total_steps > 0 (got {total_steps!r}); "
-            "fit() passes epochs x steps per epoch for you."
+            f"schedule {name!r} needs total_steps > 0 (got {total_steps!r}): pass "
+            "total_steps=epochs * steps_per_epoch to make_optimizer or create_train_state."
         )
     name = name.lower()
     if name in ("step", "piecewise"):
@@ -142,16 +148,23 @@ def make_schedule(
 
 
 def _check_positive(name: str, value, allow_zero: bool = False):
+    """``value`` as a Python float (a schedule function as is), or a ConfigError.
+
+    NumPy scalars and 0-d arrays are accepted and turned into floats:
+    ``optax.inject_hyperparams`` only injects Python numbers and arrays, so a
+    ``np.float32`` would otherwise become a constant the callbacks cannot change.
+    """
     if callable(value):
-        return
-    if (
-        not isinstance(value, (int, float))
-        or math.isnan(value)
-        or value < 0
-        or (value == 0 and not allow_zero)
-    ):
+        return value
+    number = isinstance(value, (int, float, np.integer, np.floating)) or (
+        isinstance(value, (np.ndarray, jax.Array))
+        and value.ndim == 0
+        and (jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating))
+    )
+    if not number or math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
         need = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{name} must be a number {need}, got {value!r}.")
+    return float(value)
 
 
 def make_optimizer(
@@ -170,8 +183,10 @@ def make_optimizer(
     Args:
       name: one of `optimizer_names()`: sgd, momentum, nesterov, adam, adamw,
         nadam, rmsprop, adagrad, lion.
-      learning_rate: base learning rate (> 0), or an Optax schedule.
-      schedule: optional schedule name for `make_schedule`.
+      learning_rate: base learning rate (> 0; a Python or NumPy number or a
+        0-d array), or an Optax schedule (its rate cannot be set afterwards).
+      schedule: optional schedule name for `make_schedule`; ``learning_rate``
+        is then its peak, injected so that setting it rescales the schedule.
       total_steps: training length, for schedules.
       weight_decay: decoupled weight decay (AdamW-style), applied to every
         parameter; defaults to 0.004 for adamw and 0 otherwise.
@@ -192,32 +207,47 @@ def make_optimizer(
       >>> [round(float(u), 4) for u in updates["w"]]  # clipped to norm 1, then times -0.1
       [-0.06, -0.08]
     """
+    rule = lookup(name, _RULES, kind="optimizer")
+    # Numbers first, so that np.float32(1e-3) is cached (and injected) as a float.
+    learning_rate = _check_positive("learning_rate", learning_rate)
+    if weight_decay is not None:
+        weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
+    if clipnorm is not None:
+        clipnorm = _check_positive("clipnorm", clipnorm)
     key = _config_key(
         name, learning_rate, schedule, total_steps, weight_decay, clipnorm, schedule_kwargs, kwargs
     )
     if key is not None and key in _BUILT:
         return _BUILT[key]
-    rule = lookup(name, _RULES, kind="optimizer")
-    _check_positive("learning_rate", learning_rate)
     if weight_decay is None:
         weight_decay = _DEFAULT_DECAY.get(name.lower(), 0.0)
-    _check_positive("weight_decay", weight_decay, allow_zero=True)
-    if clipnorm is not None:
-        _check_positive("clipnorm", clipnorm)
-    lr = learning_rate
+    hparams = {"learning_rate": learning_rate, "weight_decay": weight_decay}
     if schedule is not None:
-        lr = make_schedule(
-            schedule, learning_rate, total_steps=total_steps, **(schedule_kwargs or {})
-        )
+        # The schedule at peak 1, times the injected peak: a schedule handed to
+        # inject_hyperparams as the learning rate itself would be recomputed at
+        # every step, overwriting whatever set_hyperparam wrote (per-member rates
+        # of a population, ReduceLROnPlateau). cosine and exponential give the same
+        # rates as before bit for bit; step, warmup_cosine and one_cycle round
+        # differently, by at most 2 float32 ulps of the peak.
+        unit = make_schedule(schedule, 1.0, total_steps=total_steps, **(schedule_kwargs or {}))
+        if callable(unit) and callable(learning_rate):
+            raise ConfigError(
+                f"schedule={schedule!r} needs a number learning_rate (its peak), got a "
+                "schedule function; pass one or the other."
+            )
+        if callable(unit):  # "constant" is 1.0: nothing to scale
+            hparams["learning_rate_scale"] = unit
 
-    def build(learning_rate, weight_decay):
+    def build(learning_rate, weight_decay, learning_rate_scale=None):
+        if learning_rate_scale is not None:
+            learning_rate = learning_rate * learning_rate_scale
         return optax.chain(
             rule(**kwargs),
             optax.add_decayed_weights(weight_decay),
             optax.scale_by_learning_rate(learning_rate),
         )
 
-    tx = optax.inject_hyperparams(build)(learning_rate=lr, weight_decay=weight_decay)
+    tx = optax.inject_hyperparams(build)(**hparams)
     if clipnorm is not None:
         tx = optax.chain(optax.clip_by_global_norm(clipnorm), tx)
     return tx if key is None else _BUILT.put(key, tx)
@@ -273,6 +303,8 @@ def get_hyperparam(opt_state, name: str = "learning_rate"):
     Returns:
       The stored value (a scalar JAX array) of the first injected state holding
       ``name``; with several groups (`masked_optimizer`), the first group's.
+      With a named schedule, ``learning_rate`` is the schedule's peak; the rate
+      of the last step is that times ``get_hyperparam(opt_state, "learning_rate_scale")``.
 
     Raises:
       jaxnets.errors.ConfigError: if the optimizer was not built with it
@@ -296,10 +328,49 @@ def get_hyperparam(opt_state, name: str = "learning_rate"):
     )
 
 
+def current_learning_rate(opt_state):
+    """The learning rate of the last step: the peak times the schedule's factor, if any.
+
+    `get_hyperparam` gives the injected ``learning_rate``, which with a named
+    schedule is the peak; logs and TensorBoard show this instead.
+
+    Args:
+      opt_state: an optimizer state built by `make_optimizer`.
+
+    Returns:
+      A scalar JAX array.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> tx = make_optimizer("sgd", learning_rate=0.1, schedule="step", total_steps=4,
+      ...                     schedule_kwargs={"boundaries": {1: 0.5}})
+      >>> params = {"w": jnp.zeros(2)}
+      >>> opt_state = tx.init(params)
+      >>> for _ in range(2):
+      ...     _, opt_state = tx.update({"w": jnp.ones(2)}, opt_state, params)
+      >>> round(float(get_hyperparam(opt_state)), 4), round(float(current_learning_rate(opt_state)), 4)
+      (0.1, 0.05)
+    """
+    lr = get_hyperparam(opt_state, "learning_rate")
+    try:
+        return lr * get_hyperparam(opt_state, "learning_rate_scale")
+    except ConfigError:
+        return lr  # no schedule: the injected rate is the rate
+
+
 def set_hyperparam(opt_state, name: str, value):
     """Returns a copy of ``opt_state`` with an injected hyperparameter replaced.
 
     The value keeps the stored dtype and shape, so a jitted step does not retrace.
+
+    With a named schedule (``make_optimizer(..., schedule="cosine")``) the
+    ``learning_rate`` is the schedule's peak: setting it rescales the whole
+    schedule, which goes on from the current step (``ReduceLROnPlateau`` with
+    ``factor=0.5`` halves the peak and so every later scheduled rate;
+    `jaxnets.callbacks.LearningRateScheduler` sets the peak, not the rate of
+    the step). The scheduled factor itself, ``learning_rate_scale``, and any
+    hyperparameter an ``optax.inject_hyperparams`` schedule computes cannot be
+    set: the next step would overwrite it.
 
     Args:
       opt_state: an optimizer state built by `make_optimizer` (or holding
@@ -312,7 +383,8 @@ def set_hyperparam(opt_state, name: str, value):
       The new optimizer state, of the same structure.
 
     Raises:
-      jaxnets.errors.ConfigError: no injected state holds ``name``.
+      jaxnets.errors.ConfigError: no injected state holds ``name``, or a
+        schedule computes it at every step.
 
     Example:
       >>> import jax.numpy as jnp
@@ -325,12 +397,27 @@ def set_hyperparam(opt_state, name: str, value):
       >>> updates, _ = tx.update({"w": jnp.ones(2)}, opt_state, params)
       >>> updates["w"].tolist()
       [-0.5, -0.5]
+      >>> # A step schedule (x0.1 from step 2 of 4): setting the rate sets its peak.
+      >>> tx = make_optimizer("sgd", learning_rate=0.1, schedule="step", total_steps=4,
+      ...                     schedule_kwargs={"boundaries": {2: 0.1}})
+      >>> opt_state = set_hyperparam(tx.init(params), "learning_rate", 0.5)
+      >>> for step in range(3):
+      ...     updates, opt_state = tx.update({"w": jnp.ones(2)}, opt_state, params)
+      ...     print(round(float(updates["w"][0]), 6), end=" ")
+      -0.5 -0.5 -0.05
     """
     found = False
 
     def replace(s):
         nonlocal found
         if hasattr(s, "hyperparams") and isinstance(s.hyperparams, dict) and name in s.hyperparams:
+            if name in (getattr(s, "hyperparams_states", None) or {}):
+                # inject_hyperparams recomputes it from its schedule at every step.
+                raise ConfigError(
+                    f"{name!r} is computed by a schedule at every step, so a value set "
+                    "now would be overwritten; set a number instead (with "
+                    "make_optimizer(schedule=...), set 'learning_rate', the peak)."
+                )
             found = True
             old = s.hyperparams[name]
             hp = dict(s.hyperparams)

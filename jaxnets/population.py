@@ -42,8 +42,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnets import compile as compile_lib
-from jaxnets import cpu_batched_dots, optim
+from jaxnets import cpu_batched_dots, optim, validation
 from jaxnets import metrics as metrics_lib
+from jaxnets.callbacks import monitor as monitor_lib
 from jaxnets.errors import ConfigError
 from jaxnets.layers import hyperparams
 from jaxnets.training import fused
@@ -203,8 +204,15 @@ def population_eval(states, data, plan, zeros):
     return jax.vmap(lambda s: fused.eval_chunk(s, zeros, data, plan))(states)
 
 
-def _mode(metric: str) -> str:
-    return "min" if "loss" in metric or "error" in metric else "max"
+def _mode(metric: str, mode: str | None = None) -> str:
+    """``'min'`` or ``'max'`` for ``metric``: ``mode`` if given, else by name.
+
+    The callbacks' rule (`jaxnets.callbacks.monitor.resolve_mode`), so that
+    ranking, per-member early stopping and `EarlyStopping` agree: losses and
+    errors (``mse``, ``val_mae``...) go down, accuracies and AUC go up; another
+    name needs an explicit mode.
+    """
+    return monitor_lib.resolve_mode(metric, mode or "auto", who="population")
 
 
 @dataclasses.dataclass
@@ -223,6 +231,8 @@ class Population:
         stopped it, or None if it trained every epoch.
       monitor: the metric early stopping watched, and the default of `scores`
         and `best`.
+      mode: ``'min'``, ``'max'`` or ``'auto'`` (by the name, as the callbacks
+        do): the direction of ``monitor`` when `best` ranks by it.
 
     Example:
       >>> import numpy as np, flax.linen as nn
@@ -245,6 +255,7 @@ class Population:
     hparams: list[dict]
     stopped_epoch: list[int | None]
     monitor: str
+    mode: str = "auto"
 
     def __len__(self) -> int:
         return len(self.seeds)
@@ -259,15 +270,30 @@ class Population:
         return np.array([h.get(metric, [np.nan])[-1] for h in self.histories], np.float64)
 
     def best_index(self, metric: str | None = None, mode: str | None = None) -> int:
+        """The index of the winning member by its last ``metric`` (default: ``monitor``).
+
+        ``mode`` (``'min'``/``'max'``) defaults to the direction of the name,
+        as in the callbacks: ``loss``, ``mse``, ``val_mae``... lowest wins;
+        ``accuracy``, ``auc``... highest wins.
+
+        Example:
+          >>> import numpy as np
+          >>> pop = Population(None, [{"mse": [0.5, 0.2]}, {"mse": [0.3, 0.1]}], [0, 1],
+          ...                  [{}, {}], [None, None], "mse")
+          >>> pop.best_index(), pop.best_index(mode="max")
+          (1, 0)
+        """
         metric = metric or self.monitor
+        if mode is None and metric == self.monitor:
+            mode = self.mode
         scores = self.scores(metric)
         if np.all(np.isnan(scores)):
             raise ConfigError(f"no member logged {metric!r}; logged: {sorted(self.histories[0])}.")
-        sign = 1.0 if (mode or _mode(metric)) == "min" else -1.0
+        sign = 1.0 if _mode(metric, mode) == "min" else -1.0
         return int(np.nanargmin(sign * scores))
 
     def best(self, metric: str | None = None, mode: str | None = None) -> TrainState:
-        """The winning member (lowest loss / highest other metric) as a `TrainState`."""
+        """The winning member (lowest loss or error / highest accuracy...) as a `TrainState`."""
         return self.member(self.best_index(metric, mode))
 
     def table(self) -> list[dict]:
@@ -305,6 +331,7 @@ def fit_population(
     patience: int | None = None,
     min_delta: float = 0.0,
     monitor: str | None = None,
+    mode: str = "auto",
     verbose: int = 1,
     engine=None,
 ) -> Population:
@@ -325,6 +352,9 @@ def fit_population(
       patience, min_delta, monitor: per-member early stopping with Keras's
         rules on ``monitor`` (default ``val_loss``, or ``loss`` without
         validation data); None trains every member for ``epochs`` epochs.
+      mode: ``'auto'`` (the direction from the name, as `EarlyStopping`:
+        losses and errors such as ``val_mse`` go down, accuracies go up),
+        ``'min'`` or ``'max'``: the direction of ``monitor``.
       verbose: 0 silent, 1 the pre-flight report and one line per epoch.
       engine: the single-device `jaxnets.training.LocalEngine` to run on
         (default `jaxnets.training.default_engine`); other engines raise
@@ -354,6 +384,14 @@ def fit_population(
     if n < 1 or len(seeds) != n or (states is not None and len(states) != n):
         raise ConfigError(f"a population needs n >= 1 members with one seed each; got n={n}.")
     states = states or [make_state(s) for s in seeds]
+    # The checks and casts of `fit`, before anything is traced: out-of-range
+    # labels would otherwise train silently to NaN, a wrong feature count fail
+    # inside Flax.
+    arrays = validation.check_inputs(states[0], as_arrays(data))
+    if validation_data is not None:
+        validation_data = validation.check_inputs(states[0], as_arrays(validation_data))
+    monitor = monitor or ("val_loss" if validation_data is not None else "loss")
+    sign = 1.0 if _mode(monitor, mode) == "min" else -1.0
     member_hp = _member_hparams(hparams, n)
     for i, hp in enumerate(member_hp):
         for name, value in hp.items():
@@ -364,7 +402,6 @@ def fit_population(
                 states[i] = states[i].replace(opt_state=opt_state)
     engine = engine or default_engine()
     compile_lib.ensure_default_cache()
-    arrays = as_arrays(data)
     fused.check_fuse("epoch", None, engine, arrays)
     stacked = engine.place_state(stack_states(states))
     count = len(arrays["x"])
@@ -405,8 +442,6 @@ def fit_population(
         vplan = engine.place_state(fused.epoch_plan(len(varrays["x"]), batch_size, None, 0))
         vzeros = fused.zero_sums(states[0], vdata, vplan)
         val = (engine.compile(population_eval), vdata, vplan, vzeros)
-    monitor = monitor or ("val_loss" if val else "loss")
-    sign = 1.0 if _mode(monitor) == "min" else -1.0
     best, wait = np.full(n, np.inf), np.zeros(n, int)
     active = np.ones(n, bool)
     stopped: list[int | None] = [None] * n
@@ -469,4 +504,4 @@ def fit_population(
         fetched.append(pending)
     for done in fetched:
         record(*done)
-    return Population(stacked, histories, seeds, member_hp, stopped, monitor)
+    return Population(stacked, histories, seeds, member_hp, stopped, monitor, mode)

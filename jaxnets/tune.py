@@ -192,7 +192,10 @@ def search(
       method: ``"random"`` (``n_trials`` draws) or ``"grid"`` (every combination).
       population: trials trained at once.
       metric, mode: what ranks the trials (default ``val_loss`` or ``loss``,
-        lowest first; metrics without "loss" or "error" in the name rank highest first).
+        lowest first). ``mode`` None takes the direction from the name, as the
+        callbacks' ``mode='auto'``: losses and errors (``mse``, ``val_mae``...)
+        rank lowest first, accuracies and AUC highest first; other names need
+        ``mode='min'`` or ``'max'``.
       seed: seeds the draws; trial ``t`` trains with seed ``seed + t``.
       n_trials: the number of random draws with ``method="random"``; grid search
         runs every combination instead.
@@ -229,10 +232,10 @@ def search(
         pop = fit_population(
             make_state, data, seeds=seeds, hparams=hp, epochs=epochs, batch_size=batch_size,
             validation_data=validation_data, patience=patience, monitor=metric,
-            verbose=max(0, verbose - 1),
+            mode=mode or "auto", verbose=max(0, verbose - 1),
         )  # fmt: skip
         metric = metric or pop.monitor
-        mode = mode or _mode(metric)
+        mode = _mode(metric, mode)
         for j, row in enumerate(pop.table()):
             rows.append({"trial": start + j, **{k: row.pop(k) for k in group[0]}, **row})
             del rows[-1]["member"]

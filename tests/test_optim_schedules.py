@@ -53,8 +53,10 @@ def test_names_match_in_any_case(name):
 def test_errors_name_what_was_expected():
     with pytest.raises(UnknownNameError, match="cosine"):
         make_schedule("cosin", LR, total_steps=TOTAL)
-    with pytest.raises(ConfigError, match="total_steps > 0"):
+    with pytest.raises(ConfigError, match="total_steps > 0") as info:
         make_schedule("cosine", LR)
+    # It says what to pass: fit() does not fill total_steps in for create_train_state.
+    assert "total_steps=" in str(info.value) and "fit() passes" not in str(info.value)
 
 
 def test_make_optimizer_applies_the_schedule():

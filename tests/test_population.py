@@ -1,12 +1,14 @@
 """`fit_population`: each member equals training it alone; early stopping per member."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 
 from jaxnets import models, optim
 from jaxnets.errors import ConfigError
-from jaxnets.population import fit_population, stack_states
+from jaxnets.population import Population, fit_population, stack_states
 from jaxnets.training import TrainState, create_train_state, fit
 
 
@@ -161,3 +163,83 @@ def test_zoo_families_in_a_population_equal_their_solo_fits(name, kwargs, shape)
             jax.tree.leaves(pop.member(i).params), jax.tree.leaves(solo.params), strict=True
         ):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)
+
+
+def test_scheduled_members_train_with_their_own_peak():
+    # With a schedule, a member's learning rate is the schedule's peak (it used to be
+    # recomputed from the shared schedule at every step, so both members trained alike).
+    import flax.linen as nn
+
+    x, y = make_data(n=64)
+    state = lambda seed, lr: create_train_state(nn.Dense(2), "adam", x[:1], seed=seed,
+                                                learning_rate=lr, schedule="cosine",
+                                                total_steps=8)  # fmt: skip
+    lrs = [1e-4, 1e-1]
+    pop = fit_population(lambda seed: state(seed, 1e-2), (x, y), seeds=[0, 0],
+                         hparams={"learning_rate": lrs}, epochs=2, batch_size=32, verbose=0)  # fmt: skip
+    assert pop.histories[0]["loss"] != pop.histories[1]["loss"]
+    for i, lr in enumerate(lrs):
+        solo, hist = fit(state(0, lr), (x, y), epochs=2, batch_size=32, seed=0, verbose=0)
+        member = pop.member(i)
+        assert float(optim.get_hyperparam(member.opt_state)) == np.float32(lr)
+        for a, b in zip(jax.tree.leaves(solo.params), jax.tree.leaves(member.params), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=0)
+        np.testing.assert_allclose(hist["loss"], pop.histories[i]["loss"], rtol=1e-6)
+
+
+def regression(n=64):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    return x, 3 * x[:, :1]
+
+
+def make_regressor(seed):
+    import flax.linen as nn
+
+    x, _ = regression()
+    return create_train_state(nn.Dense(1), "adam", x[:1], seed=seed, loss="mse",
+                              metrics=["mse", "mae"])  # fmt: skip
+
+
+def test_errors_such_as_mse_and_mae_are_minimised():
+    data = regression()
+    pop = fit_population(make_regressor, data, n=3, hparams={"learning_rate": [1e-4, 1e-2, 1e-1]},
+                         epochs=3, batch_size=16, validation_data=data, verbose=0)  # fmt: skip
+    for metric in ("mse", "mae", "val_mse", "val_mae", "loss"):
+        scores = pop.scores(metric)
+        assert len(set(scores)) == 3  # a real choice
+        assert pop.best_index(metric) == int(np.argmin(scores)), metric
+    assert pop.best_index("mse", mode="max") == int(np.argmax(pop.scores("mse")))
+    # A name of no known direction needs a mode, as in the callbacks.
+    other = Population(None, [{"score": [1.0]}, {"score": [2.0]}], [0, 1], [{}, {}],
+                       [None, None], "score")  # fmt: skip
+    with pytest.raises(ConfigError, match="pass mode='max' or mode='min'"):
+        other.best_index()
+    assert other.best_index(mode="max") == 1
+    assert dataclasses.replace(other, mode="min").best_index() == 0
+
+
+def test_early_stopping_on_val_mse_waits_while_it_falls():
+    data = regression()
+    pop = fit_population(make_regressor, data, n=2, hparams={"learning_rate": 1e-2}, epochs=4,
+                         batch_size=16, validation_data=data, patience=1, monitor="val_mse",
+                         verbose=0)  # fmt: skip
+    for h in pop.histories:  # val_mse falls every epoch: no member may stop
+        assert np.all(np.diff(h["val_mse"]) < 0)
+    assert pop.stopped_epoch == [None, None]
+    assert pop.best().params["kernel"].shape == (4, 1)
+
+
+def test_inputs_are_checked_as_fit_checks_them():
+    from jaxnets.errors import DataError, ShapeError
+
+    x, y = make_data()
+    bad = [((x, y + 5), None, DataError), ((x[:, :3], y), None, ShapeError),
+           ((x, y), (x, y + 5), DataError)]  # fmt: skip
+    for data, val, error in bad:
+        with pytest.raises(error) as from_fit:
+            fit(make(0), data, validation_data=val, epochs=1, batch_size=16, verbose=0)
+        with pytest.raises(error) as from_population:
+            fit_population(make, data, n=2, validation_data=val, epochs=1, batch_size=16,
+                           verbose=0)  # fmt: skip
+        assert str(from_population.value) == str(from_fit.value)

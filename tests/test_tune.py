@@ -71,3 +71,44 @@ def test_patience_watches_the_metric_that_ranks_the_trials():
     by_loss = search(make, (x, y), space, method="grid", **kw)
     assert by_accuracy.best["accuracy"] == 1.0 and by_accuracy.best["epochs"] < 6
     assert by_loss.best["epochs"] == 6
+
+
+def regression():
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    return x, 3 * x[:, :1]
+
+
+def test_errors_such_as_mse_rank_lowest_first():
+    from jaxnets.training import evaluate
+
+    data = regression()
+    make_reg = lambda seed: create_train_state(nn.Dense(1), "adam", data[0][:1], seed=seed,
+                                               loss="mse", metrics=["mse"])  # fmt: skip
+    space = {"learning_rate": [1e-4, 1e-2, 1e-1]}
+    for metric in ("mse", "val_mse"):
+        results = search(make_reg, data, space, method="grid", population=2, epochs=3,
+                         batch_size=16, validation_data=data, metric=metric, verbose=0)  # fmt: skip
+        scores = [r[metric] for r in results]
+        assert scores == sorted(scores) and len(set(scores)) == 3
+        # The best state is the trial ranked first: evaluated, it gives that trial's score.
+        got = evaluate(results.best_state, data, batch_size=16, verbose=0)["mse"]
+        np.testing.assert_allclose(got, results.best["val_mse"], rtol=1e-5)
+
+
+def test_search_over_a_scheduled_optimizer_trains_each_trial_with_its_peak():
+    from jaxnets.training import fit
+
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    make_sched = lambda seed, lr=1e-2: create_train_state(
+        nn.Dense(2), "adam", x[:1], seed=seed, learning_rate=lr, schedule="warmup_cosine",
+        total_steps=8,
+    )  # fmt: skip
+    results = search(make_sched, (x, y), {"learning_rate": [1e-4, 1e-1]}, method="grid",
+                     population=2, epochs=2, batch_size=16, verbose=0)  # fmt: skip
+    assert results[0]["loss"] != results[1]["loss"]
+    for row in results:
+        _, hist = fit(make_sched(row["seed"], row["learning_rate"]), (x, y), epochs=2,
+                      batch_size=16, seed=row["seed"], verbose=0)  # fmt: skip
+        np.testing.assert_allclose(row["loss"], hist["loss"][-1], rtol=1e-6)
+    assert results.best["learning_rate"] == 1e-1
