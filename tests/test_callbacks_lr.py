@@ -155,3 +155,27 @@ def test_learning_rate_keeps_dtype():
     cb.on_epoch_begin(0)
     assert jax.tree.structure(ctx.state) == before
     assert optim.get_hyperparam(ctx.state.opt_state).dtype == jnp.float32
+
+
+def test_logged_learning_rate_is_the_scheduled_rate_not_the_peak():
+    import jaxnets
+    from jaxnets import layers
+    from jaxnets.callbacks import ReduceLROnPlateau
+
+    x = np.random.default_rng(0).random((32, 3)).astype(np.float32)
+    model = jaxnets.Sequential([layers.Dense(1, input_shape=(3,))])
+    model.compile(optimizer="sgd", loss="mse", learning_rate=0.1, schedule="cosine", total_steps=8)
+    history = model.fit(
+        x,
+        x.sum(1),
+        batch_size=8,
+        epochs=2,
+        verbose=0,
+        callbacks=[ReduceLROnPlateau(monitor="loss", patience=100)],
+    )
+    # cosine over 8 steps from 0.1: the rate of step 3 (0-based), then of step 7
+    expected = [0.05 * (1 + np.cos(np.pi * s / 8)) for s in (3, 7)]
+    np.testing.assert_allclose(history.history["learning_rate"], expected, rtol=1e-5)
+    assert model.optimizer.learning_rate == pytest.approx(
+        0.1
+    )  # the peak, which set_hyperparam sets

@@ -38,7 +38,7 @@ import warnings
 import numpy as np
 
 from jaxnets.callbacks.base import Callback
-from jaxnets.callbacks.monitor import get_lr, set_lr
+from jaxnets.callbacks.monitor import current_lr, get_lr, set_lr
 from jaxnets.errors import ConfigError
 
 
@@ -119,7 +119,7 @@ class ReduceLROnPlateau(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        logs["learning_rate"] = get_lr(self.model)
+        logs["learning_rate"] = current_lr(self.model)
         current = logs.get(self.monitor)
         if current is None:
             warnings.warn(
@@ -205,4 +205,4 @@ class LearningRateScheduler(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["learning_rate"] = get_lr(self.model)
+            logs["learning_rate"] = current_lr(self.model)

@@ -80,6 +80,11 @@ def get_lr(model) -> float:
     return float(optim.get_hyperparam(model.state.opt_state, "learning_rate"))
 
 
+def current_lr(model) -> float:
+    """The rate the last step used (with a schedule, the peak times its factor), for logs."""
+    return float(optim.current_learning_rate(model.state.opt_state))
+
+
 def set_lr(model, value: float):
     """Replaces the learning rate in the optimizer state (same dtype: no recompile)."""
     s = model.state

@@ -149,7 +149,7 @@ class TensorBoard(Callback):
         state = getattr(self.model, "state", None)
         if state is not None and "epoch_learning_rate" not in train:
             try:
-                train["epoch_learning_rate"] = float(optim.get_hyperparam(state.opt_state))
+                train["epoch_learning_rate"] = float(optim.current_learning_rate(state.opt_state))
             except ConfigError:
                 pass  # an optax optimizer without an injected learning rate
         self._scalars("train", epoch, train)
