@@ -336,3 +336,47 @@ def test_binary_precision_and_recall_are_the_positive_class_as_in_keras():
     assert logs["precision"] == pytest.approx(precision_score(y, pred))  # 2/3, not the macro 0.8
     assert logs["recall"] == pytest.approx(recall_score(y, pred))
     assert logs["f1"] == pytest.approx(f1_score(y, pred))
+
+
+def test_custom_losses_are_called_the_keras_way():
+    """compile(loss=fn) calls fn(y_true, y_pred) as Keras does: an asymmetric loss (pinball at
+    the 0.9 quantile) must fit the 0.9 quantile, not the 0.1 one; a loss returning the batch
+    mean trains too, row by row, so the padded rows of the last batch are left out."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 1)).astype(np.float32)
+    y = (x[:, 0] + rng.normal(size=256)).astype(np.float32)  # unit noise around x
+
+    def pinball(y_true, y_pred):
+        e = y_true - y_pred
+        return jnp.mean(jnp.maximum(0.9 * e, -0.1 * e), axis=-1)
+
+    model = Sequential([layers.Dense(1, input_shape=(1,), kernel_initializer="zeros")])
+    model.compile(optimizer="adam", learning_rate=0.05, loss=pinball)
+    model.fit(x, y, epochs=150, batch_size=64, verbose=0)
+    below = float((y < model.predict(x, verbose=0)[:, 0]).mean())
+    assert 0.85 < below < 0.95  # the reversed call order gives ~0.1
+
+    def mse_mean(y_true, y_pred):
+        return jnp.mean(jnp.square(y_true - y_pred))
+
+    a = Sequential([layers.Dense(1, input_shape=(1,))])
+    b = Sequential([layers.Dense(1, input_shape=(1,))])
+    a.compile(optimizer="sgd", learning_rate=0.1, loss=mse_mean)
+    b.compile(optimizer="sgd", learning_rate=0.1, loss="mse")
+    for m in (a, b):
+        m.fit(
+            x[:100], y[:100], epochs=2, batch_size=32, verbose=0, shuffle=False
+        )  # 100 = 3 x 32 + 4
+    for p, q in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_binary_crossentropy_after_a_softmax_reads_probabilities():
+    """A named loss reads probabilities in Keras; a softmax it cannot absorb stays in the model."""
+    x = np.random.default_rng(0).normal(size=(32, 3)).astype(np.float32)
+    y = np.eye(2, dtype=np.float32)[(x[:, 0] > 0).astype(int)]
+    model = Sequential([layers.Dense(2, activation="softmax", input_shape=(3,))])
+    model.compile(optimizer="sgd", loss="binary_crossentropy")
+    p = np.clip(model.predict(x, verbose=0), 1e-7, 1 - 1e-7)
+    expected = float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(expected, rel=1e-5)

@@ -128,6 +128,7 @@ class WeightedLoss(losses_lib.Loss):
 def resolve_loss(loss, module) -> tuple[losses_lib.Loss, object]:
     """Returns ``(loss, train_module)``.
 
+    A custom callable is a Keras loss ``fn(y_true, y_pred)`` (`keras_loss_function`).
     A cross-entropy (by name, or a `Loss` of that kind) meeting a final
     softmax/sigmoid of a `Sequential` is computed from logits and the
     activation is stripped from ``train_module``. Otherwise model outputs are
@@ -140,11 +141,57 @@ def resolve_loss(loss, module) -> tuple[losses_lib.Loss, object]:
         if len(loss) != 1:
             raise ConfigError(f"single-output models take one loss, got {len(loss)}.")
         loss = loss[0]
+    if callable(loss) and not isinstance(loss, losses_lib.Loss):
+        loss = keras_loss_function(loss)
     loss_obj = losses_lib.get(loss)
     act = final_activation(module)
     if act is not None and _ABSORBS.get(loss_obj.kind) == act:
         return dataclasses.replace(loss_obj, from_logits=True), strip_final_activation(module)
+    if act is not None and isinstance(loss, str) and loss_obj.kind in _ABSORBS:
+        # A named cross-entropy reads probabilities in Keras (from_logits=False); a
+        # final activation it cannot absorb (softmax before binary_crossentropy)
+        # leaves the outputs probabilities, not logits.
+        return dataclasses.replace(loss_obj, from_logits=False), module
     return loss_obj, module
+
+
+def keras_loss_function(fn) -> losses_lib.Loss:
+    """A Keras custom loss ``fn(y_true, y_pred)`` as a jaxnets `Loss` (called ``(outputs, targets)``).
+
+    As Keras's ``LossFunctionWrapper`` does, the targets are cast to the outputs'
+    float dtype and a last axis of size 1 is squeezed or added so both have the
+    same rank. A loss that returns one number for the batch (its mean) is
+    evaluated row by row instead, so that the padding rows of a last partial
+    batch and sample weights can be left out, as for the built-in losses.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> pinball = lambda y_true, y_pred: jnp.maximum(0.9 * (y_true - y_pred), -0.1 * (y_true - y_pred))
+      >>> loss = keras_loss_function(pinball)
+      >>> per = loss(jnp.zeros((2, 1)), jnp.array([1.0, -1.0]))  # (outputs, targets): under, over
+      >>> per.shape, [round(v, 4) for v in per[:, 0].tolist()]
+      ((2, 1), [0.9, 0.1])
+      >>> keras_loss_function(lambda t, p: jnp.mean((t - p) ** 2))(jnp.zeros((2, 1)), jnp.array([1.0, 3.0])).tolist()
+      [1.0, 9.0]
+    """
+    import jax.numpy as jnp
+
+    def call(outputs, targets):
+        y_pred, y_true = outputs, jnp.asarray(targets)
+        if jnp.issubdtype(y_pred.dtype, jnp.floating):
+            y_true = y_true.astype(y_pred.dtype)
+        if y_pred.ndim == y_true.ndim + 1 and y_pred.shape[-1] == 1:
+            y_true = y_true[..., None] if y_true.ndim == 1 else y_true
+            y_pred = y_pred if y_true.ndim == y_pred.ndim else y_pred[..., 0]
+        elif y_true.ndim == y_pred.ndim + 1 and y_true.shape[-1] == 1:
+            y_pred = y_pred[..., None] if y_pred.ndim == 1 else y_pred
+            y_true = y_true if y_true.ndim == y_pred.ndim else y_true[..., 0]
+        per = fn(y_true, y_pred)
+        if jnp.ndim(per) == 0:
+            per = jax.vmap(lambda t, p: fn(t[None], p[None]))(y_true, y_pred)
+        return per
+
+    return losses_lib.Loss(fn=call, kind="regression", name=getattr(fn, "__name__", "loss"))
 
 
 def apply_loss_weights(loss: losses_lib.Loss, loss_weights) -> losses_lib.Loss:
