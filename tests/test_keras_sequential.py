@@ -201,3 +201,35 @@ def test_calling_the_model_applies_it_as_in_keras():
     # Inside a Flax apply it is still an ordinary Linen module.
     variables = model._keras.variables
     np.testing.assert_allclose(model.apply(variables, x), out, rtol=1e-6)
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_a_mask_stops_at_layers_that_do_not_support_masking(padding):
+    """Keras drops an Embedding's mask at a Conv1D (and warns): the pooling after it averages
+    every step. A Dense passes the mask on, as Keras's Dense does."""
+    x = np.array([[3, 4, 5, 6, 7, 8, 0, 0, 0, 0]] * 2, np.int32)
+
+    def stack(mask_zero):
+        return [
+            layers.Embedding(10, 4, mask_zero=mask_zero, input_shape=(10,)),
+            layers.Conv1D(4, 3, padding=padding),
+            layers.GlobalAveragePooling1D(),
+            layers.Dense(1),
+        ]
+
+    masked, plain = Sequential(stack(True)), Sequential(stack(False))
+    plain.build()
+    with pytest.warns(UserWarning, match="Conv1D does not support masking"):
+        masked.build()
+        masked.set_weights(plain.get_weights())
+        out = masked.predict(x, verbose=0)
+    np.testing.assert_allclose(out, plain.predict(x, verbose=0), rtol=1e-6)
+
+    dense = Sequential(
+        [layers.Embedding(10, 4, mask_zero=True, input_shape=(10,)), layers.Dense(3),
+         layers.GlobalAveragePooling1D()]
+    )  # fmt: skip
+    dense.build()
+    emb, kernel, bias = dense.get_weights()
+    steps = emb[x[0]] @ kernel + bias
+    np.testing.assert_allclose(dense.predict(x, verbose=0)[0], steps[:6].mean(0), rtol=1e-5)

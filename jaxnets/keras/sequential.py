@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -34,7 +35,14 @@ import jax.numpy as jnp
 
 from jaxnets.errors import ConfigError
 from jaxnets.keras.model import FacadeState, Model
-from jaxnets.layers import Embedding
+from jaxnets.layers import (
+    Activation,
+    BatchNormalization,
+    Dense,
+    Dropout,
+    Embedding,
+    LayerNormalization,
+)
 from jaxnets.layers.base import float_inputs
 from jaxnets.training.state import accepted_call_kwargs, mode_kwargs
 
@@ -43,6 +51,18 @@ from jaxnets.training.state import accepted_call_kwargs, mode_kwargs
 _KERAS_ATTRS = frozenset(
     {"_keras"} | {n for n, v in vars(Model).items() if isinstance(v, property) and v.fset}
 )
+
+
+# Layers that pass a mask through unchanged, as Keras's with supports_masking=True
+# that do not consume it: they act on each time step alone.
+_KEEP_MASK = (Activation, BatchNormalization, Dense, Dropout, LayerNormalization)
+
+
+def _surviving_mask(mask, x):
+    """``mask`` if ``x`` still has the ``(batch, time)`` axes it describes, else None."""
+    if mask is None or not hasattr(x, "ndim") or x.ndim < 3 or x.shape[:2] != mask.shape:
+        return None  # the time axis is gone (e.g. an LSTM without return_sequences)
+    return mask
 
 
 class Sequential(nn.Module, Model):
@@ -89,7 +109,8 @@ class Sequential(nn.Module, Model):
             x = float_inputs(x)  # Keras casts a model's inputs to float32 (uint8 images too)
         for layer in self.layers:
             if not isinstance(layer, nn.Module):
-                x = layer(x)
+                x = layer(x)  # a plain function (e.g. jax.nn.relu): elementwise, keeps a mask
+                mask = _surviving_mask(mask, x)
                 continue
             accepts = accepted_call_kwargs(layer)
             kwargs = mode_kwargs(accepts, train)
@@ -99,8 +120,17 @@ class Sequential(nn.Module, Model):
             x = layer(x, **kwargs)
             if mask is None and getattr(layer, "mask_zero", False):
                 mask = layer.compute_mask(inputs)  # Embedding(mask_zero=True) and the like
-            if mask is not None and (not hasattr(x, "ndim") or x.ndim < 3):
-                mask = None  # the time axis is gone (e.g. an LSTM without return_sequences)
+            elif mask is not None and "mask" not in accepts and not isinstance(layer, _KEEP_MASK):
+                # Keras drops the mask at a layer that does not support masking
+                # (a convolution or pooling over time, Flatten, Reshape) and says so.
+                warnings.warn(
+                    f"{type(layer).__name__} does not support masking: the mask from the "
+                    "layers before it is dropped, so the layers after it see every step "
+                    "(as in Keras).",
+                    stacklevel=2,
+                )
+                mask = None
+            mask = _surviving_mask(mask, x)
         return x
 
     @nn.nowrap
