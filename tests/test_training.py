@@ -363,3 +363,26 @@ def test_learning_rate_is_found_inside_per_group_optimizers():
     opt_state = tx.init({"w": jnp.zeros(2), "v": jnp.zeros(2)})
     assert float(get_hyperparam(opt_state)) == pytest.approx(1e-3)
     assert float(get_hyperparam(set_hyperparam(opt_state, "learning_rate", 0.5))) == 0.5
+
+
+def test_predict_returns_every_output_of_a_multi_output_model():
+    import optax
+
+    class TwoHeads(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            h = nn.relu(nn.Dense(8)(x))
+            return nn.Dense(2)(h), nn.Dense(1)(h)[:, 0]
+
+    def loss(out, t):
+        ce = optax.softmax_cross_entropy_with_integer_labels(out[0], t[:, 0].astype(jnp.int32))
+        return ce + (out[1] - t[:, 1]) ** 2
+
+    x = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
+    t = np.stack([x[:, 0] > 0, x[:, 1]], 1).astype(np.float32)
+    state = create_train_state(TwoHeads(), "adam", x[:1], loss=loss, metrics=())
+    logits, value = predict(state, x, batch_size=64)  # 64 + 36 padded to 64
+    ref = state.apply_fn(state.variables, x)
+    assert logits.shape == (100, 2) and value.shape == (100,)
+    np.testing.assert_allclose(logits, ref[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(value, ref[1], rtol=1e-5, atol=1e-6)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import jax
 import numpy as np
 
 from jaxnets import compile as compile_lib
@@ -447,7 +448,8 @@ def predict(
 
     Returns:
       The model outputs for the ``n`` rows, ``(n, ...)``, in float32 (also
-      when the model computes in half precision).
+      when the model computes in half precision); for a model with several
+      outputs, the same tuple or dict of such arrays.
 
     Example:
       >>> import numpy as np, flax.linen as nn
@@ -468,5 +470,9 @@ def predict(
     # Keep outputs on the device until the end: no host sync per batch.
     outputs = [step_fn(state, engine.place_batch(b)) for b in iterate_batches(arrays, batch_size)]
     host = engine.fetch(outputs)
+    n = len(arrays["x"])
     # Engines may pad a batch up to their batch_multiple: keep its first batch_size rows.
-    return np.concatenate([np.asarray(o)[:batch_size] for o in host])[: len(arrays["x"])]
+    # A model with several outputs (a tuple or dict) gets each one joined the same way.
+    return jax.tree.map(
+        lambda *parts: np.concatenate([np.asarray(p)[:batch_size] for p in parts])[:n], *host
+    )
