@@ -380,3 +380,37 @@ def test_binary_crossentropy_after_a_softmax_reads_probabilities():
     p = np.clip(model.predict(x, verbose=0), 1e-7, 1 - 1e-7)
     expected = float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
     assert model.evaluate(x, y, verbose=0) == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_users_batch_callback_runs_after_every_batch_as_in_keras():
+    from jaxnets.callbacks import Callback, LambdaCallback, ModelCheckpoint  # noqa: F401
+
+    class StopAfter3(Callback):
+        def __init__(self):
+            super().__init__()
+            self.batches = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches.append((batch, sorted(logs)))
+            if batch >= 2:
+                self.model.stop_training = True
+
+    x = np.random.default_rng(0).random((320, 3)).astype(np.float32)
+    model = Sequential([layers.Dense(1, input_shape=(3,))])
+    model.compile(optimizer="sgd", loss="mse")
+    stop = StopAfter3()
+    history = model.fit(x, x.sum(1), batch_size=32, epochs=3, verbose=0, callbacks=[stop])
+    assert [b for b, _ in stop.batches] == [0, 1, 2] and stop.batches[0][1] == ["loss"]
+    assert int(model.state.step) == 3 and len(history.epoch) == 1
+    seen = []
+    model.fit(
+        x,
+        x.sum(1),
+        batch_size=32,
+        epochs=1,
+        verbose=0,
+        callbacks=[LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(b))],
+    )
+    assert seen == list(range(10))
+    with pytest.raises(ConfigError, match="validation_freq"):
+        model.fit(x, x.sum(1), validation_freq=2, verbose=0)

@@ -36,6 +36,38 @@ from jaxnets.keras import data_adapter
 from jaxnets.training.engine import resolve_engine
 from jaxnets.training.state import ModuleApply, TrainState, accepted_call_kwargs, mode_kwargs
 
+# Keras fit() arguments with no counterpart here: refused by name rather than by
+# the TypeError of an unexpected keyword.
+_KERAS_FIT_ARGS_NOT_SUPPORTED = frozenset(
+    {
+        "validation_steps",
+        "validation_batch_size",
+        "validation_freq",
+        "max_queue_size",
+        "workers",
+        "use_multiprocessing",
+    }
+)
+
+
+def _own_batch_hook(callbacks) -> bool:
+    """Whether a callback of the user's own has an ``on_train_batch_end``.
+
+    jaxnets' callbacks work with batch logs every ``log_every`` steps; a user's
+    Keras callback expects one call per batch, as Keras makes.
+    """
+    from jaxnets.callbacks.base import Callback
+
+    for c in callbacks:
+        if "on_train_batch_end" in vars(c):  # LambdaCallback(on_train_batch_end=...)
+            return True
+        hook = getattr(type(c), "on_train_batch_end", Callback.on_train_batch_end)
+        if hook is not Callback.on_train_batch_end and not type(c).__module__.startswith(
+            "jaxnets."
+        ):
+            return True
+    return False
+
 
 class Loops:
     """fit / evaluate / predict / *_on_batch, mixed into `jaxnets.keras.Model`."""
@@ -56,18 +88,29 @@ class Loops:
         initial_epoch=0,
         steps_per_epoch=None,
         *,
-        log_every: int = 50,
+        log_every: int | None = None,
         **fit_kwargs,
     ):
         """Trains for ``epochs`` epochs (Keras ``fit``); returns a `History`.
 
         Metrics are fetched from the device every ``log_every`` steps and at
-        epoch ends, which is when batch-level callbacks run. Other keyword
+        epoch ends, which is when batch-level callbacks run. By default that is
+        every 50 steps, or every step when one of ``callbacks`` has its own
+        ``on_train_batch_end`` (as Keras calls it after each batch; each call
+        then waits for its step to finish). Other keyword
         arguments go to `jaxnets.training.fit` (e.g. ``workdir=`` to checkpoint
         and resume the run); ``devices=`` (a count or a list) or ``mesh=`` make
         the model data-parallel (jit + NamedSharding, `jaxnets.parallel`).
         """
         self._require_compiled("fit")
+        unsupported = sorted(set(fit_kwargs) & _KERAS_FIT_ARGS_NOT_SUPPORTED)
+        if unsupported:
+            raise ConfigError(
+                f"fit() does not support Keras's {', '.join(unsupported)}: validation runs at "
+                "every epoch's end with batch_size, over all of validation_data."
+            )
+        if log_every is None:
+            log_every = 1 if _own_batch_hook(callbacks or ()) else 50
         devices, mesh = fit_kwargs.pop("devices", None), fit_kwargs.pop("mesh", None)
         if devices is not None or mesh is not None:
             # Data-parallel from here on: evaluate and predict use the same engine.
