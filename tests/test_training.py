@@ -386,3 +386,15 @@ def test_predict_returns_every_output_of_a_multi_output_model():
     assert logits.shape == (100, 2) and value.shape == (100,)
     np.testing.assert_allclose(logits, ref[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(value, ref[1], rtol=1e-5, atol=1e-6)
+
+
+def test_a_dict_of_inputs_gets_a_clear_error_in_the_loops():
+    x = np.zeros((8, 2), np.float32)
+    state = create_train_state(nn.Dense(2), "sgd", x[:1])
+    for call in (
+        lambda: fit(state, ({"a": x, "b": x}, np.zeros(8, np.int32)), verbose=0),
+        lambda: evaluate(state, ({"a": x}, np.zeros(8, np.int32))),
+        lambda: predict(state, {"a": x}),
+    ):
+        with pytest.raises(DataError, match="dict of arrays"):
+            call()

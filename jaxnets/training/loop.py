@@ -83,6 +83,14 @@ def as_arrays(data, *, need_targets: bool = True) -> dict[str, np.ndarray]:
         raise DataError(
             "training and evaluation need targets: pass (x, y) or {'x': ..., 'y': ...}."
         )
+    nested = sorted(k for k in ("x", "y") if isinstance(arrays.get(k), Mapping))
+    if nested:
+        raise DataError(
+            f"{' and '.join(nested)} must each be one array with a row per example; got a "
+            "dict of arrays. fit, evaluate and predict batch one "
+            "input array (models with several inputs can take them concatenated and split them "
+            "inside); train_step and eval_step accept any pytree in your own loop."
+        )
     arrays = {k: validation.to_numpy(k, v) for k, v in arrays.items() if v is not None}
     validation.check_rows(arrays)
     return arrays

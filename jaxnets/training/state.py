@@ -266,7 +266,8 @@ def create_train_state(
         receives ``optimizer_kwargs`` such as ``learning_rate``) or an optax
         ``GradientTransformation``.
       sample_input: an input batch (only its shape and dtype matter), or a dict
-        of inputs passed as the first argument.
+        of inputs passed as the first argument (for your own loop of
+        `train_step`; `fit`, `evaluate` and `predict` batch one input array).
       loss: a loss name, callable or `jaxnets.losses.Loss`.
       metrics: metric names or objects (see `jaxnets.metrics.get`).
       seed: an int (a numpy integer or a 0-d integer array too) or a PRNG key;
