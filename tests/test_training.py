@@ -381,6 +381,7 @@ def test_predict_returns_every_output_of_a_multi_output_model():
     x = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
     t = np.stack([x[:, 0] > 0, x[:, 1]], 1).astype(np.float32)
     state = create_train_state(TwoHeads(), "adam", x[:1], loss=loss, metrics=())
+    state, _ = fit(state, (x, t), epochs=1, batch_size=32, verbose=0)
     logits, value = predict(state, x, batch_size=64)  # 64 + 36 padded to 64
     ref = state.apply_fn(state.variables, x)
     assert logits.shape == (100, 2) and value.shape == (100,)
