@@ -69,8 +69,9 @@ def test_zoo_model_and_weights_only(tmp_path, xy):
     model = Model(models.get("mlp_784_128_10", num_classes=3))
     model.compile(optimizer=optax.sgd(0.1), loss="sparse_categorical_crossentropy")
     model.fit(x, y, epochs=1, verbose=0)
-    model.save(tmp_path / "zoo")
-    # an optax object has no JSON form: the model loads uncompiled, weights restored
+    with pytest.warns(UserWarning, match="compile"):  # an optax object has no JSON form:
+        model.save(tmp_path / "zoo")
+    # the model loads uncompiled, weights restored
     loaded = jaxnets.load_model(tmp_path / "zoo")
     assert isinstance(loaded, Model) and not loaded.compiled
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
@@ -139,3 +140,26 @@ def test_refuses_to_overwrite_foreign_directories(tmp_path):
     with pytest.raises(ConfigError, match="not a jaxnets save"):
         model.save(tmp_path)
     assert (tmp_path / "data.txt").read_text() == "keep me"
+
+
+def test_builtin_loss_and_metric_objects_are_saved_by_name(tmp_path):
+    from jaxnets import losses, metrics
+
+    x = np.random.default_rng(0).random((16, 4)).astype(np.float32)
+    y = (x[:, 0] > 0.5).astype(np.int32)
+    model = jaxnets.Sequential([jaxnets.layers.Dense(2, input_shape=(4,))])
+    model.compile(
+        optimizer="adam",
+        loss=losses.get("sparse_categorical_crossentropy"),
+        metrics=[metrics.Accuracy(), "precision"],
+    )
+    model.fit(x, y, verbose=0)
+    model.save(tmp_path / "m")
+    loaded = jaxnets.load_model(tmp_path / "m")
+    assert loaded.compiled
+    assert loaded.evaluate(x, y, verbose=0) == pytest.approx(model.evaluate(x, y, verbose=0))
+    # An object without a built-in name cannot be written: save says so.
+    model.compile(optimizer="adam", loss=lambda t, p: (t - p[:, 0]) ** 2)
+    with pytest.warns(UserWarning, match="compile"):
+        model.save(tmp_path / "n")
+    assert not jaxnets.load_model(tmp_path / "n").compiled

@@ -27,7 +27,7 @@ import optax
 from jaxnets import losses as losses_lib
 from jaxnets import metrics as metrics_lib
 from jaxnets import optim
-from jaxnets.errors import ConfigError
+from jaxnets.errors import ConfigError, JaxnetsError
 from jaxnets.layers import Activation, activations
 
 # Keras's default learning rates (SGD uses 0.01; the adaptive optimizers 1e-3).
@@ -206,6 +206,25 @@ def apply_loss_weights(loss: losses_lib.Loss, loss_weights) -> losses_lib.Loss:
         loss_weights = loss_weights[0]
     fields = {f.name: getattr(loss, f.name) for f in dataclasses.fields(losses_lib.Loss)}
     return WeightedLoss(**fields, weight=float(loss_weights))
+
+
+def config_name(obj, get) -> str | None:
+    """The name that ``get`` turns back into ``obj`` (a name is its own), or None.
+
+    Example:
+      >>> from jaxnets import metrics
+      >>> config_name(metrics.Accuracy(), metrics.get), config_name("mse", metrics.get)
+      ('accuracy', 'mse')
+      >>> config_name(metrics.Accuracy(name="hits"), metrics.get) is None  # no such name
+      True
+    """
+    if isinstance(obj, str):
+        return obj
+    name = getattr(obj, "name", None)
+    try:
+        return name if isinstance(name, str) and get(name) == obj else None
+    except JaxnetsError:  # not a built-in name
+        return None
 
 
 def resolve_metrics(metrics, weighted_metrics, loss_kind: str | None = None) -> list:

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxnets import losses as losses_lib
 from jaxnets import metrics as metrics_lib
 from jaxnets import optim
 from jaxnets import training as training_lib
@@ -91,6 +92,7 @@ class FacadeState:
         self.stop_training = False
         self.history = None
         self.fit_calls = 0  # each fit call shuffles in a new order, as Keras does
+        self.warned_save = False  # save() said once that compile() is not saved
 
 
 class OptimizerView:
@@ -282,17 +284,24 @@ class Model(Loops):
             "train_module": train_module,
             "metrics": metric_list,
         }
+        # What save() writes: names, also for built-in loss and metric objects
+        # (losses.get("mse"), metrics.Accuracy()), as Keras serializes its own.
+        loss_name = compile_utils.config_name(loss, losses_lib.get)
+        metric_names = [
+            compile_utils.config_name(m, metrics_lib.get)
+            for m in compile_utils.resolve_metrics(metrics, weighted_metrics)
+        ]
         serializable = (
             opt_config is not None
-            and isinstance(loss, str)
-            and all(isinstance(m, str) for m in metric_list)
+            and loss_name is not None
+            and None not in metric_names
             and (loss_weights is None or isinstance(loss_weights, int | float))
         )
         self._keras.compile_config = (
             {
                 "optimizer": opt_config,
-                "loss": loss,
-                "metrics": metric_list,
+                "loss": loss_name,
+                "metrics": metric_names,
                 "loss_weights": loss_weights,
                 "run_eagerly": bool(eager),
             }

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 
 import jax
 
@@ -111,6 +112,14 @@ def _write_json(path: str, obj: dict):
 def save_model(model, path, overwrite: bool = True):
     """Writes ``model`` to the directory ``path`` (see the module docstring)."""
     arch = serialization.to_config(model.module)  # fails early for unsaveable fields
+    if model.compiled and model._keras.compile_config is None and not model._keras.warned_save:
+        model._keras.warned_save = True  # once per model, not at every checkpoint
+        warnings.warn(
+            "save: the compile() settings are not saved (an optax optimizer, a custom loss or "
+            "metric object, or non-numeric loss weights have no JSON form); load_model "
+            "returns the weights uncompiled, so call compile() again after loading.",
+            stacklevel=3,
+        )
     variables = model._variables()
     path = _prepare_dir(path, overwrite)
     shape, dtype = model._keras.input_spec
