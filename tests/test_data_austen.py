@@ -123,7 +123,7 @@ def test_austen_texts_and_dataset_on_fake_package(fake_austen):
     full = "\n\n".join(texts.values())
     ds = data.load("austen", data_dir=fake_austen, seq_len=None)
     vocab = ds.class_names
-    assert list(vocab) == sorted(set(full)) and ds.num_classes == len(vocab)
+    assert list(vocab) == sorted(set(full)) and ds.num_classes == len(vocab) == ds.vocab_size
     decoded = "".join(vocab[i] for i in ds.x_train) + vocab[ds.y_train[-1]]
     cut = int(len(full) * 0.9)
     assert decoded == full[:cut]  # first 90% is training text, in order

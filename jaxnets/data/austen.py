@@ -154,4 +154,5 @@ def austen(
         task="language_modeling",
         name="austen",
         class_names=tuple(vocab),
+        vocab_size=len(vocab),  # the inputs' vocabulary too: Embedding(ds.vocab_size, ...)
     )

@@ -48,8 +48,8 @@ class Dataset:
       x_val, y_val: optional validation split.
       x_mask_train, x_mask_val, x_mask_test: optional ``(n, T)`` bool step masks
         for padded variable-length sequences (True = real step).
-      vocab_size: for int token inputs whose vocabulary is not ``num_classes``
-        (tagging), the number of distinct tokens.
+      vocab_size: for int token inputs, the number of distinct tokens (for a
+        language model the same as ``num_classes``; for tagging, another number).
 
     Example:
       >>> import numpy as np
