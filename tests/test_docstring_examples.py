@@ -77,8 +77,9 @@ def _undescribed_parameters(obj) -> list[str]:
     except (TypeError, ValueError):  # a class without an inspectable constructor
         return []
     doc = inspect.getdoc(obj) or ""
-    # Flax fills in `parent` and `name` on every module; *args/**kwargs are forwarded.
-    skip = {"self", "parent", "name", "args", "kwargs"}
+    # Flax fills in `parent` and `name` on every module; *args/**kwargs are forwarded;
+    # every layer's Keras `trainable` flag is described once, on `jaxnets.layers.Layer`.
+    skip = {"self", "parent", "name", "args", "kwargs", "trainable"}
     return [p for p in params if p not in skip and not re.search(rf"\b{re.escape(p)}\b", doc)]
 
 

@@ -233,3 +233,38 @@ def test_a_mask_stops_at_layers_that_do_not_support_masking(padding):
     emb, kernel, bias = dense.get_weights()
     steps = emb[x[0]] @ kernel + bias
     np.testing.assert_allclose(dense.predict(x, verbose=0)[0], steps[:6].mean(0), rtol=1e-5)
+
+
+def test_trainable_false_freezes_as_in_keras():
+    """The Keras transfer-learning idiom: base.trainable = False, then compile. The base's
+    parameters and BatchNorm statistics stay as they were, the head trains, and summary counts
+    the frozen parameters as non-trainable."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    base = Sequential([layers.Dense(8, activation="relu", input_shape=(6,)),
+                       layers.BatchNormalization()])  # fmt: skip
+    model = Sequential([base, layers.Dense(2)])
+    model.build((None, 6))
+    base.trainable = False
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", learning_rate=0.05)
+    before = model.get_weights()
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    after = model.get_weights()
+    n_base = 6  # Dense kernel, bias; BN gamma, beta, moving mean, variance
+    for a, b in zip(before[:n_base], after[:n_base], strict=True):
+        np.testing.assert_array_equal(a, b)  # frozen, statistics included (inference mode)
+    assert not np.array_equal(before[n_base], after[n_base])  # the head trained
+    from jaxnets.keras.summary import summarize
+
+    summary = summarize(model)
+    assert summary.trainable_params == 8 * 2 + 2
+    assert summary.non_trainable_params == (6 * 8 + 8) + 4 * 8
+
+    # A layer's own flag, given to its constructor, freezes only that layer.
+    single = Sequential([layers.Dense(4, input_shape=(6,), trainable=False), layers.Dense(2)])
+    single.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", learning_rate=0.1)
+    first = single.get_weights()
+    single.fit(x, y, epochs=1, verbose=0)
+    np.testing.assert_array_equal(first[0], single.get_weights()[0])
+    assert not np.array_equal(first[2], single.get_weights()[2])

@@ -214,6 +214,10 @@ class Model(Loops):
         """A sample input to build from without data (None: wait for data)."""
         return None
 
+    def frozen_patterns(self) -> list[str]:
+        """Patterns of the parameters frozen by ``trainable=False`` (none for a plain module)."""
+        return []
+
     def takes_tokens(self) -> bool | None:
         """Whether the model's input is integer ids (None: unknown, keep the data's dtype)."""
         return None
@@ -322,9 +326,16 @@ class Model(Loops):
         """
         kw, k = self._keras.compile_kwargs, self._keras
         shape, dtype = k.input_spec
+        tx = kw["tx"]
+        frozen = self.frozen_patterns()
+        if frozen:  # layers with trainable=False: their parameters never change
+            from jaxnets.checkpoint import freezing
+
+            labels = lambda params: freezing.param_labels(params, 1.0, freeze=frozen)  # noqa: E731
+            tx = optax.partition({"group0": tx, freezing.FROZEN: freezing.frozen()}, labels)
         state = create_train_state(
             kw["train_module"],
-            kw["tx"],
+            tx,
             jnp.zeros((1, *shape), dtype) if sample is None else sample,
             loss=kw["loss"],
             metrics=kw["metrics"],
@@ -335,9 +346,7 @@ class Model(Loops):
             return
         variables = dict(k.variables)
         params = variables.pop("params", {})
-        k.state = state.replace(
-            params=params, model_state=variables, opt_state=kw["tx"].init(params)
-        )
+        k.state = state.replace(params=params, model_state=variables, opt_state=tx.init(params))
         k.variables = None
 
     def _require_compiled(self, what: str):

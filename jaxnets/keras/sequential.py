@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -56,6 +57,29 @@ _KERAS_ATTRS = frozenset(
 # Layers that pass a mask through unchanged, as Keras's with supports_masking=True
 # that do not consume it: they act on each time step alone.
 _KEEP_MASK = (Activation, BatchNormalization, Dense, Dropout, LayerNormalization)
+_FROZEN_BN = BatchNormalization  # (a nested Sequential checks its own flag)
+
+
+def frozen_patterns(module, prefix: str = "") -> list[str]:
+    """Path patterns (``/``-joined, inside ``params``) of the frozen parameters of ``module``.
+
+    Example:
+      >>> from jaxnets import layers
+      >>> base = Sequential([layers.Dense(4), layers.Dense(4, trainable=False)])
+      >>> frozen_patterns(Sequential([base, layers.Dense(2)]))
+      ['layers_0/layers_1/.*']
+      >>> frozen_patterns(Sequential([base.clone(trainable=False), layers.Dense(2)]))
+      ['layers_0/.*']
+    """
+    if not getattr(module, "trainable", True):
+        return [f"{prefix}.*"]
+    found = []
+    for i, layer in enumerate(
+        getattr(module, "layers", ()) if isinstance(module, Sequential) else ()
+    ):
+        if isinstance(layer, nn.Module):
+            found += frozen_patterns(layer, f"{prefix}layers_{i}/")
+    return found
 
 
 def _surviving_mask(mask, x):
@@ -70,6 +94,10 @@ class Sequential(nn.Module, Model):
 
     Attributes:
       layers: the layers (Linen modules or plain functions), called in order.
+      trainable: keyword-only (Keras): False freezes every parameter of this
+        model when the model it is part of is compiled (``base.trainable = False``
+        for transfer learning), and runs its ``BatchNormalization`` layers in
+        inference mode, as Keras does. Each layer has its own ``trainable`` too.
 
     Example:
       >>> import numpy as np
@@ -88,6 +116,7 @@ class Sequential(nn.Module, Model):
     """
 
     layers: Sequence[Callable] = ()
+    trainable: bool = dataclasses.field(default=True, kw_only=True)
 
     def __post_init__(self):
         # Flax freezes lists to tuples only on assignment; hashing needs a tuple.
@@ -113,7 +142,9 @@ class Sequential(nn.Module, Model):
                 mask = _surviving_mask(mask, x)
                 continue
             accepts = accepted_call_kwargs(layer)
-            kwargs = mode_kwargs(accepts, train)
+            frozen = not self.trainable or not getattr(layer, "trainable", True)
+            # Keras runs a frozen BatchNormalization in inference mode (moving statistics).
+            kwargs = mode_kwargs(accepts, train and not (frozen and isinstance(layer, _FROZEN_BN)))
             if mask is not None and "mask" in accepts:
                 kwargs["mask"] = mask
             inputs = x
@@ -149,6 +180,11 @@ class Sequential(nn.Module, Model):
         if self.built or not self.layers:
             raise ConfigError("pop() needs an unbuilt Sequential with at least one layer.")
         object.__setattr__(self, "layers", self.layers[:-1])
+
+    @nn.nowrap
+    def frozen_patterns(self) -> list[str]:
+        """Patterns of the parameters that ``trainable=False`` freezes (see `frozen_patterns`)."""
+        return frozen_patterns(self)
 
     @nn.nowrap
     def takes_tokens(self) -> bool:

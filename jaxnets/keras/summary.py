@@ -137,6 +137,18 @@ def _dummy_targets(state, out):
     return jnp.zeros(out.shape, jnp.float32)
 
 
+def _frozen_size(model, params) -> int:
+    """Scalars in the parameters that ``trainable=False`` freezes (Keras counts them non-trainable)."""
+    patterns = model.frozen_patterns()
+    if not patterns:
+        return 0
+    from jaxnets.checkpoint.freezing import FROZEN, param_labels
+
+    labels = param_labels(params, 1.0, freeze=patterns)
+    sizes = jax.tree.map(lambda label, p: p.size if label == FROZEN else 0, labels, params)
+    return int(sum(jax.tree.leaves(sizes)))
+
+
 def summarize(model, batch_size: int = 1) -> ModelSummary:
     """Measures ``model`` (a `jaxnets.keras.Model`) for a batch of ``batch_size`` rows."""
     variables = model._variables()
@@ -149,11 +161,12 @@ def summarize(model, batch_size: int = 1) -> ModelSummary:
         count = sum(_size(c.get(name, {})) for c in variables.values())
         rows.append(Row(name, kind, _shape_str(out), count))
     forward = jax.jit(lambda v, x: module.apply(v, x, **kwargs))
+    frozen = _frozen_size(model, variables.get("params", {}))
     summary = ModelSummary(
         name=getattr(model, "name", None) or type(module).__name__.lower(),
         rows=rows,
-        trainable_params=_size(variables.get("params", {})),
-        non_trainable_params=_size({k: v for k, v in variables.items() if k != "params"}),
+        trainable_params=_size(variables.get("params", {})) - frozen,
+        non_trainable_params=_size({k: v for k, v in variables.items() if k != "params"}) + frozen,
         batch_size=batch_size,
         forward_flops=_flops(forward.lower(variables, x).compile()),
     )

@@ -1,6 +1,6 @@
 """The base class every jaxnets layer derives from.
 
-`Layer` adds the Keras-only ``input_shape`` field. It is keyword-only, so
+`Layer` adds the Keras-only ``input_shape`` and ``trainable`` fields. It is keyword-only, so
 each subclass keeps its Keras positional order (``Dense(64, "relu")``) and
 can still be written ``Dense(64, input_shape=(784,))`` as a Keras model's
 first layer is. The math ignores it; the ``Sequential`` facade reads it to
@@ -26,6 +26,14 @@ class Layer(nn.Module):
     Subclass it as any Flax module; a ``train: bool = False`` argument of
     ``__call__`` receives the train/eval mode from ``Sequential``.
 
+    Attributes:
+      input_shape: keyword-only; one example's shape without the batch axis,
+        read by ``Sequential`` to build from its first layer.
+      trainable: keyword-only (Keras): False freezes the layer's parameters
+        when a `jaxnets.keras.Model` is compiled (set it, then ``compile``, as in
+        Keras), counts them as non-trainable in ``summary``, and runs a
+        ``BatchNormalization`` in inference mode. The math ignores it.
+
     Example:
       >>> import flax.linen as nn, jax.numpy as jnp
       >>> from jaxnets.layers import Layer
@@ -40,6 +48,7 @@ class Layer(nn.Module):
     """
 
     input_shape: tuple[int, ...] | None = dataclasses.field(default=None, kw_only=True)
+    trainable: bool = dataclasses.field(default=True, kw_only=True)
 
 
 def float_inputs(x):
