@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -28,7 +29,7 @@ from jax import lax
 
 from jaxnets.layers import initializers
 from jaxnets.layers.base import Layer
-from jaxnets.layers.replicas import replica_axis
+from jaxnets.layers.replicas import replica_axis, row_mask
 
 
 def _feature_axes(axis, ndim: int) -> tuple[int, ...]:
@@ -42,7 +43,11 @@ class BatchNormalization(Layer):
     Train mode (``train=True``, with ``mutable=['batch_stats']``) normalizes
     by the batch mean and (biased) variance and updates
     ``running = momentum * running + (1 - momentum) * batch``; eval mode uses
-    the running statistics and changes nothing.
+    the running statistics and changes nothing. In the training step the
+    statistics count only the batch's real rows (its ``mask``, passed through
+    `jaxnets.layers.replicas.real_rows`), so the padding of a last partial
+    batch changes nothing, as in Keras, which does not pad; a batch of padding
+    only keeps the running statistics.
 
     Attributes:
       axis: the feature axis (or axes) kept; statistics reduce over the rest.
@@ -108,20 +113,35 @@ class BatchNormalization(Layer):
         if train:
             # Statistics in float32 even for half-precision inputs.
             xf = x.astype(jnp.float32)
-            mean = xf.mean(axis=reduce)
             axis_name = self.axis_name or replica_axis()
             # Init usually runs outside pmap, where the axis name is unbound.
             sync = axis_name is not None and not self.is_initializing()
-            if sync:
-                mean = lax.pmean(mean, axis_name)
-            # Two passes (not E[x^2] - E[x]^2): no cancellation for large means.
-            var = jnp.square(xf - mean.reshape(bshape)).mean(axis=reduce)
-            if sync:
-                var = lax.pmean(var, axis_name)
+            # The training step pads partial batches with copies of a real row; its row
+            # mask (jaxnets.layers.replicas.real_rows) keeps them out of the statistics.
+            # An input whose axis 0 is not the batch's rows (or is a feature axis) ignores it.
+            mask = row_mask()
+            masked = mask is not None and 0 in reduce and jnp.shape(mask) == x.shape[:1]
+            if masked:
+                mean, var, has_rows = _masked_moments(
+                    xf, mask, reduce, bshape, axis_name if sync else None
+                )
+            else:
+                mean = xf.mean(axis=reduce)
+                if sync:
+                    mean = lax.pmean(mean, axis_name)
+                # Two passes (not E[x^2] - E[x]^2): no cancellation for large means.
+                var = jnp.square(xf - mean.reshape(bshape)).mean(axis=reduce)
+                if sync:
+                    var = lax.pmean(var, axis_name)
             if not self.is_initializing():
                 m = self.momentum
-                ra_mean.value = m * ra_mean.value + (1.0 - m) * mean
-                ra_var.value = m * ra_var.value + (1.0 - m) * var
+                new_mean = m * ra_mean.value + (1.0 - m) * mean
+                new_var = m * ra_var.value + (1.0 - m) * var
+                if masked:
+                    # A (micro)batch of padding only leaves the running statistics as they were.
+                    new_mean = jnp.where(has_rows, new_mean, ra_mean.value)
+                    new_var = jnp.where(has_rows, new_var, ra_var.value)
+                ra_mean.value, ra_var.value = new_mean, new_var
         else:
             mean, var = ra_mean.value, ra_var.value
         mul = lax.rsqrt(var + self.epsilon)
@@ -132,6 +152,50 @@ class BatchNormalization(Layer):
             bias = self.param("bias", initializers.get(self.beta_initializer), shape)
             y = y + bias.reshape(bshape).astype(x.dtype)
         return y
+
+
+def _masked_moments(xf, mask, reduce, bshape, axis_name):
+    """Mean, (biased) variance and ``count > 0`` over ``reduce`` of the rows where ``mask`` is 1.
+
+    Row ``i`` (axis 0) weighs ``mask[i]`` at each of its positions. With
+    ``axis_name`` (``pmap``), the statistics are those of the real rows of all
+    devices. In a compiled step, a batch of only real rows gets the unmasked
+    statistics and outputs bitwise (see the comments); gradients may differ in
+    the last bit where XLA fuses multiply-adds differently.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> x = jnp.array([[0.0], [1.0], [2.0], [3.0], [3.0]])  # the last row pads
+      >>> mean, var, has_rows = _masked_moments(x, jnp.array([1, 1, 1, 1, 0.0]), (0,), (1, 1), None)
+      >>> mean.tolist(), var.tolist(), bool(has_rows)
+      ([1.5], [1.25], True)
+    """
+    mask = jnp.asarray(mask, jnp.float32)
+    w = mask.reshape((-1,) + (1,) * (xf.ndim - 1))
+    size = math.prod(xf.shape[a] for a in reduce)  # the unmasked mean's divisor
+    count = jnp.sum(mask) * (size // xf.shape[0])
+    if axis_name is None:
+        total, devices = count, 1
+    else:
+        total, devices = lax.psum(count, axis_name), lax.psum(1, axis_name)
+    # A sum over the real rows times size * devices / total, over size (and pmean over the
+    # devices) is their mean. For a full batch the factor is exactly 1 and comes before the
+    # division by the constant size, which XLA folds into later constants (the momentum)
+    # as for the unmasked mean. A (micro)batch of padding only divides 0 by 1, not by 0.
+    factor = (size * devices) / jnp.where(total > 0, total, 1.0)
+
+    def masked_mean(weighted_sum):
+        m = weighted_sum * factor / size
+        return m if axis_name is None else lax.pmean(m, axis_name)
+
+    mean = masked_mean(jnp.sum(xf * w, axis=reduce))
+    # Two passes (not E[x^2] - E[x]^2): no cancellation for large means.
+    centered = xf - mean.reshape(bshape)
+    # centered * (centered * w), not square * w: the product stays the multiply-add into the
+    # sum that XLA makes of the unmasked square (an FMA on CPU), as a full batch needs to keep
+    # every bit of the variance.
+    var = masked_mean(jnp.sum(centered * (centered * w), axis=reduce))
+    return mean, var, total > 0
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))

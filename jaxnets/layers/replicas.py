@@ -11,6 +11,12 @@ from the replicated key stream `REPLICATED_RNG` and keeps its own rows, so a
 pmap run gives the numbers of one device. The setting is read at trace time;
 it changes nothing for models without these layers.
 
+The training step also sets `real_rows` around the model call, with the batch's
+row mask (1 for real rows, 0 for the padding that fills the last partial batch
+or a batch split over devices): `BatchNormalization` then takes its batch
+statistics over the real rows only, so padding changes neither its outputs nor
+its moving statistics.
+
 Example:
   >>> import jax, jax.numpy as jnp
   >>> from jaxnets.layers import BatchNormalization
@@ -34,6 +40,7 @@ from collections.abc import Iterator
 _AXIS: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "jaxnets_replica_axis", default=None
 )
+_ROW_MASK: contextvars.ContextVar = contextvars.ContextVar("jaxnets_row_mask", default=None)
 
 # The key stream every replica shares (the ``'dropout'`` stream has the device index folded in).
 REPLICATED_RNG = "replicated_dropout"
@@ -52,3 +59,38 @@ def split_over(axis_name: str) -> Iterator[None]:
 def replica_axis() -> str | None:
     """The axis the batch is split over (inside `split_over`), else None."""
     return _AXIS.get()
+
+
+@contextlib.contextmanager
+def real_rows(mask) -> Iterator[None]:
+    """While active, batch statistics count only the rows (axis 0) where ``mask`` is 1.
+
+    ``mask`` is the batch's `(B,)` row mask (1.0 real, 0.0 padding), a traced
+    array in the training step; under ``pmap`` it is this device's slice.
+    Layers whose input does not have ``B`` rows ignore it.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.layers import BatchNormalization
+      >>> bn, x = BatchNormalization(momentum=0.0), jnp.array([[0.0], [2.0], [2.0]])
+      >>> v = bn.init(jax.random.key(0), x)
+      >>> with real_rows(jnp.array([1.0, 1.0, 0.0])):  # the last row is padding
+      ...     _, new = bn.apply(v, x, train=True, mutable=["batch_stats"])
+      >>> new["batch_stats"]["mean"].tolist(), new["batch_stats"]["var"].tolist()
+      ([1.0], [1.0])
+    """
+    token = _ROW_MASK.set(mask)
+    try:
+        yield
+    finally:
+        _ROW_MASK.reset(token)
+
+
+def row_mask():
+    """The row mask of the enclosing `real_rows`, else None (every row is real).
+
+    Example:
+      >>> row_mask() is None
+      True
+    """
+    return _ROW_MASK.get()

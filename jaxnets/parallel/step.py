@@ -19,7 +19,9 @@ Microbatch ``k`` holds rows ``k, k + K, k + 2K, ...``, so with the batch split
 over devices every device keeps its own rows (no data moves between devices)
 and each microbatch is the same set of rows on 1 or 8 devices. BatchNorm
 normalizes each microbatch with its own statistics (as every accumulation
-scheme does), so accumulation is exact for models without batch-dependent
+scheme does), over its real rows only (`loss_and_updates` passes each
+microbatch's mask; a microbatch of padding only leaves the running statistics
+as they were), so accumulation is exact for models without batch-dependent
 layers.
 
 Example:

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -140,12 +141,27 @@ def _injected(hparams):
     return hyperparams.inject(hparams)
 
 
+def _real_rows(mask):
+    """`jaxnets.layers.replicas.real_rows` of the batch mask, so BatchNorm skips padding rows.
+
+    Only jaxnets' `BatchNormalization` reads it, and its module imports
+    ``replicas``: when that is not loaded no layer can read it, and a plain Flax
+    model does not pay for importing `jaxnets.layers` (~20 ms).
+    """
+    replicas = sys.modules.get("jaxnets.layers.replicas")
+    return contextlib.nullcontext() if replicas is None else replicas.real_rows(mask)
+
+
 def loss_and_updates(params, state: TrainState, batch, key):
-    """Mean masked loss of a batch (for ``jax.grad``), with outputs and new model state."""
+    """Mean masked loss of a batch (for ``jax.grad``), with outputs and new model state.
+
+    The model runs inside `jaxnets.layers.replicas.real_rows` of ``batch['mask']``,
+    so jaxnets' BatchNorm takes its statistics over the real rows only.
+    """
     mutable = list(state.model_state)
     # Mixed precision: compute in half precision, hand float32 to the loss and the state.
     compute_params, x = precision.cast_to_compute(state.precision, (params, batch["x"]))
-    with _injected(state.hparams):
+    with _injected(state.hparams), _real_rows(batch["mask"]):
         out = state.apply_fn(
             {"params": compute_params, **state.model_state},
             x,
