@@ -16,9 +16,22 @@ Parameters are the same either way. ``unroll`` is `lax.scan`'s unroll factor
 a hand-written backward pass (`jaxnets.layers.lstm_fused`, ``fused=None``).
 
 Masking (``mask`` (B, T), True = valid step): a masked step leaves the carry
-unchanged and outputs zeros, so with right-padded sequences the final state
-and the last output are those of the last valid step, and ``go_backwards``
-effectively starts at each sequence's own end.
+unchanged, so with right-padded sequences the final state and the last output
+are those of the last valid step, and ``go_backwards`` effectively starts at
+each sequence's own end. With ``return_sequences`` a masked step outputs, as
+Keras' default ``zero_output_for_mask=False``, the carried ``h``: the last
+valid step's output (the initial ``h`` before the first valid step); with
+``zero_output_for_mask=True`` (what `Bidirectional` sets) it outputs zeros.
+
+Dropout (Keras' ``dropout`` and ``recurrent_dropout``, train mode only): each
+call draws keep masks from the ``'dropout'`` RNG, one per sequence (batch
+row) reused at every time step; a kept value is scaled by ``1 / (1 - rate)``.
+As Keras 3 does by default: with ``recurrent_dropout=0`` one (B, F) mask drops
+the inputs of all gates; with ``recurrent_dropout > 0`` (where Keras switches
+LSTM and GRU to its ``implementation=1``) each gate gets its own (B, F) input
+mask and its own (B, units) mask on the state ``h`` entering its recurrent
+product (`SimpleRNN`: one of each). The masks are random, so values match
+Keras only in distribution; eval mode is unchanged.
 
 Parameters have Keras' names and gate order: ``kernel`` (F, G*U),
 ``recurrent_kernel`` (U, G*U), ``bias``; LSTM gates i, f, c, o; GRU z, r, h.
@@ -49,6 +62,7 @@ from jaxnets.errors import ConfigError, ShapeError, lookup
 from jaxnets.layers import activations, initializers
 from jaxnets.layers.base import Layer, float_inputs
 from jaxnets.layers.lstm_fused import lstm_sequence
+from jaxnets.layers.replicas import REPLICATED_RNG, replica_axis
 
 
 class _RNN(Layer):
@@ -68,17 +82,64 @@ class _RNN(Layer):
     go_backwards: bool = False
     unroll: int | bool = 1
     hoist_input: bool | None = None
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    zero_output_for_mask: bool = False
+
+    def __post_init__(self):
+        for name in ("dropout", "recurrent_dropout"):
+            rate = getattr(self, name)
+            if not 0.0 <= float(rate) < 1.0:
+                what = "input features" if name == "dropout" else "state h"
+                raise ConfigError(
+                    f"{type(self).__name__} {name} must be in [0, 1), got {rate!r}; it is "
+                    f"the fraction of the {what} set to zero in train mode."
+                )
+        super().__post_init__()
 
     def _bias(self):
         init = initializers.get(self.bias_initializer)
         return self.param("bias", init, (self.gates * self.units,))
 
-    def _cell(self, carry, xg, rk, bias) -> tuple[tuple, jax.Array]:
+    def _cell(self, carry, xg, rk, bias, rmasks) -> tuple[tuple, jax.Array]:
         """One time step from ``xg``, the input projection split per gate (``gates`` arrays).
 
+        ``rmasks``: None, or one recurrent dropout mask per gate (see `_recurrent`).
         Each subclass (SimpleRNN, LSTM, GRU) defines its equations.
         """
         raise NotImplementedError(f"{type(self).__name__} must define _cell")  # abstract
+
+    def _recurrent(self, h, rk, rmasks) -> list:
+        """``h @ rk`` split into its ``rk.shape[1] // units`` gates.
+
+        With recurrent dropout gate g reads ``h * rmasks[g]`` (Keras' implementation 1),
+        one product per gate; ``rk`` may hold the first gates only (GRU), so the
+        zip stops at the shorter.
+        """
+        n = rk.shape[-1] // self.units
+        if rmasks is None:
+            y = jnp.dot(h, rk)
+            return [y] if n == 1 else jnp.split(y, n, axis=-1)
+        return [jnp.dot(h * m, r) for m, r in zip(rmasks, jnp.split(rk, n, axis=-1))]
+
+    def _dropout_masks(self, rate: float, n: int, shape, dtype) -> tuple:
+        """``n`` masks of ``shape`` (B, D) for one call, each entry 0 or ``1 / (1 - rate)``.
+
+        Drawn as `jaxnets.layers.Dropout` draws: from ``'dropout'``, or under
+        `jaxnets.layers.replicas.split_over` this replica's rows of the global
+        batch's masks from the replicated stream, so a pmap run gives the
+        numbers of one device. (Dropout's injected ``dropout_rate`` is not
+        read: these rates are the layer's own, as in Keras.)
+        """
+        keep_prob = 1.0 - rate
+        axis, rows = replica_axis(), shape[0]
+        if axis is not None and self.has_rng(REPLICATED_RNG):
+            full = (n, rows * lax.axis_size(axis), *shape[1:])
+            keep = jax.random.bernoulli(self.make_rng(REPLICATED_RNG), keep_prob, full)
+            keep = lax.dynamic_slice_in_dim(keep, lax.axis_index(axis) * rows, rows, axis=1)
+        else:
+            keep = jax.random.bernoulli(self.make_rng("dropout"), keep_prob, (n, *shape))
+        return tuple(jnp.where(keep, jnp.asarray(1.0 / keep_prob, dtype), jnp.zeros((), dtype)))
 
     def _fused(self, hoist: bool) -> bool:
         """Whether to run the whole-sequence op instead of the scan (LSTM overrides)."""
@@ -102,6 +163,18 @@ class _RNN(Layer):
         bias = self._bias() if self.use_bias else None
         in_bias = None if bias is None else (bias if bias.ndim == 1 else bias[0]).astype(x.dtype)
         kernel = kernel.astype(x.dtype)
+        # Dropout masks (module docstring): per gate once recurrent_dropout is on, as
+        # Keras' implementation 1; else one input mask, applied to x itself.
+        per_gate = train and self.recurrent_dropout > 0
+        in_masks = rmasks = None
+        if train and self.dropout > 0:
+            n = self.gates if per_gate else 1
+            in_masks = self._dropout_masks(self.dropout, n, (b, f), x.dtype)
+            if n == 1:
+                x, in_masks = x * in_masks[0][:, None, :], None
+        if per_gate:
+            shape = (b, self.units)
+            rmasks = self._dropout_masks(self.recurrent_dropout, self.gates, shape, x.dtype)
         hoist = self.hoist_input
         if hoist is None:
             # Measured on XLA CPU (jax 0.10): even with per-gate stacks the
@@ -109,14 +182,31 @@ class _RNN(Layer):
             # loop (bench_layers.py), so hoist only on GPU/TPU, where one big
             # product beats T small ones.
             hoist = jax.default_backend() != "cpu"
-        fused = self._fused(hoist)
+        # The fused LSTM op has no per-step recurrent dropout (nor per-gate input
+        # masks): with recurrent_dropout in train mode the layer runs the scan.
+        fused = self._fused(hoist) and rmasks is None
         hoist = hoist and not fused  # the fused op projects inside its own loop
+
+        def project(xt):
+            """Inputs (..., F) to the per-gate projections (..., U), bias added."""
+            lead = xt.shape[:-1]
+            if in_masks is None:
+                xp = jnp.dot(xt.reshape(-1, f), kernel).reshape(*lead, gu)
+                xp = xp if in_bias is None else xp + in_bias
+                return tuple(jnp.split(xp, self.gates, axis=-1))
+            # Per-gate input masks: one product per gate.
+            ks = jnp.split(kernel, self.gates, axis=-1)
+            bs = [None] * self.gates if in_bias is None else jnp.split(in_bias, self.gates)
+            out = []
+            for m, k, bg in zip(in_masks, ks, bs, strict=True):
+                y = jnp.dot((xt * m).reshape(-1, f), k).reshape(*lead, self.units)
+                out.append(y if bg is None else y + bg)
+            return tuple(out)
+
         xs = jnp.swapaxes(x, 0, 1)  # (T, B, F): time-major, the loop's layout
         if hoist:
             # Every step's x @ kernel in one product; the loop keeps h @ rk only.
-            xp = jnp.dot(xs.reshape(t * b, f), kernel).reshape(t, b, gu)
-            xp = xp if in_bias is None else xp + in_bias
-            xs = tuple(jnp.split(xp, self.gates, axis=-1))  # a (T, B, U) stack per gate
+            xs = project(xs)  # a (T, B, U) stack per gate
         ms = None if mask is None else jnp.swapaxes(mask.astype(bool), 0, 1)[..., None]
         if self.go_backwards:
             xs = jax.tree.map(lambda a: a[::-1], xs)
@@ -140,20 +230,23 @@ class _RNN(Layer):
         def step(carry, inputs):
             xg, mt = inputs
             if not hoist:
-                xt = jnp.dot(xg, kernel)
-                xt = xt if in_bias is None else xt + in_bias
-                xg = tuple(jnp.split(xt, self.gates, axis=-1))
-            new, out = self._cell(carry, xg, rk, bias)
+                xg = project(xg)
+            new, out = self._cell(carry, xg, rk, bias, rmasks)
             if mt is not None:
                 new = tuple(jnp.where(mt, n, c) for n, c in zip(new, carry, strict=True))
-                out = jnp.where(mt, out, jnp.zeros_like(out))
+                # Keras' zero_output_for_mask=False outputs the carried h (its RNN
+                # loop's states[0]): the last valid output, or the initial h.
+                held = jnp.zeros_like(out) if self.zero_output_for_mask else carry[0]
+                out = jnp.where(mt, out, held)
             return new, out
 
         if fused:
             hs, c_last = lstm_sequence(xs, *carry, kernel, rk, in_bias, ms, self.unroll)
             carry = (hs[-1], c_last)
-            # hs holds the carried h; a masked step outputs zeros, as in the scan.
-            ys = hs if ms is None else jnp.where(ms, hs, jnp.zeros_like(hs))
+            # hs holds the carried h, which a masked step repeats: Keras' output
+            # unless zero_output_for_mask, as in the scan.
+            zero = ms is not None and self.zero_output_for_mask
+            ys = jnp.where(ms, hs, jnp.zeros_like(hs)) if zero else hs
         else:
             carry, ys = lax.scan(step, carry, (xs, ms), unroll=self.unroll)
         # Output equals h, and masked steps hold h: the final h is the last valid output.
@@ -181,6 +274,12 @@ class SimpleRNN(_RNN):
       unroll: `lax.scan` unroll factor (int, or True for full unrolling).
       hoist_input: project all steps' inputs before the loop; None picks by
         backend (off on CPU, on elsewhere).
+      dropout: fraction of the input features dropped in train mode, in [0, 1) (default 0):
+        one (B, F) mask per call, the same at every step (module docstring).
+      recurrent_dropout: fraction of the state ``h`` dropped before ``h @ recurrent_kernel``
+        in train mode, in [0, 1) (default 0): one (B, units) mask per call.
+      zero_output_for_mask: with ``return_sequences``, masked steps output zeros instead
+        of repeating the carried ``h`` (default False, as Keras).
       input_shape: keyword-only (Keras): one example's shape without the batch axis,
         e.g. ``(T, F)``; only `Sequential` reads it, to build from its first layer. Default None.
 
@@ -198,10 +297,23 @@ class SimpleRNN(_RNN):
       [1.0, 3.0, 6.0]
       >>> jax.tree.map(jnp.shape, variables)
       {'params': {'bias': (1,), 'kernel': (1, 1), 'recurrent_kernel': (1, 1)}}
+
+      A masked step keeps the state and, as in Keras, repeats the last output:
+
+      >>> rnn.apply(variables, x, mask=jnp.array([[True, False, True]]))[0, :, 0].tolist()
+      [1.0, 1.0, 4.0]
+
+      ``dropout`` acts in train mode only, with one mask per sequence for all steps:
+
+      >>> drop = rnn.clone(dropout=0.5)
+      >>> drop.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)}).shape
+      (1, 3, 1)
+      >>> drop.apply(variables, x)[0, :, 0].tolist()  # eval mode: no dropout
+      [1.0, 3.0, 6.0]
     """
 
-    def _cell(self, carry, xg, rk, bias):
-        h = activations.get(self.activation)(xg[0] + jnp.dot(carry[0], rk))
+    def _cell(self, carry, xg, rk, bias, rmasks):
+        h = activations.get(self.activation)(xg[0] + self._recurrent(carry[0], rk, rmasks)[0])
         return (h,), h
 
 
@@ -234,6 +346,14 @@ class LSTM(_RNN):
       hoist_input: project all steps' inputs before the loop; None picks by backend (off on
         CPU, on elsewhere); True cannot be combined with ``fused=True``.
       fused: run `lstm_fused.lstm_sequence` (True), the scan (False), or pick (None, default).
+        With ``recurrent_dropout`` in train mode the scan runs either way.
+      dropout: fraction of the input features dropped in train mode, in [0, 1) (default 0):
+        one (B, F) mask per call for all four gates, or one per gate with
+        ``recurrent_dropout`` (Keras; module docstring); the same at every step.
+      recurrent_dropout: fraction of ``h`` dropped before each gate's recurrent product in
+        train mode, in [0, 1) (default 0): one (B, units) mask per gate and call.
+      zero_output_for_mask: with ``return_sequences``, masked steps output zeros instead
+        of repeating the carried ``h`` (default False, as Keras).
       input_shape: keyword-only (Keras): one example's shape without the batch axis,
         e.g. ``(T, F)``; only `Sequential` reads it, to build from its first layer. Default None.
 
@@ -285,11 +405,11 @@ class LSTM(_RNN):
 
         return self.param("bias", init, (4 * u,))
 
-    def _cell(self, carry, xg, rk, bias):
+    def _cell(self, carry, xg, rk, bias, rmasks):
         h, c = carry
         act = activations.get(self.activation)
         ract = activations.get(self.recurrent_activation)
-        i, f, g, o = (a + r for a, r in zip(xg, jnp.split(jnp.dot(h, rk), 4, axis=-1), strict=True))
+        i, f, g, o = (a + r for a, r in zip(xg, self._recurrent(h, rk, rmasks), strict=True))
         c = ract(f) * c + ract(i) * act(g)
         h = ract(o) * act(c)
         return (h, c), h
@@ -319,6 +439,14 @@ class GRU(_RNN):
       unroll: `lax.scan` unroll factor (int, or True for full unrolling); default 1.
       hoist_input: project all steps' inputs before the loop; None picks by backend (off on
         CPU, on elsewhere).
+      dropout: fraction of the input features dropped in train mode, in [0, 1) (default 0):
+        one (B, F) mask per call for all three gates, or one per gate with
+        ``recurrent_dropout`` (Keras; module docstring); the same at every step.
+      recurrent_dropout: fraction of ``h`` dropped in train mode, in [0, 1) (default 0): one
+        (B, units) mask per gate and call, on the ``h`` entering the z and r products and the
+        candidate's (``r * h`` with ``reset_after=False``).
+      zero_output_for_mask: with ``return_sequences``, masked steps output zeros instead
+        of repeating the carried ``h`` (default False, as Keras).
       input_shape: keyword-only (Keras): one example's shape without the batch axis,
         e.g. ``(T, F)``; only `Sequential` reads it, to build from its first layer. Default None.
 
@@ -344,23 +472,31 @@ class GRU(_RNN):
         shape = (2, 3 * self.units) if self.reset_after else (3 * self.units,)
         return self.param("bias", init, shape)
 
-    def _cell(self, carry, xg, rk, bias):
+    def _cell(self, carry, xg, rk, bias, rmasks):
         (h,) = carry
         u = self.units
         act = activations.get(self.activation)
         ract = activations.get(self.recurrent_activation)
         xz, xr, xh = xg
         if self.reset_after:
-            inner = jnp.dot(h, rk)
-            if bias is not None:
-                inner = inner + bias[1].astype(inner.dtype)
-            hz, hr, hh = jnp.split(inner, 3, axis=-1)
+            if rmasks is None:
+                inner = jnp.dot(h, rk)
+                if bias is not None:
+                    inner = inner + bias[1].astype(inner.dtype)
+                hz, hr, hh = jnp.split(inner, 3, axis=-1)
+            else:
+                hz, hr, hh = self._recurrent(h, rk, rmasks)
+                if bias is not None:
+                    rb = jnp.split(bias[1].astype(hz.dtype), 3)
+                    hz, hr, hh = hz + rb[0], hr + rb[1], hh + rb[2]
             z, r = ract(xz + hz), ract(xr + hr)
             cand = act(xh + r * hh)
         else:
-            hz, hr = jnp.split(jnp.dot(h, rk[:, : 2 * u]), 2, axis=-1)
+            hz, hr = self._recurrent(h, rk[:, : 2 * u], rmasks)
             z, r = ract(xz + hz), ract(xr + hr)
-            cand = act(xh + jnp.dot(r * h, rk[:, 2 * u :]))
+            # Keras' implementation 1 drops the state entering the candidate with its own mask.
+            h_cand = h if rmasks is None else h * rmasks[2]
+            cand = act(xh + jnp.dot(r * h_cand, rk[:, 2 * u :]))
         h = z * h + (1.0 - z) * cand
         return (h,), h
 
@@ -378,7 +514,9 @@ class Bidirectional(Layer):
 
     The backward copy has ``go_backwards`` flipped and its own parameters
     (under ``backward``; the forward ones under ``forward``). Its sequence
-    output is flipped back so step t of both directions lines up.
+    output is flipped back so step t of both directions lines up. As in
+    Keras, both directions run with ``zero_output_for_mask=True``: masked
+    steps output zeros.
 
     Attributes:
       layer: a `SimpleRNN`, `LSTM` or `GRU`.
@@ -404,9 +542,13 @@ class Bidirectional(Layer):
         merge = (
             None if self.merge_mode is None else lookup(self.merge_mode, _MERGES, kind="merge_mode")
         )
-        fwd_layer = self.layer.clone(parent=self, name="forward")
+        # As Keras' Bidirectional: masked steps output zeros in both directions.
+        fwd_layer = self.layer.clone(parent=self, name="forward", zero_output_for_mask=True)
         bwd_layer = self.layer.clone(
-            parent=self, name="backward", go_backwards=not self.layer.go_backwards
+            parent=self,
+            name="backward",
+            go_backwards=not self.layer.go_backwards,
+            zero_output_for_mask=True,
         )
         n = self.layer.n_states
         fs = bs = None
