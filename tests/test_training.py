@@ -399,3 +399,25 @@ def test_a_dict_of_inputs_gets_a_clear_error_in_the_loops():
     ):
         with pytest.raises(DataError, match="dict of arrays"):
             call()
+
+
+def test_a_masked_sequence_loss_weighs_every_valid_step_alike():
+    """Per-step targets with x_mask: the loss is the mean over all valid steps (Keras's masked
+    loss, PyTorch's ignore_index), not the mean of per-row means; also over padded batches."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 6, 3)).astype(np.float32)
+    y = rng.integers(0, 4, size=(5, 6)).astype(np.int32)
+    lengths = np.array([6, 1, 3, 2, 5])
+    x_mask = np.arange(6)[None, :] < lengths[:, None]
+    state = create_train_state(nn.Dense(4), "sgd", x[:1], loss="sparse_categorical_crossentropy")
+    logits = np.asarray(state.apply_fn(state.variables, x))
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(logp, y[..., None], -1)[..., 0]
+    for batch_size in (5, 2):  # one batch; three with a padded last one (each batch its own mean)
+        got = evaluate(state, {"x": x, "y": y, "x_mask": x_mask}, batch_size=batch_size)["loss"]
+        means, rows = [], []
+        for start in range(0, 5, batch_size):
+            sl = slice(start, start + batch_size)
+            means.append(nll[sl][x_mask[sl]].mean())
+            rows.append(len(nll[sl]))
+        assert got == pytest.approx(np.average(means, weights=rows), rel=1e-5)

@@ -41,8 +41,8 @@ def model_kwargs(state: TrainState, batch: dict, train: bool) -> dict:
     the module names (see `jaxnets.training.state.mode_kwargs`).
     """
     kwargs = mode_kwargs(state.call_kwargs, train)
-    if "x_mask" in batch:
-        kwargs["mask"] = batch["x_mask"]
+    if "x_mask" in batch and "mask" in state.call_kwargs:
+        kwargs["mask"] = batch["x_mask"]  # a model without mask= still gets it in its loss
     return kwargs
 
 
@@ -53,11 +53,15 @@ def _row_weights(batch):
     return mask
 
 
-def per_example_loss(state: TrainState, outputs, targets, step_mask=None):
+def per_example_loss(state: TrainState, outputs, targets, step_mask=None, row_mask=None):
     """The loss of each row `(B,)`.
 
     Per-step losses of sequences `(B, T)` are averaged over the valid steps
-    (``step_mask``, the batch's ``x_mask``, where given).
+    (``step_mask``, the batch's ``x_mask``, where given). With ``row_mask``
+    (the batch's ``mask`` of real rows) each row is then scaled by its share
+    of the batch's valid steps, so that the mean over the real rows is the
+    mean over all their valid steps: every valid step weighs the same, as in
+    Keras (a masked loss) and PyTorch (``ignore_index``), not every row.
     """
     per = state.loss(outputs, targets)
     _check_per_example(state, per, targets)
@@ -67,7 +71,12 @@ def per_example_loss(state: TrainState, outputs, targets, step_mask=None):
     if step_mask is None or step_mask.shape != per.shape:
         return per.mean(axis=-1)
     m = step_mask.astype(per.dtype)
-    return jnp.sum(per * m, axis=-1) / jnp.maximum(jnp.sum(m, axis=-1), 1.0)
+    valid = jnp.sum(m, axis=-1)
+    row_mean = jnp.sum(per * m, axis=-1) / jnp.maximum(valid, 1.0)
+    if row_mask is None:
+        return row_mean
+    real = row_mask.astype(per.dtype)
+    return row_mean * valid * jnp.sum(real) / jnp.maximum(jnp.sum(valid * real), 1.0)
 
 
 def _check_per_example(state, per, targets):
@@ -172,7 +181,7 @@ def loss_and_updates(params, state: TrainState, batch, key):
     outputs, new_model_state = out if mutable else (out, {})
     outputs = precision.cast_to_float32(outputs)
     new_model_state = precision.cast_like(dict(new_model_state), state.model_state)
-    per_example = per_example_loss(state, outputs, batch["y"], batch.get("x_mask"))
+    per_example = per_example_loss(state, outputs, batch["y"], batch.get("x_mask"), batch["mask"])
     count = jnp.maximum(jnp.sum(batch["mask"].astype(jnp.float32)), 1.0)
     reg = penalty(params, state.l1, state.l2)
     loss = jnp.sum(per_example * _row_weights(batch)) / count + reg
@@ -312,6 +321,6 @@ def eval_step(state: TrainState, batch: dict) -> dict:
       (0.6931, 0.75)
     """
     outputs = predict_step(state, batch)
-    per_example = per_example_loss(state, outputs, batch["y"], batch.get("x_mask"))
+    per_example = per_example_loss(state, outputs, batch["y"], batch.get("x_mask"), batch["mask"])
     reg = penalty(state.params, state.l1, state.l2)
     return metric_sums(state, outputs, batch, per_example, reg)
