@@ -268,3 +268,26 @@ def test_trainable_false_freezes_as_in_keras():
     single.fit(x, y, epochs=1, verbose=0)
     np.testing.assert_array_equal(first[0], single.get_weights()[0])
     assert not np.array_equal(first[2], single.get_weights()[2])
+
+
+def test_an_embedding_mask_leaves_padded_steps_out_of_loss_and_metrics():
+    """Keras: per-step outputs that carry an Embedding(mask_zero=True) mask are scored on the
+    real steps only, every step alike (checked against Keras 3: loss and accuracy equal)."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 20, size=(30, 8))
+    for i in range(30):
+        x[i, rng.integers(2, 8) :] = 0
+    y = (x % 3).astype(np.int32)
+    model = Sequential(
+        [layers.Embedding(20, 6, mask_zero=True, input_shape=(8,)),
+         layers.GRU(4, return_sequences=True), layers.Dense(3, activation="softmax")]
+    )  # fmt: skip
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    loss, accuracy = model.evaluate(x, y, verbose=0, batch_size=64)
+    p = model.predict(x, verbose=0)
+    real = x != 0
+    nll = -np.log(np.take_along_axis(p, y[..., None], -1)[..., 0])
+    assert loss == pytest.approx(nll[real].mean(), rel=1e-5)
+    assert accuracy == pytest.approx((p.argmax(-1) == y)[real].mean(), rel=1e-6)
+    # Without the mask the padded steps (label 0, an easy guess) would count too.
+    assert accuracy != pytest.approx((p.argmax(-1) == y).mean(), rel=1e-3)

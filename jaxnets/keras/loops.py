@@ -128,6 +128,7 @@ class Loops:
         # After the split: as in Keras, class weights weigh the training rows only.
         arrays = data_adapter.add_class_weight(arrays, class_weight)
         self._ensure_built(arrays["x"][:1])
+        arrays, val = self._masked_steps(arrays), self._masked_steps(val)
         history = History()
         cbs = [*(callbacks or []), history]
         if verbose:
@@ -166,6 +167,29 @@ class Loops:
             return self.seed
         return int(np.random.SeedSequence([self.seed, calls]).generate_state(1)[0] >> 1)
 
+    def _masked_steps(self, arrays):
+        """``arrays`` with ``x_mask = x != 0`` when the outputs carry an ``Embedding(mask_zero=True)``
+        mask: Keras leaves those steps out of the loss and metrics, and so does the step here."""
+        if arrays is None or "x_mask" in arrays or not self._output_keeps_mask():
+            return arrays
+        return {**arrays, "x_mask": np.asarray(arrays["x"]) != 0}
+
+    def _output_keeps_mask(self) -> bool:
+        k = self._keras
+        if k.output_masked is None:
+            layers = getattr(self.module, "layers", None)
+            if not layers or not getattr(layers[0], "mask_zero", False):
+                k.output_masked = False
+            else:
+                shape, dtype = k.input_spec
+
+                def apply(v, x):
+                    return self.module.apply(v, x, mutable=["intermediates"])[1]
+
+                sown = jax.eval_shape(apply, self._variables(), jnp.zeros((1, *shape), dtype))
+                k.output_masked = "output_mask" in sown.get("intermediates", {})
+        return k.output_masked
+
     def _validation_arrays(self, data):
         if data_adapter.is_batch_iterable(data):
             return data_adapter.from_batches(data)[0]
@@ -196,6 +220,7 @@ class Loops:
         self._require_compiled("evaluate")
         arrays, bs, _ = data_adapter.prepare(x, y, sample_weight, None, steps, batch_size or 32)
         self._ensure_built(arrays["x"][:1])
+        arrays = self._masked_steps(arrays)
         cbs = CallbackList(callbacks, model=self)
         cbs.on_test_begin()
         logs = training_lib.evaluate(self.state, arrays, batch_size=bs, engine=self._keras.engine)
@@ -252,6 +277,7 @@ class Loops:
             data_adapter.from_arrays(x, y, sample_weight), class_weight
         )
         self._ensure_built(arrays["x"][:1])
+        arrays = self._masked_steps(arrays)
         return self._keras.engine.place_batch(pad_to(arrays, len(arrays["x"])))
 
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):

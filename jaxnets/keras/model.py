@@ -93,6 +93,7 @@ class FacadeState:
         self.history = None
         self.fit_calls = 0  # each fit call shuffles in a new order, as Keras does
         self.warned_save = False  # save() said once that compile() is not saved
+        self.output_masked = None  # whether outputs carry an Embedding(mask_zero=True) mask
 
 
 class OptimizerView:

@@ -149,7 +149,7 @@ class Sequential(nn.Module, Model):
                 kwargs["mask"] = mask
             inputs = x
             x = layer(x, **kwargs)
-            if mask is None and getattr(layer, "mask_zero", False):
+            if getattr(layer, "mask_zero", False):
                 mask = layer.compute_mask(inputs)  # Embedding(mask_zero=True) and the like
             elif mask is not None and "mask" not in accepts and not isinstance(layer, _KEEP_MASK):
                 # Keras drops the mask at a layer that does not support masking
@@ -162,6 +162,10 @@ class Sequential(nn.Module, Model):
                 )
                 mask = None
             mask = _surviving_mask(mask, x)
+        if mask is not None:
+            # Recorded only when "intermediates" is mutable: the facade asks whether the
+            # outputs still carry a step mask (then the loss and metrics skip those steps).
+            self.sow("intermediates", "output_mask", mask)
         return x
 
     @nn.nowrap
