@@ -18,6 +18,7 @@ Example:
   Dense(
       # attributes
       input_shape = None
+      trainable = True
       units = 4
       activation = 'relu'
       use_bias = True
