@@ -39,6 +39,22 @@ except ImportError:  # hypothesis is a test extra
     pass
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Frees the compiled programs of each test module once it is done.
+
+    Every live XLA:CPU executable holds about three memory mappings, and Linux
+    allows a process 65530 (``vm.max_map_count``): the whole suite in one
+    process compiles more programs than that allows, and XLA then crashes with
+    a segmentation fault when a mapping fails (it did, in the last few percent
+    of the suite). JAX's jit caches keep every executable alive; clearing them
+    between modules lets each be freed (a later module that needs one again
+    compiles it, or reads it from the persistent cache).
+    """
+    yield
+    jax.clear_caches()
+
+
 def pytest_collection_modifyitems(config, items):
     """Skips tests whose premise this backend lacks, naming what they need."""
     few_devices = jax.device_count() < 8
