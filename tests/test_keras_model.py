@@ -383,7 +383,7 @@ def test_binary_crossentropy_after_a_softmax_reads_probabilities():
 
 
 def test_a_users_batch_callback_runs_after_every_batch_as_in_keras():
-    from jaxnets.callbacks import Callback, LambdaCallback, ModelCheckpoint  # noqa: F401
+    from jaxnets.callbacks import Callback, LambdaCallback
 
     class StopAfter3(Callback):
         def __init__(self):

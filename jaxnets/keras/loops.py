@@ -33,6 +33,7 @@ from jaxnets.callbacks.misc import History
 from jaxnets.data.batching import pad_to
 from jaxnets.errors import ConfigError
 from jaxnets.keras import data_adapter
+from jaxnets.training import loop as training_loop
 from jaxnets.training.engine import resolve_engine
 from jaxnets.training.state import ModuleApply, TrainState, accepted_call_kwargs, mode_kwargs
 
@@ -54,19 +55,15 @@ def _own_batch_hook(callbacks) -> bool:
     """Whether a callback of the user's own has an ``on_train_batch_end``.
 
     jaxnets' callbacks work with batch logs every ``log_every`` steps; a user's
-    Keras callback expects one call per batch, as Keras makes.
+    Keras callback (a class of theirs, or a `LambdaCallback` given that hook)
+    expects one call per batch, as Keras makes.
     """
-    from jaxnets.callbacks.base import Callback
-
-    for c in callbacks:
-        if "on_train_batch_end" in vars(c):  # LambdaCallback(on_train_batch_end=...)
-            return True
-        hook = getattr(type(c), "on_train_batch_end", Callback.on_train_batch_end)
-        if hook is not Callback.on_train_batch_end and not type(c).__module__.startswith(
-            "jaxnets."
-        ):
-            return True
-    return False
+    own = [
+        c
+        for c in callbacks
+        if "on_train_batch_end" in vars(c) or not type(c).__module__.startswith("jaxnets.")
+    ]
+    return training_loop.wants_batch_logs(own)
 
 
 class Loops:

@@ -57,7 +57,6 @@ _KERAS_ATTRS = frozenset(
 # Layers that pass a mask through unchanged, as Keras's with supports_masking=True
 # that do not consume it: they act on each time step alone.
 _KEEP_MASK = (Activation, BatchNormalization, Dense, Dropout, LayerNormalization)
-_FROZEN_BN = BatchNormalization  # (a nested Sequential checks its own flag)
 
 
 def frozen_patterns(module, prefix: str = "") -> list[str]:
@@ -144,7 +143,9 @@ class Sequential(nn.Module, Model):
             accepts = accepted_call_kwargs(layer)
             frozen = not self.trainable or not getattr(layer, "trainable", True)
             # Keras runs a frozen BatchNormalization in inference mode (moving statistics).
-            kwargs = mode_kwargs(accepts, train and not (frozen and isinstance(layer, _FROZEN_BN)))
+            kwargs = mode_kwargs(
+                accepts, train and not (frozen and isinstance(layer, BatchNormalization))
+            )
             if mask is not None and "mask" in accepts:
                 kwargs["mask"] = mask
             inputs = x

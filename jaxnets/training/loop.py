@@ -140,8 +140,17 @@ def _scalars(logs: dict) -> dict:
     return {k: v for k, v in logs.items() if isinstance(v, float)}
 
 
-def _wants_batch_logs(callbacks) -> bool:
-    """True if a callback has its own ``on_train_batch_end`` (a method or an attribute)."""
+def wants_batch_logs(callbacks) -> bool:
+    """True if a callback has its own ``on_train_batch_end`` (a method or an attribute).
+
+    Args:
+      callbacks: `jaxnets.callbacks.Callback` objects.
+
+    Example:
+      >>> from jaxnets.callbacks import History, LambdaCallback
+      >>> wants_batch_logs([History()]), wants_batch_logs([LambdaCallback(on_train_batch_end=print)])
+      (False, True)
+    """
     from jaxnets.callbacks.base import Callback
 
     base = Callback.on_train_batch_end
@@ -298,7 +307,7 @@ def fit(
     skipped_total = _count(engine.fetch(state.skipped))
     # Mid-epoch metrics cost a host sync and a few eager ops on the host; fetch
     # them only for a progress bar or a callback that reads batch logs.
-    batch_logs = bar.verbose == 1 or _wants_batch_logs(cbs)
+    batch_logs = bar.verbose == 1 or wants_batch_logs(cbs)
     cbs.on_train_begin()
     last_logs = None
     if ckpt is not None:
