@@ -183,7 +183,7 @@ def make_optimizer(
     Args:
       name: one of `optimizer_names()`: sgd, momentum, nesterov, adam, adamw,
         nadam, rmsprop, adagrad, lion.
-      learning_rate: base learning rate (> 0; a Python or NumPy number or a
+      learning_rate: base learning rate (>= 0; a Python or NumPy number or a
         0-d array), or an Optax schedule (its rate cannot be set afterwards).
       schedule: optional schedule name for `make_schedule`; ``learning_rate``
         is then its peak, injected so that setting it rescales the schedule.
@@ -209,7 +209,8 @@ def make_optimizer(
     """
     rule = lookup(name, _RULES, kind="optimizer")
     # Numbers first, so that np.float32(1e-3) is cached (and injected) as a float.
-    learning_rate = _check_positive("learning_rate", learning_rate)
+    # 0 is allowed, as in Keras: the weights stay put (e.g. to check a pipeline).
+    learning_rate = _check_positive("learning_rate", learning_rate, allow_zero=True)
     if weight_decay is not None:
         weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
     if clipnorm is not None:
@@ -326,6 +327,45 @@ def get_hyperparam(opt_state, name: str = "learning_rate"):
         f"the optimizer state holds no injected hyperparameter {name!r}; build the optimizer "
         "with jaxnets.optim.make_optimizer or wrap it in optax.inject_hyperparams."
     )
+
+
+def schedule_count(opt_state, name: str = "learning_rate") -> int | None:
+    """How many updates the schedule computing ``name`` has made, or None if ``name`` is a number.
+
+    A learning rate given as an Optax schedule is recomputed at every update
+    from this count: the stored value is the rate of the last update, and the
+    next update uses ``schedule(schedule_count(opt_state))`` (what Keras reports
+    as ``optimizer.learning_rate``).
+
+    Args:
+      opt_state: an optimizer state built by `make_optimizer` (or holding
+        ``optax.inject_hyperparams`` states).
+      name: the hyperparameter, ``"learning_rate"`` (default).
+
+    Returns:
+      The count as an int, or None where ``name`` is injected as a number.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> schedule = optax.exponential_decay(0.1, transition_steps=1, decay_rate=0.5)
+      >>> tx = make_optimizer("sgd", learning_rate=schedule)
+      >>> params = {"w": jnp.zeros(2)}
+      >>> opt_state = tx.init(params)
+      >>> for _ in range(2):
+      ...     _, opt_state = tx.update({"w": jnp.ones(2)}, opt_state, params)
+      >>> n = schedule_count(opt_state)
+      >>> n, round(float(get_hyperparam(opt_state)), 4), round(float(schedule(n)), 4)
+      (2, 0.05, 0.025)
+      >>> schedule_count(make_optimizer("sgd", learning_rate=0.1).init(params)) is None
+      True
+    """
+    for s in _injected_states(opt_state):
+        scheduled = getattr(s, "hyperparams_states", None) or {}
+        if name in scheduled:
+            return int(np.max(np.asarray(scheduled[name].count)))
+        if name in s.hyperparams:
+            return None
+    return None
 
 
 def current_learning_rate(opt_state):

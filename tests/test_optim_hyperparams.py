@@ -121,8 +121,8 @@ def test_numpy_and_0d_array_rates_are_injected(value):
 
 
 @pytest.mark.parametrize(
-    "value", [np.array([1e-3]), np.float32(np.nan), np.float32(-1e-3), jnp.array(0.0), "0.1"]
+    "value", [np.array([1e-3]), np.float32(np.nan), np.float32(-1e-3), jnp.array(-1.0), "0.1"]
 )
 def test_rates_that_are_not_positive_numbers_are_rejected(value):
-    with pytest.raises(ConfigError, match="learning_rate must be a number > 0"):
+    with pytest.raises(ConfigError, match="learning_rate must be a number >= 0"):
         make_optimizer("sgd", learning_rate=value)

@@ -250,7 +250,7 @@ def test_unknown_names_suggest_the_closest(call, suggestion):
 
 def test_invalid_hyperparameters():
     x, y = _data()
-    with pytest.raises(ConfigError, match="learning_rate must be a number > 0, got -0.1"):
+    with pytest.raises(ConfigError, match="learning_rate must be a number >= 0, got -0.1"):
         create_train_state(Net(), "sgd", jnp.zeros((1, 4)), learning_rate=-0.1)
     with pytest.raises(ConfigError, match="epochs must be a positive integer, got 0"):
         _fit(_state(), (x, y), epochs=0)

@@ -43,6 +43,18 @@ class Callback:
         self.model = None
         self.params: dict = {}
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Keras calls on_batch_begin / on_batch_end (its older names) from the
+        # train-batch hooks. A class that overrides only the old name gets its own
+        # on_train_batch_* forwarding to it, so that the loop, which fetches batch
+        # logs only for callbacks with their own on_train_batch_end, calls it.
+        for old, new in _BATCH_ALIASES.items():
+            if getattr(cls, old) is not getattr(Callback, old) and (
+                getattr(cls, new) is getattr(Callback, new)
+            ):
+                setattr(cls, new, _forward_to(old, new))
+
     def set_model(self, model):
         self.model = model
 
@@ -53,8 +65,18 @@ class Callback:
     def on_train_end(self, logs=None): ...
     def on_epoch_begin(self, epoch, logs=None): ...
     def on_epoch_end(self, epoch, logs=None): ...
-    def on_train_batch_begin(self, batch, logs=None): ...
-    def on_train_batch_end(self, batch, logs=None): ...
+    def on_batch_begin(self, batch, logs=None):
+        """Keras's older name of `on_train_batch_begin`, which calls it."""
+
+    def on_batch_end(self, batch, logs=None):
+        """Keras's older name of `on_train_batch_end`, which calls it."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.on_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.on_batch_end(batch, logs)
+
     def on_test_begin(self, logs=None): ...
     def on_test_end(self, logs=None): ...
     def on_test_batch_begin(self, batch, logs=None): ...
@@ -71,6 +93,17 @@ class Callback:
 
     def set_state(self, state: dict):
         """Restores what `get_state` returned; a stateless callback has nothing to restore."""
+
+
+_BATCH_ALIASES = {"on_batch_begin": "on_train_batch_begin", "on_batch_end": "on_train_batch_end"}
+
+
+def _forward_to(old: str, new: str):
+    def hook(self, batch, logs=None):
+        getattr(self, old)(batch, logs)
+
+    hook.__name__ = new
+    return hook
 
 
 _HOOKS = [name for name in vars(Callback) if name.startswith("on_")]

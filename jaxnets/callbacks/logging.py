@@ -13,8 +13,8 @@ Example:
   >>> logger.on_train_end()
   >>> with open(path) as f:
   ...     print(f.read().strip())
-  epoch,accuracy,loss
-  0,0.75,0.5
+  epoch,accuracy,loss,val_accuracy,val_loss
+  0,0.75,0.5,NA,NA
   >>> tmp.cleanup()
 """
 
@@ -57,8 +57,8 @@ class CSVLogger(Callback):
       ...     _ = model.fit(x, y, epochs=2, verbose=0, callbacks=[CSVLogger(path)])
       ...     with open(path) as f:
       ...         lines = f.read().splitlines()
-      >>> lines[0], len(lines)  # the header, then one row per epoch
-      ('epoch,loss,skipped', 3)
+      >>> lines[0], len(lines)  # the header (val_* columns as Keras writes), then one row per epoch
+      ('epoch,loss,skipped,val_loss,val_skipped', 3)
     """
 
     def __init__(self, filename, separator=",", append=False):
@@ -83,6 +83,10 @@ class CSVLogger(Callback):
         logs = logs or {}
         if self.keys is None:
             self.keys = sorted(logs)
+            if self.keys and not any(k.startswith("val_") for k in self.keys):
+                # Keras's columns: a run without validation still gets val_* columns
+                # (filled with NA), so every CSV of a script has the same header.
+                self.keys += [f"val_{k}" for k in self.keys]
         if self._writer is None:
             self._writer = csv.DictWriter(
                 self._file, fieldnames=["epoch", *self.keys], delimiter=self.sep

@@ -11,8 +11,10 @@ logs, as Keras does.
 in cooldown each epoch decrements the cooldown counter and resets ``wait``;
 outside it a non-improving epoch increments ``wait``, and at
 ``wait >= patience`` the rate becomes ``max(lr * factor, min_lr)`` if it is
-still above ``min_lr``, starting a cooldown. Mode 'auto' is Keras's rule for
-this callback: maximise if ``'acc'`` is in the name, else minimise.
+still above ``min_lr``, starting a cooldown. ``min_delta`` counts by its size
+(Keras takes ``abs(min_delta)``), and mode 'auto' is `EarlyStopping`'s (Keras 3
+shares it between the two): ``loss`` is minimised, a metric follows its
+direction (precision, recall, AUC and accuracies up; errors down).
 
 Example:
   >>> import jax.numpy as jnp
@@ -38,7 +40,7 @@ import warnings
 import numpy as np
 
 from jaxnets.callbacks.base import Callback
-from jaxnets.callbacks.monitor import current_lr, get_lr, set_lr
+from jaxnets.callbacks.monitor import current_lr, get_lr, resolve_mode, set_lr
 from jaxnets.errors import ConfigError
 
 
@@ -86,22 +88,18 @@ class ReduceLROnPlateau(Callback):
         super().__init__()
         if factor >= 1.0:
             raise ConfigError(f"ReduceLROnPlateau needs factor < 1.0, got factor={factor}.")
-        if mode not in ("auto", "min", "max"):
-            raise ConfigError(
-                f"ReduceLROnPlateau mode must be 'auto', 'min' or 'max', got {mode!r}."
-            )
         self.monitor = monitor
         self.factor = factor
         self.min_lr = min_lr
-        self.min_delta = min_delta
+        self.min_delta = abs(min_delta)
         self.patience = patience
         self.verbose = verbose
         self.cooldown = cooldown
         self.mode = mode
+        self.minimize = resolve_mode(monitor, mode, "ReduceLROnPlateau") == "min"
         self._reset()
 
     def _reset(self):
-        self.minimize = self.mode == "min" or (self.mode == "auto" and "acc" not in self.monitor)
         self.best = np.inf if self.minimize else -np.inf
         self.cooldown_counter = 0
         self.wait = 0

@@ -85,6 +85,10 @@ class TerminateOnNaN(Callback):
     good parameters. The loss is checked whenever the loop logs: every
     ``log_every`` steps and at each epoch's last step (and end).
 
+    Args:
+      raise_error: raise a ``RuntimeError`` (as Keras does) instead of printing
+        a message and stopping the training.
+
     Example:
       >>> import numpy as np
       >>> import jaxnets
@@ -101,13 +105,24 @@ class TerminateOnNaN(Callback):
       ([0], 2, 1)
     """
 
+    def __init__(self, raise_error: bool = False):
+        super().__init__()
+        self.raise_error = raise_error
+
     def _check(self, where: str, logs):
         if getattr(self.model, "stop_training", False):
             return  # already stopping (the epoch's last batch and its end share one loss)
         loss = (logs or {}).get("loss")
-        if loss is not None and _not_finite(loss):
-            print(f"{where}: invalid loss, terminating training")
-            self.model.stop_training = True
+        if loss is None or not _not_finite(loss):
+            return
+        if self.raise_error:
+            # Keras's error (a RuntimeError), so `except RuntimeError` ports as is.
+            raise RuntimeError(
+                f"NaN or Inf loss encountered at {where.lower()}. Loss value: {loss}. "
+                "Terminating training immediately."
+            )
+        print(f"{where}: invalid loss, terminating training")
+        self.model.stop_training = True
 
     def on_train_batch_end(self, batch, logs=None):
         self._check(f"Batch {batch}", logs)

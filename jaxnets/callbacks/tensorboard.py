@@ -67,8 +67,17 @@ class TensorBoard(Callback):
     Args:
       log_dir: the directory for ``train/`` and ``validation/`` event files.
       histogram_freq: write parameter histograms every this many epochs (0: never).
-      update_freq: ``'epoch'``, or write ``batch_*`` scalars every this many
-        steps (at the loop's logging points, i.e. multiples of ``log_every``).
+      write_graph: accepted for Keras scripts; no graph is written (Keras on
+        JAX writes none either).
+      write_images: only False (Keras's default): weights are not drawn as images.
+      write_steps_per_second: also write ``epoch_steps_per_second`` (training
+        steps of the epoch over its wall time).
+      update_freq: ``'epoch'``, ``'batch'`` (every step, as 1) or write
+        ``batch_*`` scalars every this many steps (at the loop's logging
+        points, i.e. multiples of ``log_every``).
+      profile_batch: only 0 (Keras's default): use ``jax.profiler`` to profile.
+      embeddings_freq: only 0 (Keras's default): no embedding projector.
+      embeddings_metadata: only None, with ``embeddings_freq=0``.
 
     Example:
       >>> import os, tempfile
@@ -93,18 +102,42 @@ class TensorBoard(Callback):
       ['params/layers_0/bias', 'params/layers_0/kernel']
     """
 
-    def __init__(self, log_dir="logs", histogram_freq=0, update_freq="epoch"):
+    def __init__(
+        self,
+        log_dir="logs",
+        histogram_freq=0,
+        write_graph=True,
+        write_images=False,
+        write_steps_per_second=False,
+        update_freq="epoch",
+        profile_batch=0,
+        embeddings_freq=0,
+        embeddings_metadata=None,
+    ):
         super().__init__()
-        if update_freq != "epoch" and not (isinstance(update_freq, int) and update_freq > 0):
+        # Keras's argument order, so that positional Keras calls port as they are.
+        update_freq = 1 if update_freq == "batch" else update_freq
+        if update_freq != "epoch" and not (
+            isinstance(update_freq, int) and not isinstance(update_freq, bool) and update_freq > 0
+        ):
             raise ConfigError(
-                f"update_freq must be 'epoch' or a positive int, got {update_freq!r}."
+                f"update_freq must be 'epoch', 'batch' or a positive int, got {update_freq!r}."
             )
+        _refuse_unsupported(
+            write_images=write_images,
+            profile_batch=profile_batch,
+            embeddings_freq=embeddings_freq,
+            embeddings_metadata=embeddings_metadata,
+        )
         self.log_dir = os.fspath(log_dir)
         self.histogram_freq = int(histogram_freq)
+        self.write_graph = write_graph
+        self.write_steps_per_second = bool(write_steps_per_second)
         self.update_freq = update_freq
         self._writers = {}
         self._epoch = 0
         self._last_batch_step = 0
+        self._epoch_start = 0.0
 
     def _writer(self, split: str):
         if split not in self._writers:
@@ -133,6 +166,7 @@ class TensorBoard(Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._epoch_start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         if self.update_freq == "epoch" or not logs:
@@ -152,6 +186,9 @@ class TensorBoard(Callback):
                 train["epoch_learning_rate"] = float(optim.current_learning_rate(state.opt_state))
             except ConfigError:
                 pass  # an optax optimizer without an injected learning rate
+        if self.write_steps_per_second and self.params.get("steps"):
+            seconds = max(time.perf_counter() - self._epoch_start, 1e-9)
+            train["epoch_steps_per_second"] = self.params["steps"] / seconds
         self._scalars("train", epoch, train)
         self._scalars("validation", epoch, val)
         if self.histogram_freq and epoch % self.histogram_freq == 0 and state is not None:
@@ -171,6 +208,17 @@ class TensorBoard(Callback):
         for w in self._writers.values():
             w.close()
         self._writers = {}
+
+
+def _refuse_unsupported(**options):
+    """A ConfigError naming the Keras options given a value other than their default."""
+    given = {k: v for k, v in options.items() if v not in (None, 0, False)}
+    if given:
+        listed = ", ".join(f"{k}={v!r}" for k, v in given.items())
+        raise ConfigError(
+            f"TensorBoard does not support {listed}: leave them at Keras's defaults "
+            "(write_images=False, profile_batch=0, embeddings_freq=0, embeddings_metadata=None)."
+        )
 
 
 def _key(k) -> str:

@@ -27,7 +27,7 @@ import optax
 from jaxnets import losses as losses_lib
 from jaxnets import metrics as metrics_lib
 from jaxnets import training as training_lib
-from jaxnets.callbacks.base import CallbackList
+from jaxnets.callbacks.base import Callback, CallbackList
 from jaxnets.callbacks.logging import ProgBar
 from jaxnets.callbacks.misc import History
 from jaxnets.data.batching import pad_to
@@ -41,8 +41,6 @@ from jaxnets.training.state import ModuleApply, TrainState, accepted_call_kwargs
 # the TypeError of an unexpected keyword.
 _KERAS_FIT_ARGS_NOT_SUPPORTED = frozenset(
     {
-        "validation_steps",
-        "validation_batch_size",
         "validation_freq",
         "max_queue_size",
         "workers",
@@ -66,6 +64,48 @@ def _own_batch_hook(callbacks) -> bool:
     return training_loop.wants_batch_logs(own)
 
 
+class _KerasParams(Callback):
+    """Puts ``fit``'s own ``verbose`` into the params every callback sees (Keras's ``set_params``).
+
+    ``Model.fit`` runs the functional loop silently (``verbose=0``: its `ProgBar`
+    draws instead), and that loop hands one params dict to all the callbacks;
+    this last one writes the user's ``verbose`` into it before training starts.
+    """
+
+    def __init__(self, verbose):
+        super().__init__()
+        self.verbose = verbose
+
+    def set_params(self, params: dict):
+        params["verbose"] = self.verbose
+        super().set_params(params)
+
+
+def _steps(arrays: dict, batch_size: int) -> int:
+    return -(-len(arrays["x"]) // batch_size)
+
+
+def _check_optional_count(name: str, value):
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0
+    ):
+        raise ConfigError(f"{name} must be a positive integer or None, got {value!r}.")
+
+
+def _first_batches(arrays: dict, steps, batch_size: int) -> dict:
+    """The rows of the first ``steps`` batches (all of them for None), as Keras's
+    ``evaluate(steps=)`` and ``predict(steps=)`` take from arrays."""
+    _check_optional_count("steps", steps)
+    if steps is None:
+        return arrays
+    return {k: v[: steps * batch_size] for k, v in arrays.items()}
+
+
+def _eval_params(verbose, arrays: dict, batch_size: int) -> dict:
+    """The params Keras gives the callbacks of ``evaluate`` and ``predict``."""
+    return {"verbose": verbose, "epochs": 1, "steps": _steps(arrays, batch_size)}
+
+
 class Loops:
     """fit / evaluate / predict / *_on_batch, mixed into `jaxnets.keras.Model`."""
 
@@ -84,6 +124,8 @@ class Loops:
         sample_weight=None,
         initial_epoch=0,
         steps_per_epoch=None,
+        validation_steps=None,
+        validation_batch_size=None,
         *,
         log_every: int | None = None,
         **fit_kwargs,
@@ -98,13 +140,18 @@ class Loops:
         arguments go to `jaxnets.training.fit` (e.g. ``workdir=`` to checkpoint
         and resume the run); ``devices=`` (a count or a list) or ``mesh=`` make
         the model data-parallel (jit + NamedSharding, `jaxnets.parallel`).
+
+        ``validation_steps`` validates on the first that many batches of
+        ``validation_batch_size`` (default ``batch_size``) rows, as Keras does;
+        the validation itself runs in batches of ``batch_size`` (its masked
+        means do not depend on the batch size).
         """
         self._require_compiled("fit")
         unsupported = sorted(set(fit_kwargs) & _KERAS_FIT_ARGS_NOT_SUPPORTED)
         if unsupported:
             raise ConfigError(
                 f"fit() does not support Keras's {', '.join(unsupported)}: validation runs at "
-                "every epoch's end with batch_size, over all of validation_data."
+                "every epoch's end."
             )
         if log_every is None:
             log_every = 1 if _own_batch_hook(callbacks or ()) else 50
@@ -115,13 +162,22 @@ class Loops:
         arrays, bs, can_shuffle = data_adapter.prepare(
             x, y, sample_weight, None, steps_per_epoch, batch_size or 32
         )
+        for name, value in (
+            ("validation_steps", validation_steps),
+            ("validation_batch_size", validation_batch_size),
+        ):
+            _check_optional_count(name, value)
         val = None
         if validation_data is not None:
-            val = self._validation_arrays(validation_data)
+            val = self._validation_arrays(validation_data, validation_steps)
         elif validation_split:
             if not can_shuffle:
                 raise ConfigError("validation_split needs arrays; pass validation_data instead.")
             arrays, val = data_adapter.split_validation(arrays, validation_split)
+        if validation_steps is not None and not data_adapter.is_batch_iterable(validation_data):
+            # Keras validates on the first validation_steps batches of arrays.
+            rows = validation_steps * (validation_batch_size or bs)
+            val = None if val is None else {k: v[:rows] for k, v in val.items()}
         # After the split: as in Keras, class weights weigh the training rows only.
         arrays = data_adapter.add_class_weight(arrays, class_weight)
         self._ensure_built(arrays["x"][:1])
@@ -130,6 +186,7 @@ class Loops:
         cbs = [*(callbacks or []), history]
         if verbose:
             cbs.append(ProgBar(verbose))
+        cbs.append(_KerasParams(verbose))  # last: the indices of checkpointed states stay put
         state, _ = training_lib.fit(
             self.state,
             arrays,
@@ -147,7 +204,6 @@ class Loops:
             **fit_kwargs,
         )
         self.state = state
-        history.params = {**history.params, "verbose": verbose}
         self.history = history
         return history
 
@@ -187,9 +243,9 @@ class Loops:
                 k.output_masked = "output_mask" in sown.get("intermediates", {})
         return k.output_masked
 
-    def _validation_arrays(self, data):
+    def _validation_arrays(self, data, steps=None):
         if data_adapter.is_batch_iterable(data):
-            return data_adapter.from_batches(data)[0]
+            return data_adapter.from_batches(data, steps)[0]
         if isinstance(data, tuple | list) and 2 <= len(data) <= 3:
             return data_adapter.from_arrays(*data)
         return data_adapter.from_arrays(data)
@@ -213,12 +269,18 @@ class Loops:
         return_dict=False,
     ):
         """Loss and metrics (Keras ``evaluate``): the loss alone without metrics,
-        else ``[loss, *metrics]``; a dict with ``return_dict=True``."""
+        else ``[loss, *metrics]``; a dict with ``return_dict=True``. ``steps``
+        evaluates the first that many batches only (of arrays too, as in Keras)."""
         self._require_compiled("evaluate")
-        arrays, bs, _ = data_adapter.prepare(x, y, sample_weight, None, steps, batch_size or 32)
+        batches = data_adapter.is_batch_iterable(x)
+        arrays, bs, _ = data_adapter.prepare(
+            x, y, sample_weight, None, steps if batches else None, batch_size or 32
+        )
+        if not batches:
+            arrays = _first_batches(arrays, steps, bs)
         self._ensure_built(arrays["x"][:1])
         arrays = self._masked_steps(arrays)
-        cbs = CallbackList(callbacks, model=self)
+        cbs = CallbackList(callbacks, model=self, params=_eval_params(verbose, arrays, bs))
         cbs.on_test_begin()
         logs = training_lib.evaluate(self.state, arrays, batch_size=bs, engine=self._keras.engine)
         if verbose:
@@ -248,15 +310,17 @@ class Loops:
 
         ``callbacks`` get ``on_predict_begin`` and ``on_predict_end``; there are no
         per-batch predict hooks (the batches run without a host sync). ``verbose``
-        is accepted for Keras scripts; predict prints nothing.
+        is accepted for Keras scripts; predict prints nothing. ``steps`` predicts
+        the first that many batches only (of arrays too, as in Keras).
         """
         if data_adapter.is_batch_iterable(x):
             arrays, bs = data_adapter.from_batches(x, steps)
             keep = arrays["mask"] > 0
         else:
-            arrays, bs, keep = data_adapter.from_arrays(x), batch_size or 32, None
+            bs, keep = batch_size or 32, None
+            arrays = _first_batches(data_adapter.from_arrays(x), steps, bs)
         self._ensure_built(arrays["x"][:1])
-        cbs = CallbackList(callbacks, model=self)
+        cbs = CallbackList(callbacks, model=self, params=_eval_params(verbose, arrays, bs))
         cbs.on_predict_begin()
         out = training_lib.predict(
             self._predict_state(),

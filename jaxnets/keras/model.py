@@ -94,21 +94,59 @@ class FacadeState:
         self.fit_calls = 0  # each fit call shuffles in a new order, as Keras does
         self.warned_save = False  # save() said once that compile() is not saved
         self.output_masked = None  # whether outputs carry an Embedding(mask_zero=True) mask
+        # A rate set through model.optimizer before the model is built: an optimizer
+        # state over no parameters holding it, until the real state is made.
+        self.opt_state_unbuilt = None
+        self.lr_schedule = None  # compile(learning_rate=<an Optax schedule>), for model.optimizer
+
+
+def _learning_rate_schedule(optimizer, optimizer_kwargs: dict):
+    """The Optax schedule given as ``compile``'s learning rate (keyword or in an optimizer
+    dict), or None for a number or an Optax transformation."""
+    options = dict(optimizer_kwargs)
+    if isinstance(optimizer, dict):
+        options = {**optimizer, **(optimizer.get("config") or {}), **options}
+    rate = options.get("learning_rate")
+    return rate if callable(rate) else None
 
 
 class OptimizerView:
-    """``model.optimizer``: the learning rate held in the optimizer state, as in Keras."""
+    """``model.optimizer``: the learning rate held in the optimizer state, as in Keras.
+
+    As in Keras it exists from ``compile`` on: before the model is built (no
+    optimizer state yet) it reads the rate from a state of the compiled
+    optimizer over no parameters (the hyperparameters do not depend on them),
+    and a rate set then is applied when the state is made.
+    """
 
     def __init__(self, model):
         self._model = model
 
+    def _opt_state(self):
+        if self._model.state is not None:
+            return self._model.state.opt_state
+        k = self._model._keras
+        if k.opt_state_unbuilt is not None:
+            return k.opt_state_unbuilt
+        return k.compile_kwargs["tx"].init({})
+
     @property
     def learning_rate(self) -> float:
-        return float(optim.get_hyperparam(self._model.state.opt_state, "learning_rate"))
+        """The rate of the next update (with a schedule, the schedule at the update count)."""
+        opt_state = self._opt_state()
+        schedule = self._model._keras.lr_schedule
+        count = optim.schedule_count(opt_state) if schedule is not None else None
+        if count is not None:
+            # The stored value is the last update's rate; Keras reports the next one's.
+            return float(schedule(count))
+        return float(optim.get_hyperparam(opt_state, "learning_rate"))
 
     @learning_rate.setter
     def learning_rate(self, value):
-        s = self._model.state
+        s, k = self._model.state, self._model._keras
+        if s is None:
+            k.opt_state_unbuilt = optim.set_hyperparam(self._opt_state(), "learning_rate", value)
+            return
         self._model.state = s.replace(
             opt_state=optim.set_hyperparam(s.opt_state, "learning_rate", value)
         )
@@ -196,7 +234,8 @@ class Model(Loops):
 
     @property
     def optimizer(self) -> OptimizerView | None:
-        return OptimizerView(self) if self.state is not None else None
+        """The compiled optimizer's view (``learning_rate``); None before ``compile``."""
+        return OptimizerView(self) if self.state is not None or self.compiled else None
 
     @property
     def built(self) -> bool:
@@ -283,6 +322,8 @@ class Model(Loops):
         )
         eager = run_eagerly or not jit or jit_compile is False
         self._keras.engine = EagerEngine() if eager else default_engine()
+        self._keras.opt_state_unbuilt = None  # a new optimizer: a rate set before is gone
+        self._keras.lr_schedule = _learning_rate_schedule(optimizer, optimizer_kwargs)
         self._keras.compile_kwargs = {
             "tx": tx,
             "loss": loss_obj,
@@ -342,13 +383,18 @@ class Model(Loops):
             metrics=kw["metrics"],
             seed=k.seed,
         )
-        if k.variables is None:
-            k.state = state
-            return
-        variables = dict(k.variables)
-        params = variables.pop("params", {})
-        k.state = state.replace(params=params, model_state=variables, opt_state=tx.init(params))
-        k.variables = None
+        if k.variables is not None:
+            variables = dict(k.variables)
+            params = variables.pop("params", {})
+            state = state.replace(params=params, model_state=variables, opt_state=tx.init(params))
+            k.variables = None
+        if k.opt_state_unbuilt is not None:  # model.optimizer.learning_rate set before the build
+            lr = optim.get_hyperparam(k.opt_state_unbuilt, "learning_rate")
+            state = state.replace(
+                opt_state=optim.set_hyperparam(state.opt_state, "learning_rate", lr)
+            )
+            k.opt_state_unbuilt = None
+        k.state = state
 
     def _require_compiled(self, what: str):
         if not self.compiled:
