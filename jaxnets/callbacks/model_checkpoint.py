@@ -75,6 +75,8 @@ class ModelCheckpoint(Callback):
         self.save_best_only = save_best_only
         self.save_weights_only = save_weights_only
         self.save_freq = save_freq
+        if mode not in ("auto", "min", "max"):  # checked even when no monitor is compared
+            raise ConfigError(f"ModelCheckpoint mode must be 'auto', 'min' or 'max', got {mode!r}.")
         self.mode = resolve_mode(monitor, mode, "ModelCheckpoint") if save_best_only else mode
         if initial_value_threshold is not None:
             self.best = float(initial_value_threshold)
@@ -83,13 +85,18 @@ class ModelCheckpoint(Callback):
         self._current_epoch = 0
         self._batches_since_save = 0
         self._steps_seen = 0  # steps of the current epoch already counted
+        self._resumed_epoch = None  # set_state's epoch: its step count carries on
 
     def _is_improvement(self, current) -> bool:
         return current < self.best if self.mode == "min" else current > self.best
 
     def on_epoch_begin(self, epoch, logs=None):
+        # A run resumed mid-epoch begins that epoch again at a later step: the
+        # steps counted before the checkpoint stay counted.
+        if epoch != self._resumed_epoch:
+            self._steps_seen = 0
+        self._resumed_epoch = None
         self._current_epoch = epoch
-        self._steps_seen = 0
 
     def on_train_batch_end(self, batch, logs=None):
         if self.save_freq == "epoch":
@@ -112,6 +119,13 @@ class ModelCheckpoint(Callback):
         current = (logs or {}).get(self.monitor)
         if current is None:
             warnings.warn(f"Can save best model only with {self.monitor} available.", stacklevel=3)
+            return True
+        if np.ndim(current):  # a per-class metric: Keras saves, as without save_best_only
+            warnings.warn(
+                f"Can save best model only when `monitor` is a scalar value. Received: "
+                f"{self.monitor}={current}. Falling back to `save_best_only=False`.",
+                stacklevel=3,
+            )
             return True
         current = float(current)
         if self._is_improvement(current):
@@ -151,7 +165,19 @@ class ModelCheckpoint(Callback):
             saving.save_state(self.model.state, path, weights_only=False)
 
     def get_state(self) -> dict:
-        return {"best": float(self.best)}
+        if self.save_freq == "epoch":
+            return {"best": float(self.best)}
+        # The step counts too: a resumed run saves at the steps an uninterrupted one would.
+        return {
+            "best": float(self.best),
+            "batches_since_save": self._batches_since_save,
+            "epoch": self._current_epoch,
+            "steps_seen": self._steps_seen,
+        }
 
     def set_state(self, state: dict):
         self.best = float(state["best"])
+        self._batches_since_save = int(state.get("batches_since_save", 0))
+        if "epoch" in state:  # saved with save_freq=<steps>
+            self._current_epoch = self._resumed_epoch = int(state["epoch"])
+            self._steps_seen = int(state["steps_seen"])

@@ -205,6 +205,8 @@ class RunState:
       data: the data order: ``seed``, ``shuffle``, ``batch_size``, ``num_examples``.
       stopped: whether a callback had stopped training.
       metrics: the monitored metric saved with the step (may be empty).
+      skipped_at_epoch_start: for a mid-epoch step, the count of skipped updates
+        when its epoch began (None otherwise, and in older checkpoints).
 
     Example:
       >>> import tempfile, jax.numpy as jnp, flax.linen as nn
@@ -228,6 +230,7 @@ class RunState:
     data: dict
     stopped: bool
     metrics: dict
+    skipped_at_epoch_start: int | None = None
 
     def apply_callback_states(self, callbacks):
         """Calls ``set_state`` on each callback saved under the same index and class."""

@@ -77,6 +77,9 @@ def _meta_problem(meta: dict) -> str | None:
         value = meta.get(key)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             return f"entry {key!r} is {type(value).__name__}, expected {kind.__name__}"
+    skipped = meta.get("skipped_at_epoch_start")  # absent in older checkpoints
+    if skipped is not None and (not isinstance(skipped, int) or isinstance(skipped, bool)):
+        return f"entry 'skipped_at_epoch_start' is {type(skipped).__name__}, expected int"
     try:
         for key in ("data", "history", "callbacks"):
             codec.decode_json(meta[key])
@@ -199,6 +202,7 @@ class CheckpointManager:
         sums=None,
         data: dict | None = None,
         stopped: bool = False,
+        skipped_at_epoch_start: int | None = None,
     ) -> int:
         """Saves ``state`` and the run's position as step ``state.step``; returns the step.
 
@@ -211,6 +215,8 @@ class CheckpointManager:
           sums: a half-done epoch's metric sums (a pytree of arrays).
           data: the data order (seed, shuffle, batch size, row count).
           stopped: a callback stopped training.
+          skipped_at_epoch_start: with a mid-epoch step, the count of skipped
+            updates when that epoch began (the epoch's ``skipped`` log counts from it).
         """
         if self.read_only:
             raise CheckpointError(f"{self.directory} was opened read-only.")
@@ -230,6 +236,9 @@ class CheckpointManager:
             "epoch": int(epoch),
             "step_in_epoch": int(step_in_epoch),
             "stopped": bool(stopped),
+            "skipped_at_epoch_start": (
+                None if skipped_at_epoch_start is None else int(skipped_at_epoch_start)
+            ),
             "data": codec.encode_json(data or {}, "data"),
             "history": codec.encode_json(history or {}, "history"),
             "callbacks": codec.callback_states(callbacks),
@@ -405,6 +414,7 @@ class CheckpointManager:
             data=codec.decode_json(meta["data"]),
             stopped=meta["stopped"],
             metrics=self._mngr.metrics(step) or {},
+            skipped_at_epoch_start=meta.get("skipped_at_epoch_start"),
         )
 
 

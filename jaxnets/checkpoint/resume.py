@@ -63,6 +63,8 @@ class FitCheckpointer:
         self.position = 0  # steps done in the current epoch
         self.deferred = False  # a save fell due on an epoch's last step
         self.last_saved: int | None = None
+        self.skipped_at_epoch_start = 0  # skipped updates when the current epoch began
+        self._resumed_skipped: int | None = None
 
     def resume(self, state, callbacks, initial_epoch: int, initial_step: int, history):
         """Returns ``(state, initial_epoch, initial_step, history)``, from the checkpoint if any.
@@ -76,6 +78,8 @@ class FitCheckpointer:
             self.run, self.last_saved = run, run.step
             state, initial_epoch, initial_step = run.state, run.epoch, run.step_in_epoch
             history = run.history
+            if run.step_in_epoch:
+                self._resumed_skipped = run.skipped_at_epoch_start
             if run.stopped:
                 initial_epoch = 2**31 - 1
             if self.verbose:
@@ -99,6 +103,25 @@ class FitCheckpointer:
         """Restores callback state; call after ``on_train_begin`` (which may reset it)."""
         if self.run is not None:
             self.run.apply_callback_states(callbacks)
+
+    def epoch_begin(self, skipped: int) -> int:
+        """The count of skipped updates at the start of the epoch beginning now.
+
+        ``skipped`` is the count now; an epoch resumed mid-way began before the
+        checkpoint, so the count saved then is returned instead, and the
+        resumed epoch's ``skipped`` log counts its first part too.
+
+        Example:
+          >>> import tempfile
+          >>> with tempfile.TemporaryDirectory() as tmp:
+          ...     ckpt = FitCheckpointer(tmp, data={})
+          ...     ckpt.epoch_begin(3)
+          ...     ckpt.close()
+          3
+        """
+        saved, self._resumed_skipped = self._resumed_skipped, None
+        self.skipped_at_epoch_start = skipped if saved is None else saved
+        return self.skipped_at_epoch_start
 
     def initial_sums(self, zeros):
         """The resumed epoch's running metric sums shaped like ``zeros`` (once), else None."""
@@ -146,6 +169,7 @@ class FitCheckpointer:
             sums=sums,
             data=self.data,
             stopped=stopped,
+            skipped_at_epoch_start=self.skipped_at_epoch_start if step_in_epoch else None,
         )
         self.last_saved = self.host_step
 

@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 
 from jaxnets.checkpoint.manager import CheckpointManager
 from jaxnets.checkpoint.resume import CHECKPOINT_DIR
@@ -166,6 +167,17 @@ def rename_path(path: str, rules) -> str | None:
     return path
 
 
+def _private_copy(x) -> jax.Array:
+    """A device array that shares no buffer with ``x``.
+
+    ``fit`` donates the state it trains: had the new state aliased a source
+    `TrainState`'s arrays, training it would delete the source model's.
+    """
+    if isinstance(x, jax.Array):
+        return jnp.array(x, copy=True)
+    return jax.device_put(x)
+
+
 def load_pretrained(
     state,
     source,
@@ -225,7 +237,7 @@ def load_pretrained(
         if spec(x) != spec(target[path]):
             report.skipped.append(f"{path}: saved {describe(x)}, expected {describe(target[path])}")
             continue
-        values[path] = jax.device_put(x)
+        values[path] = _private_copy(x)
         report.loaded.append(path)
     if not report.loaded:
         raise CheckpointError(

@@ -7,6 +7,9 @@ A saved model is a directory::
     variables/       parameters and other collections (Orbax StandardCheckpointer)
     train_state/     optimizer state, step, PRNG key data, skip count (if compiled)
 
+A save is written into a new sibling folder that then replaces ``path``, so a
+save that fails or is killed half-way leaves the previous one whole.
+
 Loading rebuilds the module from registered classes only, builds it for the
 saved input, compiles it with the saved arguments (when they were plain names
 and numbers) and restores the arrays into that structure, so predictions and
@@ -32,14 +35,17 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import uuid
 import warnings
 
 import jax
 
 from jaxnets import validation
+from jaxnets.checkpoint.structure import check_compatible
 from jaxnets.errors import CheckpointError, ConfigError, FormatError, JaxnetsError
 from jaxnets.keras import serialization
 
@@ -54,7 +60,8 @@ def _ocp():
     return ocp
 
 
-def _prepare_dir(path: str, overwrite: bool) -> str:
+def _check_target(path: str, overwrite: bool) -> str:
+    """The absolute ``path``, after checking that a save may replace what is there."""
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path):
         if not os.path.isdir(path):
@@ -68,9 +75,33 @@ def _prepare_dir(path: str, overwrite: bool) -> str:
                 )
             if not overwrite:
                 raise ConfigError(f"{path} already holds a saved model; pass overwrite=True.")
-            shutil.rmtree(path)
-    os.makedirs(path, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def _new_save(path, overwrite: bool):
+    """Yields a fresh sibling folder to write into; once written, it replaces ``path``.
+
+    A save that fails or is killed half-way leaves the previous save at ``path``
+    whole: ``ModelCheckpoint`` overwrites its best model every time it improves,
+    and the old one must stay loadable until the new one is complete.
+    """
+    path = _check_target(path, overwrite)
+    parent, name = os.path.split(path)
+    tmp = os.path.join(parent, f".{name}.saving-{uuid.uuid4().hex[:12]}")
+    os.makedirs(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if os.path.exists(path):
+        old = f"{tmp}.old"
+        os.rename(path, old)
+        os.rename(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, path)
 
 
 def _write_tree(path: str, tree):
@@ -87,12 +118,35 @@ def _read_tree(path: str, target):
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     try:
         with ocp.StandardCheckpointer() as ckptr:
+            _check_fits(path, _saved_specs(ckptr, path), abstract)
             return ckptr.restore(path, abstract)
+    except CheckpointError:
+        raise
     except Exception as e:  # Orbax raises many types for a tree that does not fit
         raise CheckpointError(
             f"cannot restore {path} into this model ({type(e).__name__}: {e}); was it saved "
             "from the same architecture?"
         ) from e
+
+
+def _saved_specs(ckptr, path: str):
+    """The saved tree's array metadata (shapes and dtypes), read without the data."""
+    try:
+        meta = ckptr.metadata(path)
+    except Exception as e:  # Orbax raises many types for a damaged folder
+        raise CheckpointError(f"cannot read {path} ({type(e).__name__}: {e}).") from e
+    meta = getattr(meta, "item_metadata", meta)
+    return getattr(meta, "tree", meta)
+
+
+def _check_fits(path: str, saved, target):
+    """One error listing every missing, unexpected and mis-shaped variable (before reading)."""
+    check_compatible(
+        saved,
+        target,
+        what=path,
+        hint="Build the model exactly as the saved one (same layers, units and input shape).",
+    )
 
 
 def _train_tree(state) -> dict:
@@ -121,25 +175,26 @@ def save_model(model, path, overwrite: bool = True):
             stacklevel=3,
         )
     variables = model._variables()
-    path = _prepare_dir(path, overwrite)
     shape, dtype = model._keras.input_spec
     from jaxnets.keras.sequential import Sequential
 
-    _write_json(
-        os.path.join(path, "model.json"),
-        {
-            "format": MODEL_FORMAT,
-            "facade": "Sequential" if isinstance(model, Sequential) else "Model",
-            "name": model.name,
-            "seed": model.seed,
-            "input": {"shape": list(shape), "dtype": dtype},
-            "module": arch,
-            "compile": model._keras.compile_config,
-        },
-    )
-    _write_tree(os.path.join(path, "variables"), variables)
-    if model.state is not None:
-        _write_tree(os.path.join(path, "train_state"), _train_tree(model.state))
+    meta = {
+        "format": MODEL_FORMAT,
+        "facade": "Sequential" if isinstance(model, Sequential) else "Model",
+        "name": model.name,
+        "seed": model.seed,
+        "input": {"shape": list(shape), "dtype": dtype},
+        "module": arch,
+        "compile": model._keras.compile_config,
+        # Each fit call shuffles in the order of its index (`Loops._shuffle_seed`):
+        # a loaded model's next fit must draw the order the saved one's would.
+        "fit_calls": model._keras.fit_calls,
+    }
+    with _new_save(path, overwrite) as folder:
+        _write_json(os.path.join(folder, "model.json"), meta)
+        _write_tree(os.path.join(folder, "variables"), variables)
+        if model.state is not None:
+            _write_tree(os.path.join(folder, "train_state"), _train_tree(model.state))
 
 
 def _read_meta(path: str, name: str, fmt: str) -> dict:
@@ -155,6 +210,12 @@ def _read_meta(path: str, name: str, fmt: str) -> dict:
         got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise FormatError(f"{file} has format {got!r}; expected {fmt!r}.")
     return meta
+
+
+def _count(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise FormatError(f"{name} must be a non-negative int, got {value!r}.")
+    return value
 
 
 def load_model(path, custom_objects=None, compile: bool = True):
@@ -199,6 +260,7 @@ def load_model(path, custom_objects=None, compile: bool = True):
         validation.check_model_size(module, shape, dtype, where=f"{path}/model.json")
         model = module if facade == "Sequential" else Model(module, name=meta.get("name"))
         model.seed = int(meta.get("seed", 0))
+        model._keras.fit_calls = _count(meta.get("fit_calls", 0), "fit_calls")
         config = meta.get("compile")
         if compile and config:  # compiling first lets build initialise once
             model.compile(
@@ -234,9 +296,9 @@ def load_model(path, custom_objects=None, compile: bool = True):
 def save_weights(model, path, overwrite: bool = True):
     """Writes only the variables of ``model`` to the directory ``path``."""
     variables = model._variables()
-    path = _prepare_dir(path, overwrite)
-    _write_json(os.path.join(path, "weights.json"), {"format": WEIGHTS_FORMAT})
-    _write_tree(os.path.join(path, "variables"), variables)
+    with _new_save(path, overwrite) as folder:
+        _write_json(os.path.join(folder, "weights.json"), {"format": WEIGHTS_FORMAT})
+        _write_tree(os.path.join(folder, "variables"), variables)
 
 
 def load_weights(model, path):
@@ -249,8 +311,8 @@ def load_weights(model, path):
 
 def save_state(state, path, weights_only: bool = False, overwrite: bool = True):
     """Saves a bare `TrainState`'s arrays (what `ModelCheckpoint` does outside ``Model.fit``)."""
-    path = _prepare_dir(path, overwrite)
-    _write_json(os.path.join(path, "weights.json"), {"format": WEIGHTS_FORMAT})
-    _write_tree(os.path.join(path, "variables"), state.variables)
-    if not weights_only:
-        _write_tree(os.path.join(path, "train_state"), _train_tree(state))
+    with _new_save(path, overwrite) as folder:
+        _write_json(os.path.join(folder, "weights.json"), {"format": WEIGHTS_FORMAT})
+        _write_tree(os.path.join(folder, "variables"), state.variables)
+        if not weights_only:
+            _write_tree(os.path.join(folder, "train_state"), _train_tree(state))
