@@ -239,10 +239,6 @@ def test_a_resumed_epoch_counts_the_updates_skipped_before_its_checkpoint(tmp_pa
     assert resumed["skipped"] == reference["skipped"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs EarlyStopping.get_state/set_state to carry best_weights (patch proposed)",
-)
 def test_restore_best_weights_survives_a_resume(tmp_path):
     # EarlyStopping(restore_best_weights=True) kept its best weights out of its
     # checkpointed state: the resumed run snapshotted the weights of its first

@@ -147,15 +147,21 @@ class EarlyStopping(Callback):
             restore(self.model, self.best_weights)
 
     def get_state(self) -> dict:
-        return {
+        state = {
             "wait": self.wait,
             "stopped_epoch": self.stopped_epoch,
             "best": self.best,
             "best_epoch": self.best_epoch,
         }
+        if self.best_weights is not None:  # a resumed run must end on the same weights
+            state["best_weights"] = list(self.best_weights)
+        return state
 
     def set_state(self, state: dict):
         self.wait = int(state["wait"])
         self.stopped_epoch = int(state["stopped_epoch"])
         self.best = float(state["best"])
         self.best_epoch = int(state["best_epoch"])
+        if "best_weights" in state:
+            # Host arrays from the checkpoint; `restore` places them like the model's.
+            self.best_weights = tuple(state["best_weights"])

@@ -70,8 +70,17 @@ def snapshot(state):
 
 
 def restore(model, snap):
-    """Puts variables taken with `snapshot` back into ``model.state``."""
-    params, model_state = snap
+    """Puts variables taken with `snapshot` back into ``model.state``.
+
+    Host arrays (a snapshot restored from a checkpoint) are placed with each
+    current variable's dtype and sharding, so a multi-device state stays so.
+    """
+    current = (model.state.params, model.state.model_state)
+    params, model_state = jax.tree.map(
+        lambda saved, now: jax.device_put(jnp.asarray(saved, now.dtype), now.sharding),
+        tuple(snap),
+        current,
+    )
     model.state = model.state.replace(params=params, model_state=model_state)
 
 
