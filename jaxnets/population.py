@@ -45,10 +45,11 @@ from jaxnets import compile as compile_lib
 from jaxnets import cpu_batched_dots, optim, validation
 from jaxnets import metrics as metrics_lib
 from jaxnets.callbacks import monitor as monitor_lib
+from jaxnets.data.batching import padding_row
 from jaxnets.errors import ConfigError
 from jaxnets.layers import hyperparams
 from jaxnets.training import fused
-from jaxnets.training.engine import default_engine
+from jaxnets.training.engine import LocalEngine, default_engine
 from jaxnets.training.loop import as_arrays
 from jaxnets.training.state import TrainState, set_model_hyperparam
 
@@ -306,6 +307,22 @@ class Population:
         return rows
 
 
+def _check_monitor_logged(monitor: str, patience, zeros: dict, has_validation: bool) -> None:
+    """`ConfigError` before training if early stopping watches a name no epoch logs.
+
+    The logs hold the metric sums' names (and ``val_`` ones with validation
+    data); an unlogged ``monitor`` (``"acc"`` for ``"accuracy"``, ``val_loss``
+    without validation data) would never stop a member, silently.
+    """
+    if patience is None:
+        return
+    logged = sorted(zeros) + (sorted(f"val_{k}" for k in zeros) if has_validation else [])
+    if monitor not in logged:
+        raise ConfigError(
+            f"early stopping monitors {monitor!r}, which no epoch logs; logged: {logged}."
+        )
+
+
 def _member_hparams(hparams: Mapping | None, n: int) -> list[dict]:
     rows = [{} for _ in range(n)]
     for name, values in (hparams or {}).items():
@@ -334,6 +351,7 @@ def fit_population(
     mode: str = "auto",
     verbose: int = 1,
     engine=None,
+    allow_nonfinite: bool = False,
 ) -> Population:
     """Trains N members at once; member ``i`` equals ``fit(member_i, data, seed=seeds[i])``.
 
@@ -359,6 +377,8 @@ def fit_population(
       engine: the single-device `jaxnets.training.LocalEngine` to run on
         (default `jaxnets.training.default_engine`); other engines raise
         ``ConfigError``, as the population epoch is fused on one device.
+      allow_nonfinite: let NaN/Inf inputs through instead of raising a
+        `DataError`, as in `fit`: each member skips those updates and counts them.
 
     Returns:
       A `Population`: the stacked member states, each member's history,
@@ -378,6 +398,9 @@ def fit_population(
       >>> [int(step) for step in pop.states.step]  # each member: 2 epochs of 4 steps
       [8, 8, 8]
     """
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
     states = None if callable(make_state) else list(make_state)
     n = n or (len(seeds) if seeds is not None else len(states or []))
     seeds = list(range(n)) if seeds is None else [int(s) for s in seeds]
@@ -387,9 +410,12 @@ def fit_population(
     # The checks and casts of `fit`, before anything is traced: out-of-range
     # labels would otherwise train silently to NaN, a wrong feature count fail
     # inside Flax.
-    arrays = validation.check_inputs(states[0], as_arrays(data))
+    check = lambda d: validation.check_inputs(
+        states[0], as_arrays(d), allow_nonfinite=allow_nonfinite
+    )
+    arrays = check(data)
     if validation_data is not None:
-        validation_data = validation.check_inputs(states[0], as_arrays(validation_data))
+        validation_data = check(validation_data)
     monitor = monitor or ("val_loss" if validation_data is not None else "loss")
     sign = 1.0 if _mode(monitor, mode) == "min" else -1.0
     member_hp = _member_hparams(hparams, n)
@@ -401,15 +427,22 @@ def fit_population(
                 opt_state = optim.set_hyperparam(states[i].opt_state, name, value)
                 states[i] = states[i].replace(opt_state=opt_state)
     engine = engine or default_engine()
+    if type(engine) is not LocalEngine:  # check_fuse's advice (drop fuse=) does not apply here
+        raise ConfigError(
+            f"a population's epoch is fused on one device: engine= must be the single-device "
+            f"LocalEngine (or None), got {type(engine).__name__}."
+        )
     compile_lib.ensure_default_cache()
-    fused.check_fuse("epoch", None, engine, arrays)
     stacked = engine.place_state(stack_states(states))
     count = len(arrays["x"])
     data_dev = engine.place_state(arrays)
-    plan0 = fused.epoch_plan(count, batch_size, None, 0)
+    # Padding repeats a finite row, as in `fit` (`jaxnets.data.batching.padding_row`).
+    pad = padding_row(arrays) if count % batch_size else 0
+    plan0 = fused.epoch_plan(count, batch_size, None, 0, pad)
     valid = engine.place_state(plan0["valid"])
     row = engine.place_state({k: v for k, v in plan0.items()})
     zeros = fused.zero_sums(states[0], data_dev, row)
+    _check_monitor_logged(monitor, patience, zeros, validation_data is not None)
     report = compile_lib.CompileReport(params=compile_lib.param_count(states[0].params))
     show = (lambda p: fused.print_report(report)) if verbose else None
     run = compile_lib.GuardedStep(
@@ -439,7 +472,9 @@ def fit_population(
     if validation_data is not None:
         varrays = as_arrays(validation_data)
         vdata = engine.place_state(varrays)
-        vplan = engine.place_state(fused.epoch_plan(len(varrays["x"]), batch_size, None, 0))
+        vcount = len(varrays["x"])
+        vpad = padding_row(varrays) if vcount % batch_size else 0
+        vplan = engine.place_state(fused.epoch_plan(vcount, batch_size, None, 0, vpad))
         vzeros = fused.zero_sums(states[0], vdata, vplan)
         val = (engine.compile(population_eval), vdata, vplan, vzeros)
     best, wait = np.full(n, np.inf), np.zeros(n, int)
@@ -472,7 +507,9 @@ def fit_population(
             print(f"Epoch {epoch + 1}/{epochs} - {int(active.sum())}/{n} active{best_now}")
 
     def epoch_index(epoch):
-        orders = [fused.epoch_plan(count, batch_size, s if shuffle else None, epoch) for s in seeds]
+        orders = [
+            fused.epoch_plan(count, batch_size, s if shuffle else None, epoch, pad) for s in seeds
+        ]
         return engine.place_state(np.stack([p["index"] for p in orders]))
 
     # Without early stopping or printing, nothing needs an epoch's metrics before the

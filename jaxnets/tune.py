@@ -182,6 +182,7 @@ def search(
     patience: int | None = None,
     seed: int = 0,
     verbose: int = 1,
+    allow_nonfinite: bool = False,
 ) -> Results:
     """Random or grid search, each generation of ``population`` trials as one population.
 
@@ -201,6 +202,7 @@ def search(
         runs every combination instead.
       verbose: 0 silent; 1 one line per generation; 2 also `fit_population`'s
         output for each generation (its ``verbose`` is ``verbose - 1``).
+      allow_nonfinite: let NaN/Inf inputs through, as in `fit_population`.
 
     With ``patience``, each trial stops early when ``metric`` (the quantity that
     ranks the trials) stops improving, by Keras's rules for its name.
@@ -232,7 +234,7 @@ def search(
         pop = fit_population(
             make_state, data, seeds=seeds, hparams=hp, epochs=epochs, batch_size=batch_size,
             validation_data=validation_data, patience=patience, monitor=metric,
-            mode=mode or "auto", verbose=max(0, verbose - 1),
+            mode=mode or "auto", verbose=max(0, verbose - 1), allow_nonfinite=allow_nonfinite,
         )  # fmt: skip
         metric = metric or pop.monitor
         mode = _mode(metric, mode)

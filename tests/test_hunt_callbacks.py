@@ -305,3 +305,31 @@ def test_evaluate_and_predict_steps_take_the_first_batches_of_arrays():
     np.testing.assert_array_equal(out, model.predict(x[:16], batch_size=8, verbose=0))
     with pytest.raises(jaxnets.errors.ConfigError, match="steps must be a positive integer"):
         model.predict(x, steps=0, verbose=0)
+
+
+def test_fit_calls_the_test_hooks_around_each_epochs_validation():
+    # Keras 3 calls on_test_begin / on_test_end (with the validation metrics, no
+    # val_ prefix) around each epoch's validation, before on_epoch_end.
+    from jaxnets.training import fit
+
+    class Record(Callback):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def on_test_begin(self, logs=None):
+            self.calls.append("test_begin")
+
+        def on_test_end(self, logs=None):
+            self.calls.append(("test_end", sorted(logs)))
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.calls.append("epoch_end")
+
+    x, y = _xy()
+    state = create_train_state(nn.Dense(2), "sgd", x[:1], learning_rate=0.1)
+    rec = Record()
+    fit(state, (x, y[:, 0].astype(np.int32)), epochs=2, batch_size=8, verbose=0,
+        validation_data=(x[:6], y[:6, 0].astype(np.int32)), callbacks=[rec])  # fmt: skip
+    one = ["test_begin", ("test_end", ["accuracy", "loss"]), "epoch_end"]
+    assert rec.calls == one + one

@@ -215,10 +215,6 @@ def test_a_mid_epoch_checkpoint_keeps_the_epochs_starting_skip_count(tmp_path):
     again.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs jaxnets/training/loop.py to call FitCheckpointer.epoch_begin (patch proposed)",
-)
 def test_a_resumed_epoch_counts_the_updates_skipped_before_its_checkpoint(tmp_path):
     # Row 0 holds a NaN: the first batch of every epoch skips its update. Killed
     # after step 7 and resumed from step 6 (epoch 2, batch 1), the resumed run

@@ -335,7 +335,7 @@ def test_unknown_names_list_the_valid_ones(call, match):
 
 def test_bad_arguments_get_clear_errors():
     x, y = _data()
-    with pytest.raises(ConfigError, match="learning_rate must be a number > 0"):
+    with pytest.raises(ConfigError, match="learning_rate must be a number >= 0"):
         create_train_state(nn.Dense(3), "adam", x[:1], learning_rate=-1.0)
     state = create_train_state(nn.Dense(3), "adam", x[:1])
     with pytest.raises(ConfigError, match="epochs must be a positive integer, got 0"):

@@ -1,8 +1,9 @@
 """Fixed-size, resumable minibatches of dicts of numpy arrays.
 
 Every batch has exactly ``batch_size`` rows, so a jit-compiled step compiles
-once: the last partial batch is padded by repeating row 0 and its padding rows
-get ``mask == 0``. The shuffle of epoch ``e`` is
+once: the last partial batch is padded by repeating a real row (row 0, or the
+first all-finite row when row 0 holds NaN or Inf: see `padding_row`) and its
+padding rows get ``mask == 0``. The shuffle of epoch ``e`` is
 ``np.random.default_rng([shuffle_seed, e]).permutation(n)``, a pure function of
 ``(shuffle_seed, e)``, so a run restarted at ``(epoch, start_step)`` sees the
 very batches it would have seen.
@@ -71,8 +72,40 @@ def _check_arrays(arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarra
     return out, n
 
 
+def padding_row(arrays: Mapping[str, np.ndarray]) -> int:
+    """The row that padding repeats: row 0, or the first row whose floats are all finite.
+
+    Padding rows are masked out of losses and metrics, but a masked NaN still
+    poisons them (``NaN * 0`` is NaN, in the loss and in its gradient), so a
+    non-finite row 0 (data passed with ``allow_nonfinite=True``) must not be
+    copied into the padding of other batches. Only when row 0 is not finite
+    are the other rows scanned; with no finite row at all, row 0 is used.
+
+    Args:
+      arrays: a dict of arrays with equal row counts (axis 0), at least one row.
+
+    Returns:
+      The row index, an int.
+
+    Example:
+      >>> x = np.array([[np.nan, 1.0], [np.inf, 2.0], [3.0, 4.0]])
+      >>> padding_row({"x": x, "y": np.arange(3)}), padding_row({"x": x[2:]})
+      (2, 0)
+    """
+    floats = [
+        np.asarray(v) for v in arrays.values() if np.issubdtype(np.asarray(v).dtype, np.inexact)
+    ]
+    if all(np.isfinite(v[:1]).all() for v in floats):
+        return 0
+    n = len(floats[0])
+    finite = np.ones(n, bool)
+    for v in floats:
+        finite &= np.isfinite(v.reshape(n, -1)).all(axis=1)
+    return int(np.argmax(finite)) if finite.any() else 0
+
+
 def pad_to(arrays, size: int):
-    """Pads rows up to ``size`` by repeating row 0.
+    """Pads rows up to ``size`` by repeating row 0 (or the first finite row: `padding_row`).
 
     A dict gets a float32 ``mask`` (1.0 real, 0.0 padding; multiplied into an
     existing ``mask``) and padded ``weight`` rows set to 0. A single array is
@@ -96,7 +129,8 @@ def pad_to(arrays, size: int):
     arrays, n = _check_arrays(arrays)
     if n == 0 or size < n:
         raise ShapeError(f"cannot pad {n} rows to {size}; need 1 <= rows <= size.")
-    index = np.concatenate([np.arange(n), np.zeros(size - n, dtype=np.int64)])
+    pad = np.full(size - n, padding_row(arrays), dtype=np.int64)
+    index = np.concatenate([np.arange(n), pad])
     valid = (np.arange(size) < n).astype(np.float32)
     return _take(arrays, index, valid)
 
@@ -172,13 +206,39 @@ def iterate_batches(
     if isinstance(start_step, bool) or not 0 <= start_step <= steps:
         raise ConfigError(f"start_step must lie in [0, {steps}] for {n} rows, got {start_step}.")
     order = epoch_order(n, shuffle_seed, epoch)
+    pad = padding_row(arrays) if n % batch_size and not drop_remainder else 0
     for step in range(start_step, steps):
         index = order[step * batch_size : (step + 1) * batch_size]
         real = len(index)
         if real < batch_size:
-            index = np.concatenate([index, np.zeros(batch_size - real, dtype=index.dtype)])
+            index = np.concatenate([index, np.full(batch_size - real, pad, dtype=index.dtype)])
         valid = (np.arange(batch_size) < real).astype(np.float32)
         yield _take(arrays, index, valid)
+
+
+def mask_extents(x_mask) -> np.ndarray:
+    """Per row, the steps a bucket must keep: one past the last valid step of ``x_mask``.
+
+    Not the count of valid steps: a sequence padded at the front
+    (``pad_sequences(padding="pre")``) or with gaps keeps its valid steps at the
+    end, and cutting it to its count would keep only padding. A row with no
+    valid step gets 0.
+
+    Args:
+      x_mask: ``(n, T)`` mask of the valid steps (bool, or numbers where nonzero is valid).
+
+    Returns:
+      An int array ``(n,)``.
+
+    Example:
+      >>> mask_extents(np.array([[1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 0]])).tolist()
+      [2, 4, 0]
+    """
+    valid = np.asarray(x_mask).astype(bool)
+    if valid.ndim != 2:
+        raise ShapeError(f"x_mask must have shape (n, T), got {valid.shape}.")
+    last = valid.shape[1] - np.argmax(valid[:, ::-1], axis=1)
+    return np.where(valid.any(axis=1), last, 0)
 
 
 def bucket_by_length(lengths: Sequence[int], boundaries: Sequence[int]) -> dict[int, np.ndarray]:
@@ -232,7 +292,7 @@ def iterate_bucketed(
       lengths: the length of each example (one per row), used to bucket it.
       boundaries: increasing bucket lengths, as in `bucket_by_length`.
       batch_size: rows per batch; a bucket's last partial batch is padded
-        (`pad_to`: row 0 repeated, ``mask`` 0.0), never dropped.
+        (`pad_to`: a real row repeated, ``mask`` 0.0), never dropped.
       shuffle_seed: None keeps each bucket's rows in order and the buckets
         shortest first; an int shuffles the rows within each bucket and the
         order of all batches, as a function of ``(shuffle_seed, epoch)``.

@@ -14,6 +14,11 @@ global one), but wrong in two cases handled here:
   out ``(K, B/K, ...)`` and scanned with ``lax.scan``; each microbatch's
   gradient is that of its share of the full batch's loss, so their sum is
   exactly the full-batch gradient.
+* a per-step loss of sequences ``(B, T)`` with an ``x_mask`` weighs every
+  valid step of the batch the same (`jaxnets.training.step.per_example_loss`
+  scales each row by the batch's real rows over its valid steps); a slice or
+  a microbatch takes that ratio from the whole batch (`step_totals`), not from
+  its own rows, else the steps of a slice with fewer valid steps would weigh more.
 
 Microbatch ``k`` holds rows ``k, k + K, k + 2K, ...``, so with the batch split
 over devices every device keeps its own rows (no data moves between devices)
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxnets import metrics as metrics_lib
@@ -51,18 +57,63 @@ from jaxnets.training.step import (
     eval_step,
     loss_and_updates,
     metric_sums,
+    penalty,
+    per_example_loss,
     predict_step,
 )
 
 
-def global_objective(params, state: TrainState, batch: dict, key, count):
+def step_totals(batch: dict, axis_name: str | None = None):
+    """``(real rows, valid steps of the real rows)`` of the whole batch, or None without ``x_mask``.
+
+    Summed over ``axis_name`` under ``pmap``; computed before a batch is split
+    into microbatches, so every slice scales its per-step losses alike.
+
+    Example:
+      >>> import numpy as np
+      >>> batch = {"mask": np.array([1.0, 1.0, 0.0]), "x_mask": np.array([[1, 0], [1, 1], [1, 1]])}
+      >>> [float(t) for t in step_totals(batch)]  # the padding row's steps do not count
+      [2.0, 3.0]
+    """
+    x_mask = batch.get("x_mask")
+    if x_mask is None or x_mask.ndim != 2:
+        return None
+    real = batch["mask"].astype(jnp.float32)
+    valid = jnp.sum(x_mask.astype(jnp.float32), axis=-1)
+    totals = (jnp.sum(real), jnp.sum(valid * real))
+    return totals if axis_name is None else lax.psum(totals, axis_name)
+
+
+def globally_weighted(state: TrainState, outputs, batch: dict, per_example, totals):
+    """``per_example`` with a per-step loss weighted by the whole batch's ``totals``.
+
+    `per_example_loss` gives each row ``row_mean * valid * R / V`` with ``R``
+    real rows and ``V`` valid steps of the batch it sees; on a slice of the
+    batch (a device's, a microbatch) that ratio must be the whole batch's so
+    that the shares add up to its loss. Other losses are returned unchanged.
+    """
+    x_mask = batch.get("x_mask")
+    if totals is None or x_mask is None:
+        return per_example
+    shape = jax.eval_shape(state.loss, outputs, batch["y"]).shape  # static: no computation
+    if len(shape) < 2 or (shape[0], int(np.prod(shape[1:]))) != x_mask.shape:
+        return per_example  # not a per-step loss the step mask applies to
+    row_mean = per_example_loss(state, outputs, batch["y"], x_mask)
+    valid = jnp.sum(x_mask.astype(row_mean.dtype), axis=-1)
+    real, steps = totals
+    return row_mean * valid * real / jnp.maximum(steps, 1.0)
+
+
+def global_objective(params, state: TrainState, batch: dict, key, count, totals=None):
     """This batch's share of the global loss: its masked loss sum over the global ``count``.
 
     The L1/L2 penalty enters in proportion to the batch's real rows, so the
     shares of all devices (or microbatches) add up to the loss of the whole
-    batch. Returns ``(share, (metric_sums, new_model_state))`` for ``jax.grad``.
+    batch; per-step sequence losses use the whole batch's ``totals``
+    (`step_totals`). Returns ``(share, (metric_sums, new_model_state))`` for ``jax.grad``.
     """
     _, (outputs, new_model_state, per_example, reg) = loss_and_updates(params, state, batch, key)
+    per_example = globally_weighted(state, outputs, batch, per_example, totals)
     sums = metric_sums(state, outputs, batch, per_example, reg)
     return sums["loss"]["total"] / count, (sums, new_model_state)
 
@@ -127,6 +178,7 @@ def global_train_step(
     if axis_name is not None:
         count = lax.psum(count, axis_name)
     count = jnp.maximum(count, 1.0)
+    totals = step_totals(batch, axis_name)
     # Under float16 the loss is scaled and the gradients unscaled (jaxnets.precision).
     grad_fn = precision.value_and_grad(global_objective, state.loss_scale)
 
@@ -136,10 +188,10 @@ def global_train_step(
         if i is not None:
             k, shared = jax.random.fold_in(k, i), jax.random.fold_in(shared, i)
         if axis_name is None:
-            return grad_fn(state.params, sub, rows, k, count)
+            return grad_fn(state.params, sub, rows, k, count, totals)
         # BatchNorm and Dropout see the whole batch across devices (jaxnets.layers.replicas).
         with replicas.split_over(axis_name):
-            return grad_fn(state.params, _with_shared_rng(sub, shared), rows, k, count)
+            return grad_fn(state.params, _with_shared_rng(sub, shared), rows, k, count, totals)
 
     if accumulate == 1:
         (_, (sums, new_model_state)), grads = grads_of(state.model_state, batch)
@@ -171,14 +223,26 @@ def train_and_accumulate(state, sums, batch, **step_options):
     return state, metrics_lib.merge(sums, batch_sums)
 
 
+def _slice_eval_sums(state, batch, axis_name: str):
+    """`eval_step` on this device's slice, per-step losses weighted by the whole batch."""
+    totals = step_totals(batch, axis_name)
+    if totals is None:
+        return eval_step(state, batch)
+    outputs = predict_step(state, batch)
+    per_example = per_example_loss(state, outputs, batch["y"], batch["x_mask"], batch["mask"])
+    per_example = globally_weighted(state, outputs, batch, per_example, totals)
+    reg = penalty(state.params, state.l1, state.l2)
+    return metric_sums(state, outputs, batch, per_example, reg)
+
+
 def pmap_eval_and_accumulate(state, sums, batch, *, axis_name: str):
     """This device's eval sums, summed over ``axis_name`` and added to the running total."""
-    return metrics_lib.merge(sums, lax.psum(eval_step(state, batch), axis_name))
+    return metrics_lib.merge(sums, pmap_eval_step(state, batch, axis_name=axis_name))
 
 
 def pmap_eval_step(state, batch, *, axis_name: str):
     """The eval sums of the global batch under ``pmap``."""
-    return lax.psum(eval_step(state, batch), axis_name)
+    return lax.psum(_slice_eval_sums(state, batch, axis_name), axis_name)
 
 
 def pmap_train_step(state, batch, *, axis_name: str, accumulate: int = 1):
@@ -194,5 +258,6 @@ __all__ = [
     "pmap_train_step",
     "predict_step",
     "split_microbatches",
+    "step_totals",
     "train_and_accumulate",
 ]

@@ -3,8 +3,9 @@
 The batches are the very batches of `jaxnets.data.iterate_batches`: epoch
 ``e`` visits rows in the order ``np.random.default_rng([seed, e]).permutation(n)``
 (see `jaxnets.data.batching.epoch_order`), and the last batch is padded with
-row 0 and masked. That order is drawn on the host (an int32 array, cheap), sent
-to the device, and the compiled program gathers each batch by index from the
+`jaxnets.data.batching.padding_row` (row 0 unless it is not finite) and
+masked. That order is drawn on the host (an int32 array, cheap), sent to the
+device, and the compiled program gathers each batch by index from the
 device-resident dataset. Per-step keys are ``fold_in(state.rng, state.step)``
 as in `train_step`, so the per-step loop and the fused one take identical steps.
 
@@ -43,27 +44,39 @@ from jax import lax
 from jaxnets import compile as compile_lib
 from jaxnets import cpu_memory
 from jaxnets import metrics as metrics_lib
-from jaxnets.data.batching import bucket_by_length, epoch_order, iterate_batches, iterate_bucketed
+from jaxnets.data.batching import (
+    bucket_by_length,
+    epoch_order,
+    iterate_batches,
+    iterate_bucketed,
+    mask_extents,
+    padding_row,
+)
 from jaxnets.errors import ConfigError
 from jaxnets.training.engine import LocalEngine
-from jaxnets.training.step import eval_step, train_step
+from jaxnets.training.step import eval_step, predict_step, train_step
 
 FUSE_MODES = (None, "epoch", "run")
 # Datasets above this stay on the host in the per-step loop (fused modes need the device).
 DEVICE_DATA_LIMIT = 2 * 2**30
 
 
-def epoch_plan(n: int, batch_size: int, shuffle_seed: int | None, epoch: int) -> dict:
+def epoch_plan(
+    n: int, batch_size: int, shuffle_seed: int | None, epoch: int, pad_row: int = 0
+) -> dict:
     """Row indices ``(steps, B)`` int32 and validity ``(steps, B)`` float32 of one epoch.
 
-    Row ``s`` is batch ``s`` of `iterate_batches` (padding: row 0, valid 0).
+    Row ``s`` is batch ``s`` of `iterate_batches` (padding: row ``pad_row``,
+    valid 0); pass ``padding_row(arrays)`` as `iterate_batches` uses it.
 
     Example:
       >>> epoch_plan(5, 2, None, 0)["index"].tolist()
       [[0, 1], [2, 3], [4, 0]]
+      >>> epoch_plan(5, 2, None, 0, pad_row=3)["index"].tolist()[-1]
+      [4, 3]
     """
     steps = math.ceil(n / batch_size)
-    index = np.zeros(steps * batch_size, np.int32)
+    index = np.full(steps * batch_size, pad_row, np.int32)
     index[:n] = epoch_order(n, shuffle_seed, epoch)
     valid = (np.arange(steps * batch_size) < n).astype(np.float32)
     return {"index": index.reshape(steps, batch_size), "valid": valid.reshape(steps, batch_size)}
@@ -139,6 +152,30 @@ def zero_sums(state, data, plan):
     return sums_like(state, jax.eval_shape(_first_batch, data, plan))
 
 
+def per_step_targets(state, arrays: dict) -> bool:
+    """True if ``y`` holds one target per time step of ``x_mask`` for a per-step model.
+
+    A ``(n, T, ...)`` target is per step when the model's output follows the
+    input's length (its axis 1 is ``T`` for ``T`` steps and ``T - 1`` for
+    ``T - 1``), so a ``(n, C)`` one-hot target with ``C == T`` classes is not
+    mistaken for one. Only shapes are evaluated (`jax.eval_shape`).
+    """
+    y, x, x_mask = arrays.get("y"), arrays["x"], arrays["x_mask"]
+    t = x_mask.shape[1]
+    if y is None or y.ndim < 2 or y.shape[1] != t or t < 2 or x.ndim < 2 or x.shape[1] != t:
+        return False
+
+    def out_steps(steps: int):
+        batch = {
+            "x": jax.ShapeDtypeStruct((1, steps, *x.shape[2:]), x.dtype),
+            "x_mask": jax.ShapeDtypeStruct((1, steps), x_mask.dtype),
+        }
+        out = jax.tree.leaves(jax.eval_shape(predict_step, state, batch))[0]
+        return out.shape[1] if out.ndim >= 2 else None
+
+    return out_steps(t) == t and out_steps(t - 1) == t - 1
+
+
 def can_keep_on_device(engine, arrays: dict) -> bool:
     """True for the single-device engine and a dataset that fits `DEVICE_DATA_LIMIT`."""
     return type(engine) is LocalEngine and sum(v.nbytes for v in arrays.values()) <= (
@@ -153,13 +190,28 @@ def print_report(report, file=None):
     tqdm.write(str(report), file=file or sys.stdout)
 
 
-def check_fuse(fuse, chunk_steps, engine, arrays) -> None:
+def check_fuse(fuse, chunk_steps, engine, arrays, buckets=None) -> None:
+    """`ConfigError` for a fuse mode, chunking or bucketing that cannot run as asked.
+
+    Options another mode would silently ignore are errors too: ``chunk_steps``
+    splits a fused epoch only, ``buckets`` needs the per-step loop.
+    """
     if fuse not in FUSE_MODES:
         raise ConfigError(f"fuse must be None, 'epoch' or 'run', got {fuse!r}.")
     if chunk_steps is not None and (
         isinstance(chunk_steps, bool) or not isinstance(chunk_steps, int) or chunk_steps < 1
     ):
         raise ConfigError(f"chunk_steps must be a positive int or None, got {chunk_steps!r}.")
+    if chunk_steps is not None and fuse != "epoch":
+        raise ConfigError(
+            f"chunk_steps={chunk_steps} splits the scan of fuse='epoch'; got fuse={fuse!r}. "
+            "Pass fuse='epoch' too, or drop chunk_steps."
+        )
+    if buckets is not None and fuse is not None:
+        raise ConfigError(
+            f"buckets= runs one compiled step per bucket in the per-step loop; got fuse={fuse!r}. "
+            "Drop fuse= to train with buckets."
+        )
     if fuse is not None and type(engine) is not LocalEngine:
         raise ConfigError(
             f"fuse={fuse!r} runs on one device (the default engine); got {type(engine).__name__}. "
@@ -179,6 +231,10 @@ class Feed:
       verbose: at >= 1 the pre-flight report is printed when the step compiles.
       buckets: bucket boundaries for variable-length rows (lengths from
         ``x_mask``): batches of one bucket, cut to its length; one compile each.
+        Per-step targets ``y`` ``(n, T, ...)`` of a model with one output per
+        step are cut with them (`per_step_targets`).
+      state: the `TrainState` to train (with ``buckets``: to tell per-step
+        targets from per-row ones).
     """
 
     def __init__(
@@ -192,11 +248,13 @@ class Feed:
         chunk_steps=None,
         verbose=0,
         buckets=None,
+        state=None,
     ):
         check_fuse(fuse, chunk_steps, engine, arrays)
         self.arrays, self.batch_size, self.shuffle_seed = arrays, batch_size, shuffle_seed
         self.engine, self.fuse = engine, fuse
         self.n = len(arrays["x"])
+        self.pad_row = padding_row(arrays) if self.n % batch_size else 0
         self.steps = math.ceil(self.n / batch_size)
         self.chunk = self.steps if fuse and chunk_steps is None else (chunk_steps or 1)
         self.device = fuse is not None or can_keep_on_device(engine, arrays)
@@ -207,9 +265,12 @@ class Feed:
                     "buckets= needs an 'x_mask' (n, T) in the data (True = valid step) and "
                     "the per-step loop (no fuse=)."
                 )
-            self.lengths = np.asarray(arrays["x_mask"]).astype(bool).sum(axis=1)
+            self.lengths = mask_extents(arrays["x_mask"])  # keeps front-padded rows whole
             groups = bucket_by_length(self.lengths, buckets)
             self.steps = sum(math.ceil(len(ix) / batch_size) for ix in groups.values())
+            self.seq_keys = ("x", "x_mask")
+            if state is not None and per_step_targets(state, arrays):
+                self.seq_keys += ("y",)  # cut with x, else their lengths disagree
             self.device, variants = False, len(groups)
             describe = lambda args: f"length {args[2]['x'].shape[1]}"
         self.data = engine.place_state(arrays) if self.device else None
@@ -246,6 +307,16 @@ class Feed:
         )
         self.report = report
 
+    def starts_at(self, start: int) -> None:
+        """Plans the compile of a shorter first chunk when the run resumes at step ``start``.
+
+        Without ``chunk_steps`` an epoch is one chunk, so a run continued
+        mid-epoch (``initial_step``) first runs a shorter one: a planned
+        compile, not a retrace to warn about.
+        """
+        if self.fuse and start % self.chunk and self.chunk == self.steps:
+            self.runner.expected_variants = max(self.runner.expected_variants, 2)
+
     def _per_step_program(self, args):
         """The per-step program of a fused chunk's arguments: the chunk's dots are timed on it.
 
@@ -253,7 +324,9 @@ class Feed:
         the chunk's length), so every chunk length shares one decision with it.
         """
         state, sums, data, _ = args
-        plan = self.engine.place_state(epoch_plan(self.n, self.batch_size, self.shuffle_seed, 0))
+        plan = self.engine.place_state(
+            epoch_plan(self.n, self.batch_size, self.shuffle_seed, 0, self.pad_row)
+        )
         step_args = (state, sums, data, plan, np.int32(0))
         traced = self.engine.compile(train_indexed, donate_argnums=(0, 1)).trace(*step_args)
         return traced, cpu_memory.compiler_options(traced.jaxpr), step_args
@@ -264,6 +337,7 @@ class Feed:
             batches = iterate_bucketed(
                 self.arrays, self.lengths, self.buckets, self.batch_size,
                 shuffle_seed=self.shuffle_seed, epoch=epoch, start_step=start,
+                seq_keys=self.seq_keys,
             )  # fmt: skip
             for i, host_batch in enumerate(batches, start=start):
                 yield i, (self.engine.place_batch(host_batch),)
@@ -279,7 +353,7 @@ class Feed:
             for i, host_batch in enumerate(batches, start=start):
                 yield i, (self.engine.place_batch(host_batch),)
             return
-        plan = epoch_plan(self.n, self.batch_size, self.shuffle_seed, epoch)
+        plan = epoch_plan(self.n, self.batch_size, self.shuffle_seed, epoch, self.pad_row)
         if not self.fuse:
             plan = self.engine.place_state(plan)
             for i in range(start, self.steps):

@@ -8,7 +8,9 @@ sums (`eval_chunk`) and Keras's ``EarlyStopping`` rules on ``loss`` or
 stops early on the device; the per-epoch metric sums come back at the end and
 become the usual history. Other callbacks then see each epoch's
 ``on_epoch_begin``/``on_epoch_end`` with its logs, after the fact: they cannot
-change the state or stop the run (use ``fuse="epoch"`` for that).
+change the state or stop the run (use ``fuse="epoch"`` for that); the callbacks
+that exist to do so (learning-rate schedules, ``ModelCheckpoint``, ``TerminateOnNaN``,
+``GradualUnfreezing``) are refused with a `ConfigError`.
 
 Example:
   >>> import numpy as np, flax.linen as nn
@@ -36,6 +38,7 @@ from jax import lax
 
 from jaxnets import compile as compile_lib
 from jaxnets import metrics as metrics_lib
+from jaxnets.data.batching import padding_row
 from jaxnets.errors import ConfigError
 from jaxnets.training.fused import (
     check_fuse,
@@ -47,9 +50,49 @@ from jaxnets.training.fused import (
 )
 
 
+def is_early_stopping(callback) -> bool:
+    """True for a `jaxnets.callbacks.EarlyStopping` (or a subclass).
+
+    Not "has ``patience`` and ``monitor``": ``ReduceLROnPlateau`` has both, and
+    was compiled in as an early stop (a run of 6 epochs stopped after 2).
+    """
+    from jaxnets.callbacks.early_stopping import EarlyStopping
+
+    return isinstance(callback, EarlyStopping)
+
+
+def _acting_callback_types() -> tuple:
+    """Callbacks that change, save or stop the training between epochs."""
+    from jaxnets.callbacks.lr import LearningRateScheduler, ReduceLROnPlateau
+    from jaxnets.callbacks.misc import TerminateOnNaN
+    from jaxnets.callbacks.model_checkpoint import ModelCheckpoint
+    from jaxnets.checkpoint.freezing import GradualUnfreezing
+
+    return (
+        LearningRateScheduler, ReduceLROnPlateau, GradualUnfreezing, ModelCheckpoint,
+        TerminateOnNaN,
+    )  # fmt: skip
+
+
+def check_replayable(callbacks) -> None:
+    """`ConfigError` for callbacks that must act between epochs, which one dispatch cannot give.
+
+    `fit_run` replays the epochs to the callbacks afterwards, with the final
+    state: a learning-rate callback would have trained nothing and then left its
+    last rate in the returned state, a `ModelCheckpoint` would save the final
+    weights under every epoch's name.
+    """
+    acting = [type(c).__name__ for c in callbacks if isinstance(c, _acting_callback_types())]
+    if acting:
+        raise ConfigError(
+            f"fuse='run' runs every epoch in one dispatch, so {', '.join(acting)} cannot act "
+            "between epochs (it would only see the final state afterwards); use fuse='epoch'."
+        )
+
+
 def early_stopping_of(callbacks, has_validation: bool):
     """The Keras ``EarlyStopping`` settings among ``callbacks`` that `fit_run` compiles in."""
-    found = [c for c in callbacks if hasattr(c, "patience") and hasattr(c, "monitor")]
+    found = [c for c in callbacks if is_early_stopping(c)]
     if not found:
         return None
     if len(found) > 1:
@@ -107,6 +150,7 @@ def run_program(es, has_val: bool):
             "stop": jnp.bool_(False),
             "best": jnp.float32(jnp.inf),
             "wait": jnp.int32(0),
+            "best_epoch": jnp.int32(0),
             "best_vars": (state.params, state.model_state),
             "best_set": jnp.bool_(False),
             "train": jax.tree.map(stack, zero_train),
@@ -133,11 +177,14 @@ def run_program(es, has_val: bool):
                 better = current + min_delta < c["best"]
                 out["best"] = jnp.where(on & better, current, c["best"])
                 out["wait"] = jnp.where(on, jnp.where(better, 0, wait), c["wait"])
+                # Keras's best_epoch: the first epoch it snapshots, then each improvement.
+                first = on & ~c["best_set"] if restore else jnp.bool_(False)
+                out["best_epoch"] = jnp.where((on & better) | first, epoch, c["best_epoch"])
                 out["stop"] = on & ~better & (wait >= patience) & (epoch > 0)
                 if restore:
                     snap = on & (better | ~c["best_set"])
                     out["best_vars"] = _where(snap, (st.params, st.model_state), c["best_vars"])
-                    out["best_set"] = c["best_set"] | on
+                out["best_set"] = c["best_set"] | on
             return out
 
         c = lax.while_loop(lambda c: (c["j"] < epochs) & ~c["stop"], body, carry)
@@ -147,7 +194,8 @@ def run_program(es, has_val: bool):
                 c["best_set"], c["best_vars"], (state.params, state.model_state)
             )
             state = state.replace(params=params, model_state=model_state)
-        return state, c["j"], c["stop"], c["train"], c["val"], c["skipped"]
+        es_state = {k: c[k] for k in ("best", "best_epoch", "wait")}
+        return state, c["j"], c["stop"], c["train"], c["val"], c["skipped"], es_state
 
     _RUN_PROGRAMS[key] = run
     return run
@@ -173,17 +221,29 @@ def fit_run(
     from jaxnets.training.progress import _fmt
 
     check_fuse("run", None, engine, arrays)
+    check_replayable(callbacks)
     es = early_stopping_of(callbacks, validation_data is not None)
     n, epoch_list = len(arrays["x"]), range(initial_epoch, epochs)
-    plans = [epoch_plan(n, batch_size, shuffle_seed, e) for e in epoch_list]
+    if not epoch_list:  # nothing left to train (a finished run), as in the per-step loop
+        cbs = CallbackList(callbacks, model=ctx, params={"epochs": epochs, "verbose": verbose})
+        ctx.stop_training = False
+        cbs.on_train_begin()
+        cbs.on_train_end(None)
+        return ctx.state, history
+    pad = padding_row(arrays) if n % batch_size else 0
+    plans = [epoch_plan(n, batch_size, shuffle_seed, e, pad) for e in epoch_list]
     plans = {"index": np.stack([p["index"] for p in plans]), "valid": plans[0]["valid"]}
-    data, plans = engine.place_state(arrays), engine.place_state(plans)
+    # One epoch's plan from the host copy: only its shapes matter, and indexing the
+    # device copy would compile a slicing program.
     row = {"index": plans["index"][0], "valid": plans["valid"]}
+    data, plans = engine.place_state(arrays), engine.place_state(plans)
     zero_train = zero_sums(state, data, row)
     val_data = val_plan = zero_val = None
     if validation_data is not None:
         val_data = engine.place_state(validation_data)
-        val_plan = engine.place_state(epoch_plan(len(validation_data["x"]), batch_size, None, 0))
+        val_n = len(validation_data["x"])
+        val_pad = padding_row(validation_data) if val_n % batch_size else 0
+        val_plan = engine.place_state(epoch_plan(val_n, batch_size, None, 0, val_pad))
         zero_val = zero_sums(state, val_data, val_plan)
     report = compile_lib.CompileReport(params=compile_lib.param_count(state.params))
     note = "FLOPs of one train + one eval step" if validation_data is not None else ""
@@ -199,12 +259,12 @@ def fit_run(
     if int(verbose) >= 1 or verbose == "auto":
         print_report(report)
     cbs = CallbackList(callbacks, model=ctx, params={"epochs": epochs, "verbose": verbose})
-    replay = CallbackList([c for c in callbacks if not (hasattr(c, "patience") and es)])
+    replay = CallbackList([c for c in callbacks if not (es and is_early_stopping(c))])
     replay.set_model(ctx)
     cbs.on_train_begin()
     skipped_before = int(np.max(np.asarray(engine.fetch(state.skipped))))
     start = time.perf_counter()
-    state, done, stopped, train_h, val_h, skipped = engine.fetch(runner(state, *args))
+    state, done, stopped, train_h, val_h, skipped, es_state = engine.fetch(runner(state, *args))
     seconds = time.perf_counter() - start
     ctx.state = engine.place_state(state)
     for k in range(int(done)):
@@ -224,7 +284,14 @@ def fit_run(
         print(f"fused run: {int(done)} epochs in one dispatch, {seconds:.2f}s")
     ctx.stop_training = bool(stopped)
     for c in callbacks:
-        if es and hasattr(c, "patience") and hasattr(c, "stopped_epoch") and bool(stopped):
-            c.stopped_epoch = initial_epoch + int(done) - 1
+        if es and is_early_stopping(c):
+            # The callback's state as if it had watched the epochs (get_state, verbose lines).
+            c.best, c.best_epoch, c.wait = (
+                float(es_state["best"]),
+                int(es_state["best_epoch"]),
+                int(es_state["wait"]),
+            )
+            if bool(stopped):
+                c.stopped_epoch = initial_epoch + int(done) - 1
     cbs.on_train_end()
     return ctx.state, history

@@ -228,6 +228,7 @@ def fit(
       buckets: for variable-length rows (lengths from ``x_mask``), increasing
         bucket lengths: each batch holds one bucket cut to its length (see
         `jaxnets.data.batching.iterate_bucketed`); one compile per bucket.
+        Per-step targets ``y`` ``(n, T, ...)`` are cut with ``x``.
       on_nonfinite: ``"skip"`` (the step skips non-finite updates and counts
         them) or ``"rollback"``: after an epoch with a skipped update or a
         non-finite loss, restore params, model and optimizer state from the
@@ -271,6 +272,7 @@ def fit(
     steps = math.ceil(n / batch_size)
     compile_lib.ensure_default_cache()
     history = {} if history is None else history
+    fused.check_fuse(fuse, chunk_steps, engine, arrays, buckets)
     if fuse == "run":
         if workdir is not None or initial_step:
             raise ConfigError("fuse='run' cannot checkpoint or resume mid-epoch; use fuse='epoch'.")
@@ -282,7 +284,7 @@ def fit(
         )  # fmt: skip
     feed = fused.Feed(
         arrays, batch_size, seed if shuffle else None, engine,
-        fuse=fuse, chunk_steps=chunk_steps, verbose=verbose, buckets=buckets,
+        fuse=fuse, chunk_steps=chunk_steps, verbose=verbose, buckets=buckets, state=state,
     )  # fmt: skip
     steps = feed.steps
     ckpt = None
@@ -296,6 +298,8 @@ def fit(
         state, initial_epoch, initial_step, history = ckpt.resume(
             state, callbacks, initial_epoch, initial_step, history
         )
+    if initial_epoch < epochs:
+        feed.starts_at(initial_step)
     ctx = callback_model if callback_model is not None else FitContext(state)
     ctx.stop_training = False
     cbs = CallbackList(
@@ -314,6 +318,8 @@ def fit(
         ckpt.apply_callback_states(callbacks)
     for epoch in range(initial_epoch, epochs):
         start = initial_step if epoch == initial_epoch else 0
+        if ckpt is not None:  # a resumed epoch counts the skips before its checkpoint too
+            skipped_total = ckpt.epoch_begin(skipped_total)
         cbs.on_epoch_begin(epoch)
         state = ctx.state  # after on_epoch_begin, which may replace it
         bar.epoch_begin(epoch, initial=start)
@@ -362,7 +368,10 @@ def fit(
             if on_nonfinite == "rollback" and (logs["skipped"] or not np.isfinite(logs["loss"])):
                 state = _rollback(ckpt, state, verbose)
         if validation_data is not None:
+            ctx.state = state
+            cbs.on_test_begin()  # as Keras does around each epoch's validation
             val = evaluate(state, validation_data, batch_size=batch_size, verbose=0, engine=engine)
+            cbs.on_test_end(_scalars(val))
             logs.update({f"val_{k}": v for k, v in val.items()})
         for k, v in logs.items():
             history.setdefault(k, []).append(v)
