@@ -5,7 +5,10 @@
 tuples or batch dicts. An iterable is read once (``steps`` batches if given):
 each batch is padded to the largest batch's size with ``mask`` 0 rows, so the
 functional loop, run unshuffled with that batch size, replays exactly these
-batches every epoch with one compilation.
+batches with one compilation. A generator (or other iterable that is not a list
+or tuple) given with ``steps`` is read again for every later epoch, ``steps``
+new batches each time, as Keras does (`fresh_epochs`): augmented batches are
+never replayed.
 
 Example:
   >>> import numpy as np
@@ -55,8 +58,11 @@ def unpack(batch) -> dict:
     return {k: np.asarray(v) for k, v in out.items() if v is not None}
 
 
-def from_batches(iterable, steps: int | None = None) -> tuple[dict, int]:
+def from_batches(iterable, steps: int | None = None, size: int | None = None) -> tuple[dict, int]:
     """Reads (up to ``steps``) batches and pads each to the largest batch size.
+
+    ``size``, if given, is the size to pad to (a larger batch is a `DataError`):
+    later epochs of a generator keep the first epoch's batch size.
 
     Returns:
       ``(arrays, batch_size)``: the concatenated arrays with a ``mask`` that is
@@ -76,10 +82,50 @@ def from_batches(iterable, steps: int | None = None) -> tuple[dict, int]:
             raise DataError(
                 f"every batch needs the same entries; got {sorted(keys)} and {sorted(b)}."
             )
-    size = max(len(b["x"]) for b in batches)
+    largest = max(len(b["x"]) for b in batches)
+    if size is not None and largest > size:
+        raise DataError(
+            f"a batch of {largest} rows came after batches of at most {size}; every epoch's "
+            "batches must fit the first epoch's batch size."
+        )
+    size = largest if size is None else size
     padded = [pad_to(b, size) for b in batches]
     arrays = {k: np.concatenate([b[k] for b in padded]) for k in padded[0]}
     return arrays, size
+
+
+def fresh_epochs(x, steps: int | None, batch_size: int):
+    """Each later epoch's data of an iterable that yields new batches, or None.
+
+    Keras's ``fit(generator, steps_per_epoch=k)`` draws ``k`` new batches every
+    epoch: an augmenting generator never repeats one. This returns a function
+    ``epoch -> arrays`` that reads the next ``steps`` batches (from the same
+    iterator, or from a new ``iter(x)`` for an iterable that is not its own
+    iterator), padded to ``batch_size``, for `jaxnets.training.fit`'s
+    ``epoch_data``. Lists and tuples of batches (the same each time) and
+    iterables read to their end (no ``steps``) return None: their one read is
+    replayed.
+
+    Example:
+      >>> import numpy as np
+      >>> def batches():
+      ...     for i in range(100):
+      ...         yield np.full((2, 1), float(i)), np.zeros(2)
+      >>> gen = batches()
+      >>> first, size = from_batches(gen, steps=2)
+      >>> later = fresh_epochs(gen, steps=2, batch_size=size)
+      >>> first["x"].ravel().tolist(), later(1)["x"].ravel().tolist()
+      ([0.0, 0.0, 1.0, 1.0], [2.0, 2.0, 3.0, 3.0])
+    """
+    if steps is None or isinstance(x, list | tuple) or not is_batch_iterable(x):
+        return None
+    one_iterator = iter(x) is x
+
+    def read(epoch):
+        source = x if one_iterator else iter(x)
+        return from_batches(source, steps, size=batch_size)[0]
+
+    return read
 
 
 def from_arrays(x, y=None, sample_weight=None) -> dict:

@@ -180,6 +180,13 @@ class Loops:
             val = None if val is None else {k: v[:rows] for k, v in val.items()}
         # After the split: as in Keras, class weights weigh the training rows only.
         arrays = data_adapter.add_class_weight(arrays, class_weight)
+        later_epochs = data_adapter.fresh_epochs(x, steps_per_epoch, bs)
+        if later_epochs is not None:  # a generator: new batches each epoch, as in Keras
+
+            def epoch_data(epoch, read=later_epochs):
+                return self._masked_steps(data_adapter.add_class_weight(read(epoch), class_weight))
+
+            fit_kwargs["epoch_data"] = epoch_data
         self._ensure_built(arrays["x"][:1])
         arrays, val = self._masked_steps(arrays), self._masked_steps(val)
         history = History()

@@ -52,7 +52,7 @@ from jaxnets.data.batching import (
     mask_extents,
     padding_row,
 )
-from jaxnets.errors import ConfigError
+from jaxnets.errors import ConfigError, DataError
 from jaxnets.training.engine import LocalEngine
 from jaxnets.training.step import eval_step, predict_step, train_step
 
@@ -306,6 +306,27 @@ class Feed:
             dots_proxy=self._per_step_program if fuse else None,
         )
         self.report = report
+
+    def replace_data(self, arrays) -> None:
+        """Trains the next epochs on ``arrays``: new rows of the same shapes and dtypes.
+
+        For data drawn afresh every epoch (a generator of augmented batches):
+        the programs stay the same, since only their data argument changes.
+        Raises `DataError` naming the entry whose shape or dtype changed.
+        """
+        old = {k: f"{tuple(np.shape(v))} {np.asarray(v).dtype}" for k, v in self.arrays.items()}
+        new = {k: f"{tuple(np.shape(v))} {np.asarray(v).dtype}" for k, v in arrays.items()}
+        if old != new:
+            diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            raise DataError(
+                "each epoch's data must match the first epoch's entries, shapes and dtypes; "
+                + "; ".join(f"{k}: {old.get(k)} then {new.get(k)}" for k in diff)
+                + "."
+            )
+        self.arrays = arrays
+        self.pad_row = padding_row(arrays) if self.n % self.batch_size else 0
+        if self.device:
+            self.data = self.engine.place_state(arrays)
 
     def starts_at(self, start: int) -> None:
         """Plans the compile of a shorter first chunk when the run resumes at step ``start``.

@@ -25,7 +25,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -185,6 +185,7 @@ def fit(
     on_nonfinite: str = "skip",
     devices=None,
     mesh=None,
+    epoch_data: Callable[[int], object] | None = None,
 ) -> tuple[TrainState, dict[str, list]]:
     """Trains ``state`` on ``data`` for ``epochs`` epochs.
 
@@ -233,6 +234,12 @@ def fit(
         them) or ``"rollback"``: after an epoch with a skipped update or a
         non-finite loss, restore params, model and optimizer state from the
         newest checkpoint of ``workdir`` and go on with the next batches.
+      epoch_data: for data drawn afresh each epoch (a generator of augmented
+        batches): ``epoch_data(epoch)`` returns epoch ``epoch``'s data, in
+        ``data``'s form with the same shapes and dtypes; it is called before
+        each epoch of this call but the first, which trains on ``data``. Not
+        with ``fuse="run"`` or ``buckets``. A resumed run draws its epochs
+        anew: the source's position is not part of a checkpoint.
 
     At ``verbose >= 1`` a pre-flight report (compile seconds, FLOPs per step,
     peak memory, parameters) is printed before the first step; see `jaxnets.compile`.
@@ -273,6 +280,11 @@ def fit(
     compile_lib.ensure_default_cache()
     history = {} if history is None else history
     fused.check_fuse(fuse, chunk_steps, engine, arrays, buckets)
+    if epoch_data is not None and (fuse == "run" or buckets is not None):
+        raise ConfigError(
+            "epoch_data= swaps the data between epochs: not with fuse='run' (one dispatch "
+            "for the whole run) or buckets= (batches grouped by the first epoch's lengths)."
+        )
     if fuse == "run":
         if workdir is not None or initial_step:
             raise ConfigError("fuse='run' cannot checkpoint or resume mid-epoch; use fuse='epoch'.")
@@ -316,8 +328,14 @@ def fit(
     last_logs = None
     if ckpt is not None:
         ckpt.apply_callback_states(callbacks)
+    first_epoch = initial_epoch  # trains on `data`; later ones on `epoch_data(epoch)`
     for epoch in range(initial_epoch, epochs):
         start = initial_step if epoch == initial_epoch else 0
+        if epoch_data is not None and epoch > first_epoch:
+            fresh = as_arrays(epoch_data(epoch))
+            feed.replace_data(
+                validation.check_inputs(state, fresh, allow_nonfinite=allow_nonfinite)
+            )
         if ckpt is not None:  # a resumed epoch counts the skips before its checkpoint too
             skipped_total = ckpt.epoch_begin(skipped_total)
         cbs.on_epoch_begin(epoch)
