@@ -367,3 +367,30 @@ def test_buckets_keep_the_valid_steps_of_front_padded_sequences():
     for batch in iterate_bucketed(data, mask_extents(x_mask), [3, 6], 4, shuffle_seed=1):
         ref, _ = step(ref, batch)
     assert max_diff(state.params, ref.params) < 1e-6
+
+
+def test_fused_run_ignores_a_replayed_callbacks_state_change_with_a_warning():
+    # fuse='run' replays the epochs to callbacks after they ran; a callback that set
+    # the state in on_epoch_end used to replace the trained parameters in the result.
+    import warnings as _warnings
+
+    class Zero(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.state = self.model.state.replace(
+                params=jax.tree.map(lambda p: p * 0, self.model.state.params)
+            )
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+
+    def state():
+        return create_train_state(nn.Dense(2), "sgd", x[:1], learning_rate=0.1)
+
+    ref, _ = fit(state(), (x, y), epochs=2, batch_size=8, verbose=0, fuse="run")
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always")
+        out, _ = fit(state(), (x, y), epochs=2, batch_size=8, verbose=0, fuse="run",
+                     callbacks=[Zero()])  # fmt: skip
+    assert any("the change is ignored" in str(w.message) for w in caught)
+    np.testing.assert_array_equal(out.params["kernel"], ref.params["kernel"])

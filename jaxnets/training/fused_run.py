@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -266,7 +267,7 @@ def fit_run(
     start = time.perf_counter()
     state, done, stopped, train_h, val_h, skipped, es_state = engine.fetch(runner(state, *args))
     seconds = time.perf_counter() - start
-    ctx.state = engine.place_state(state)
+    ctx.state = trained = engine.place_state(state)
     for k in range(int(done)):
         epoch = initial_epoch + k
         replay.on_epoch_begin(epoch)
@@ -282,6 +283,17 @@ def fit_run(
         replay.on_epoch_end(epoch, logs)
     if verbose:
         print(f"fused run: {int(done)} epochs in one dispatch, {seconds:.2f}s")
+    if ctx.state is not trained:
+        # The epochs ran before their callbacks: a state set in on_epoch_begin/_end
+        # would only overwrite the trained one (on_train_end, which runs at the
+        # real end, may still change it).
+        warnings.warn(
+            "a callback changed the model state while fuse='run' replayed its epochs; the "
+            "change is ignored (the epochs had already run). Use fuse='epoch' for callbacks "
+            "that change the state between epochs.",
+            stacklevel=3,
+        )
+        ctx.state = trained
     ctx.stop_training = bool(stopped)
     for c in callbacks:
         if es and is_early_stopping(c):
