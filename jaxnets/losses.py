@@ -1,7 +1,10 @@
 """Per-example losses, looked up by their Keras names.
 
 Every loss maps ``(outputs, targets) -> (B,)``: one value per example, so the
-training step can mask padded rows and weight samples before it reduces. A
+training step can mask padded rows and weight samples before it reduces. As in
+Keras, element-wise losses average the last axis only, so per-step outputs
+``(B, T, K)`` give one value per step ``(B, T)``, and the training step leaves
+the masked steps out (`jaxnets.training.step.per_example_loss`). A
 `Loss` also knows how to turn model outputs into class probabilities and
 targets into integer labels, which is what the metrics need.
 
@@ -31,7 +34,10 @@ _EPS = 1e-7
 def _log_probs(outputs, from_logits: bool):
     if from_logits:
         return jax.nn.log_softmax(outputs, axis=-1)
-    return jnp.log(jnp.clip(outputs, _EPS, 1.0))
+    # As Keras does: outputs that do not sum to 1 (a final sigmoid, say) are
+    # rescaled to a distribution before the clip and the log.
+    probs = outputs / jnp.sum(outputs, axis=-1, keepdims=True)
+    return jnp.log(jnp.clip(probs, _EPS, 1.0 - _EPS))
 
 
 def _smooth(one_hot, label_smoothing: float):
@@ -46,7 +52,8 @@ def sparse_categorical_crossentropy(
 
     Args:
       outputs: ``(B, C)`` logits, or probabilities when ``from_logits=False``
-        (clipped to ``[1e-7, 1]`` before the log, as in Keras).
+        (divided by their sum, then clipped to ``[1e-7, 1 - 1e-7]`` before the
+        log, as in Keras).
       targets: integer class labels ``(B,)`` in ``[0, C)``.
       from_logits: whether ``outputs`` are logits (default) or probabilities.
       label_smoothing: in [0, 1): the labels become one-hot vectors smoothed to
@@ -82,7 +89,8 @@ def categorical_crossentropy(
 
     Args:
       outputs: ``(B, C)`` logits, or probabilities when ``from_logits=False``
-        (clipped to ``[1e-7, 1]`` before the log, as in Keras).
+        (divided by their sum, then clipped to ``[1e-7, 1 - 1e-7]`` before the
+        log, as in Keras).
       targets: one-hot or soft targets ``(B, C)``, cast to the dtype of ``outputs``.
       from_logits: whether ``outputs`` are logits (default) or probabilities.
       label_smoothing: in [0, 1): targets become
@@ -109,7 +117,7 @@ def categorical_crossentropy(
 def binary_crossentropy(
     outputs, targets, *, from_logits: bool = True, label_smoothing: float = 0.0
 ):
-    """Binary cross-entropy, averaged over any trailing axes (`(B,)` or `(B, K)`).
+    """Binary cross-entropy, averaged over the last axis (as Keras does).
 
     Args:
       outputs: ``(B,)`` or ``(B, K)`` logits, or probabilities when
@@ -121,7 +129,8 @@ def binary_crossentropy(
         ``t * (1 - label_smoothing) + 0.5 * label_smoothing`` (0, the default, does not smooth).
 
     Returns:
-      The per-example loss ``(B,)``.
+      The per-example loss ``(B,)`` for outputs ``(B,)`` or ``(B, K)``; one
+      value per step ``(B, T)`` for ``(B, T, K)``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -141,22 +150,29 @@ def binary_crossentropy(
     else:
         p = jnp.clip(outputs, _EPS, 1.0 - _EPS)
         per = -(targets * jnp.log(p) + (1.0 - targets) * jnp.log(1.0 - p))
-    return _mean_trailing(per)
+    return _mean_last(per)
 
 
-def _mean_trailing(per):
-    return per.reshape(per.shape[0], -1).mean(axis=-1) if per.ndim > 1 else per
+def _mean_last(per):
+    """Averages the last axis, as Keras does: `(B, K) -> (B,)`, `(B, T, K) -> (B, T)`.
+
+    Averaging every trailing axis instead would fold the steps of a sequence
+    into one number per row, where the training step can no longer leave the
+    masked steps out.
+    """
+    return per.mean(axis=-1) if per.ndim > 1 else per
 
 
 def mean_squared_error(outputs, targets):
-    """Squared error averaged over trailing axes.
+    """Squared error averaged over the last axis (as Keras does).
 
     Args:
       outputs: predictions ``(B,)`` or ``(B, ...)``.
       targets: targets with as many elements as ``outputs`` (reshaped to its shape).
 
     Returns:
-      The per-example mean of ``(outputs - targets) ** 2``, shape ``(B,)``.
+      The mean of ``(outputs - targets) ** 2`` over the last axis: shape
+      ``(B,)`` for outputs ``(B,)`` or ``(B, K)``, ``(B, T)`` for ``(B, T, K)``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -165,18 +181,19 @@ def mean_squared_error(outputs, targets):
       >>> mean_squared_error(outputs, jnp.array([[1.0, 4.0], [3.0, 1.0]])).tolist()
       [2.0, 5.0]
     """
-    return _mean_trailing(jnp.square(outputs - targets.reshape(outputs.shape)))
+    return _mean_last(jnp.square(outputs - targets.reshape(outputs.shape)))
 
 
 def mean_absolute_error(outputs, targets):
-    """Absolute error averaged over trailing axes.
+    """Absolute error averaged over the last axis (as Keras does).
 
     Args:
       outputs: predictions ``(B,)`` or ``(B, ...)``.
       targets: targets with as many elements as ``outputs`` (reshaped to its shape).
 
     Returns:
-      The per-example mean of ``|outputs - targets|``, shape ``(B,)``.
+      The mean of ``|outputs - targets|`` over the last axis: shape ``(B,)``
+      for outputs ``(B,)`` or ``(B, K)``, ``(B, T)`` for ``(B, T, K)``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -185,7 +202,7 @@ def mean_absolute_error(outputs, targets):
       >>> mean_absolute_error(outputs, jnp.array([[1.0, 4.0], [3.0, 1.0]])).tolist()
       [1.0, 2.0]
     """
-    return _mean_trailing(jnp.abs(outputs - targets.reshape(outputs.shape)))
+    return _mean_last(jnp.abs(outputs - targets.reshape(outputs.shape)))
 
 
 def huber(outputs, targets, *, delta: float = 1.0):
@@ -198,7 +215,8 @@ def huber(outputs, targets, *, delta: float = 1.0):
         from ``0.5 * e**2`` to ``delta * (|e| - 0.5 * delta)``.
 
     Returns:
-      The per-example loss averaged over trailing axes, shape ``(B,)``.
+      The loss averaged over the last axis: shape ``(B,)`` for outputs
+      ``(B,)`` or ``(B, K)``, ``(B, T)`` for ``(B, T, K)``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -208,7 +226,219 @@ def huber(outputs, targets, *, delta: float = 1.0):
       >>> huber(jnp.array([0.5, 3.0]), jnp.zeros(2), delta=2.0).tolist()  # 2 * (3 - 1)
       [0.125, 4.0]
     """
-    return _mean_trailing(optax.huber_loss(outputs, targets.reshape(outputs.shape), delta=delta))
+    return _mean_last(optax.huber_loss(outputs, targets.reshape(outputs.shape), delta=delta))
+
+
+def _same_shape(outputs, targets):
+    return targets.astype(outputs.dtype).reshape(outputs.shape)
+
+
+def log_cosh(outputs, targets):
+    """``log(cosh(error))`` averaged over the last axis (Keras's ``log_cosh``).
+
+    Like the squared error for small errors, like ``|error| - log 2`` for large
+    ones; computed as ``x + softplus(-2x) - log 2``, which does not overflow.
+
+    Args:
+      outputs: predictions ``(B,)`` or ``(B, ...)``.
+      targets: targets with as many elements as ``outputs``.
+
+    Returns:
+      The loss averaged over the last axis, as `mean_squared_error`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.losses import log_cosh
+      >>> log_cosh(jnp.array([[0.0, 1.0], [100.0, 0.0]]), jnp.zeros((2, 2))).round(4).tolist()
+      [0.2169, 49.6534]
+    """
+    x = outputs - _same_shape(outputs, targets)
+    return _mean_last(x + jax.nn.softplus(-2.0 * x) - jnp.log(2.0).astype(x.dtype))
+
+
+def kl_divergence(outputs, targets):
+    """``sum(t * log(t / p))`` over the last axis, both clipped to ``[1e-7, 1]`` (Keras's ``kld``).
+
+    Args:
+      outputs: predicted probabilities ``(B, C)`` (e.g. after a softmax).
+      targets: target distributions of the same size.
+
+    Returns:
+      The divergence per example ``(B,)`` (per step ``(B, T)`` for ``(B, T, C)``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.losses import kl_divergence
+      >>> kl_divergence(jnp.array([[0.5, 0.5]]), jnp.array([[1.0, 0.0]])).round(4).tolist()
+      [0.6931]
+    """
+    t = jnp.clip(_same_shape(outputs, targets), _EPS, 1.0)
+    p = jnp.clip(outputs, _EPS, 1.0)
+    return jnp.sum(t * jnp.log(t / p), axis=-1)
+
+
+def poisson(outputs, targets):
+    """``p - t * log(p + 1e-7)`` averaged over the last axis (Keras's ``poisson``).
+
+    Args:
+      outputs: predicted rates ``(B,)`` or ``(B, ...)``, positive.
+      targets: observed counts with as many elements as ``outputs``.
+
+    Returns:
+      The loss averaged over the last axis, as `mean_squared_error`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.losses import poisson
+      >>> poisson(jnp.array([[1.0, 2.0]]), jnp.array([[0.0, 2.0]])).round(4).tolist()
+      [0.8069]
+    """
+    t = _same_shape(outputs, targets)
+    return _mean_last(outputs - t * jnp.log(outputs + _EPS))
+
+
+def _hinge_targets(targets):
+    # As Keras: 0/1 targets become -1/1 when every target of the batch is 0 or 1.
+    binary = jnp.all((targets == 0) | (targets == 1))
+    return jnp.where(binary, 2.0 * targets - 1.0, targets)
+
+
+def hinge(outputs, targets):
+    """``max(1 - t * y, 0)`` averaged over the last axis, targets in {-1, 1} (Keras's ``hinge``).
+
+    Args:
+      outputs: scores ``(B,)`` or ``(B, ...)``.
+      targets: -1/1 targets with as many elements as ``outputs``; 0/1 targets
+        are turned into -1/1 when every target of the batch is 0 or 1, as in Keras.
+
+    Returns:
+      The loss averaged over the last axis, as `mean_squared_error`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.losses import hinge
+      >>> hinge(jnp.array([0.3, -2.0, 0.5]), jnp.array([1, 1, 0])).round(4).tolist()
+      [0.7, 3.0, 1.5]
+    """
+    t = _hinge_targets(_same_shape(outputs, targets))
+    return _mean_last(jnp.maximum(1.0 - t * outputs, 0.0))
+
+
+def squared_hinge(outputs, targets):
+    """``max(1 - t * y, 0) ** 2`` averaged over the last axis (Keras's ``squared_hinge``).
+
+    Args:
+      outputs: scores ``(B,)`` or ``(B, ...)``.
+      targets: -1/1 (or 0/1, as for `hinge`) targets with as many elements as ``outputs``.
+
+    Returns:
+      The loss averaged over the last axis, as `mean_squared_error`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.losses import squared_hinge
+      >>> squared_hinge(jnp.array([0.5, -2.0]), jnp.array([1, -1])).round(4).tolist()
+      [0.25, 0.0]
+    """
+    t = _hinge_targets(_same_shape(outputs, targets))
+    return _mean_last(jnp.square(jnp.maximum(1.0 - t * outputs, 0.0)))
+
+
+def categorical_hinge(outputs, targets):
+    """``max(max_wrong - right + 1, 0)`` with one-hot targets (Keras's ``categorical_hinge``).
+
+    Args:
+      outputs: class scores ``(B, C)``.
+      targets: one-hot targets of the same size.
+
+    Returns:
+      The loss per example ``(B,)`` (per step ``(B, T)`` for ``(B, T, C)``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.losses import categorical_hinge
+      >>> scores = jnp.array([[2.0, 0.5, 1.5], [0.0, 1.0, 0.0]])
+      >>> categorical_hinge(scores, jnp.array([[1, 0, 0], [1, 0, 0]])).tolist()
+      [0.5, 2.0]
+    """
+    t = _same_shape(outputs, targets)
+    pos = jnp.sum(t * outputs, axis=-1)
+    neg = jnp.max((1.0 - t) * outputs, axis=-1)
+    return jnp.maximum(neg - pos + 1.0, 0.0)
+
+
+def _l2_normalize(x):
+    # Keras's normalize: x * min(1 / ||x||, 1 / eps), so a zero vector stays zero.
+    inv_norm = jax.lax.rsqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True))
+    return x * jnp.minimum(inv_norm, 1.0 / _EPS)
+
+
+def cosine_similarity(outputs, targets):
+    """Minus the cosine of the angle between outputs and targets, over the last axis.
+
+    Keras's ``cosine_similarity`` loss: -1 when they point the same way, 0 when
+    orthogonal or when either is a zero vector.
+
+    Args:
+      outputs: vectors ``(B, D)``.
+      targets: vectors with as many elements as ``outputs``.
+
+    Returns:
+      The loss per example ``(B,)`` (per step ``(B, T)`` for ``(B, T, D)``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.losses import cosine_similarity
+      >>> out = jnp.array([[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
+      >>> cosine_similarity(out, jnp.array([[2.0, 2.0], [0.0, 1.0], [1.0, 0.0]])).round(4).tolist()
+      [-1.0, -0.0, -0.0]
+    """
+    t = _same_shape(outputs, targets)
+    return -jnp.sum(_l2_normalize(t) * _l2_normalize(outputs), axis=-1)
+
+
+def mean_absolute_percentage_error(outputs, targets):
+    """``100 * |t - y| / max(|t|, 1e-7)`` averaged over the last axis (Keras's ``mape``).
+
+    Args:
+      outputs: predictions ``(B,)`` or ``(B, ...)``.
+      targets: targets with as many elements as ``outputs``.
+
+    Returns:
+      The loss averaged over the last axis, as `mean_squared_error`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.losses import mean_absolute_percentage_error
+      >>> mean_absolute_percentage_error(jnp.array([[110.0, 45.0]]), jnp.array([[100.0, 50.0]])).tolist()
+      [10.0]
+    """
+    t = _same_shape(outputs, targets)
+    return 100.0 * _mean_last(jnp.abs((t - outputs) / jnp.maximum(jnp.abs(t), _EPS)))
+
+
+def mean_squared_logarithmic_error(outputs, targets):
+    """``(log(1 + y) - log(1 + t)) ** 2`` averaged over the last axis (Keras's ``msle``).
+
+    Values below 1e-7 are raised to 1e-7 before the log, as in Keras.
+
+    Args:
+      outputs: predictions ``(B,)`` or ``(B, ...)``.
+      targets: targets with as many elements as ``outputs``.
+
+    Returns:
+      The loss averaged over the last axis, as `mean_squared_error`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.losses import mean_squared_logarithmic_error
+      >>> mean_squared_logarithmic_error(jnp.array([[0.0, 2.0]]), jnp.array([[0.0, 0.0]])).round(4).tolist()
+      [0.6035]
+    """
+    t = _same_shape(outputs, targets)
+    first = jnp.log(jnp.maximum(outputs, _EPS) + 1.0)
+    second = jnp.log(jnp.maximum(t, _EPS) + 1.0)
+    return _mean_last(jnp.square(first - second))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,30 +477,43 @@ class Loss:
         return self.fn(outputs, targets, **kw)
 
     def predictions(self, outputs):
-        """Class probabilities `(B, C)` for classifiers; raw outputs for regression."""
+        """Class probabilities for classifiers; raw outputs for regression.
+
+        `(B, C)` for one label per example. A binary classifier with `K`
+        sigmoid outputs `(B, K)` (multi-label) gives `(B, K, 2)`: the metrics
+        then count every label of every example, as Keras's ``binary_accuracy``
+        and ``Precision`` do.
+        """
         if self.kind == "regression":
             return outputs
         if self.kind == "binary":
             p = jax.nn.sigmoid(outputs) if self.from_logits else outputs
-            if p.size != p.shape[0]:  # shapes are static: this runs once, while tracing
+            if p.ndim > 2 and p.size != p.shape[0]:  # static shapes: checked once, while tracing
                 raise ShapeError(
-                    "metrics of a binary classifier read one probability per example, "
-                    f"got outputs of shape {tuple(outputs.shape)}; for several labels per "
-                    "example (multi-label), train with metrics=[] and compute them per label."
+                    "metrics of a binary classifier read one probability per example (B,) or "
+                    f"(B, 1), or one per label (B, K), got outputs of shape {tuple(outputs.shape)};"
+                    " for per-step outputs train with metrics=[] (the loss leaves masked steps "
+                    "out) and compute the metrics from predict()."
                 )
-            p = p.reshape(p.shape[0])
+            p = _per_label(p)
             return jnp.stack([1.0 - p, p], axis=-1)
         return jax.nn.softmax(outputs, axis=-1) if self.from_logits else outputs
 
     def labels(self, targets):
-        """Integer labels `(B,)` for classifiers; raw targets for regression."""
+        """Integer labels for classifiers (`(B,)`, or `(B, K)` multi-label); raw targets for regression."""
         if self.kind == "categorical":
             return jnp.argmax(targets, axis=-1)
         if self.kind == "binary":
-            return (targets.reshape(targets.shape[0]) > 0.5).astype(jnp.int32)
+            return (_per_label(targets) > 0.5).astype(jnp.int32)
         if self.kind == "sparse":
             return targets.astype(jnp.int32)
         return targets
+
+
+def _per_label(a):
+    """`(B,)` or `(B, 1)` -> `(B,)`; `(B, K)` -> `(B, K)`: one value per label of a binary task."""
+    a = a.reshape(a.shape[0], -1)
+    return a[:, 0] if a.shape[1] == 1 else a
 
 
 _TABLE = {
@@ -282,6 +525,18 @@ _TABLE = {
     "mean_absolute_error": (mean_absolute_error, "regression"),
     "mae": (mean_absolute_error, "regression"),
     "huber": (huber, "regression"),
+    "log_cosh": (log_cosh, "regression"),
+    "kl_divergence": (kl_divergence, "regression"),
+    "kld": (kl_divergence, "regression"),
+    "poisson": (poisson, "regression"),
+    "hinge": (hinge, "regression"),
+    "squared_hinge": (squared_hinge, "regression"),
+    "categorical_hinge": (categorical_hinge, "regression"),
+    "cosine_similarity": (cosine_similarity, "regression"),
+    "mean_absolute_percentage_error": (mean_absolute_percentage_error, "regression"),
+    "mape": (mean_absolute_percentage_error, "regression"),
+    "mean_squared_logarithmic_error": (mean_squared_logarithmic_error, "regression"),
+    "msle": (mean_squared_logarithmic_error, "regression"),
 }
 
 
@@ -300,9 +555,10 @@ def names() -> list[str]:
 
     Example:
       >>> from jaxnets import losses
-      >>> losses.names()
-      ['binary_crossentropy', 'categorical_crossentropy', 'huber', 'mae',
-       'mean_absolute_error', 'mean_squared_error', 'mse', 'sparse_categorical_crossentropy']
+      >>> [n for n in losses.names() if "crossentropy" in n]
+      ['binary_crossentropy', 'categorical_crossentropy', 'sparse_categorical_crossentropy']
+      >>> len(losses.names())  # with Keras's short names: mse, mae, kld, mape, msle
+      20
     """
     return sorted(_TABLE)
 

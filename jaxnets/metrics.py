@@ -9,7 +9,9 @@ sample weights where there are any.
 
 ``preds`` are class probabilities `(B, C)` for classifiers and raw outputs for
 regression; ``labels`` are integer labels `(B,)` or regression targets (see
-`jaxnets.losses.Loss.predictions` and ``.labels``).
+`jaxnets.losses.Loss.predictions` and ``.labels``). Class metrics also take
+scores `(B, ..., C)` with labels `(B, ...)` (multi-label outputs, pixels):
+every label counts once, with its example's weight.
 
 Example:
   >>> import jax.numpy as jnp
@@ -30,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnets import compile as compile_lib
-from jaxnets.errors import ConfigError, lookup
+from jaxnets.errors import ConfigError, ShapeError, lookup
 
 # sklearn.metrics.log_loss clips probabilities to [eps, 1 - eps] with eps the machine
 # epsilon of their dtype (np.finfo(y_proba.dtype).eps): 1.19e-7 for float32. `LogLoss`
@@ -63,9 +65,43 @@ def merge(a, b):
     return jax.tree.map(jnp.add, a, b)
 
 
+def _label_rows(preds, labels, weights):
+    """Scores `(B, ..., C)` and labels `(B, ...)` as rows `(N, C)` and `(N,)` with weights `(N,)`.
+
+    A multi-label binary classifier has one label per output, `(B, K)`: each
+    counts as a row with its example's weight, as Keras's ``binary_accuracy``
+    and ``Precision`` count every label; so does each pixel of a segmentation
+    map `(B, H, W)`. Labels `(B, 1)` become `(B,)`: compared as they are with
+    `(B,)` arg-maxes, they would broadcast to a `(B, B)` table. Shapes are
+    static, so the check runs once, while tracing.
+    """
+    num_classes = preds.shape[-1]
+    if preds.size // max(num_classes, 1) != labels.size:
+        raise ShapeError(
+            f"a metric got scores of shape {tuple(preds.shape)} (one row of {num_classes} per "
+            f"label) and labels of shape {tuple(labels.shape)}; it needs one integer label per "
+            f"row, shape {tuple(preds.shape[:-1])}."
+        )
+    if labels.ndim == 1 and preds.ndim == 2:
+        return preds, labels, weights
+    per_example = labels.size // weights.shape[0]
+    w = jnp.repeat(weights, per_example)
+    return preds.reshape(-1, num_classes), labels.reshape(-1), w
+
+
 @dataclasses.dataclass(frozen=True)
 class Accuracy:
     """Fraction of rows whose arg-max class equals the label.
+
+    A multi-label binary classifier (labels `(B, K)`, scores `(B, K, 2)`)
+    counts each of its `K` labels (Keras's ``binary_accuracy``), or with
+    ``multi_label="argmax"`` compares the highest-scored label with the first
+    true one, one per example: what Keras's ``compile(metrics=["accuracy"])``
+    picks for `K > 1` sigmoid outputs (its ``categorical_accuracy``).
+
+    Attributes:
+      name: the key in logs.
+      multi_label: ``"each"`` (default) or ``"argmax"``, for labels `(B, K)`.
 
     Example:
       >>> import jax.numpy as jnp
@@ -78,12 +114,31 @@ class Accuracy:
       >>> padded = Accuracy().update(preds, labels, jnp.array([1.0, 1.0, 1.0, 0.0]))
       >>> float(Accuracy().compute(padded))  # weight 0 leaves the last row out
       1.0
+      >>> p1 = jnp.array([[0.9, 0.8, 0.1], [0.2, 0.4, 0.7]])  # 2 examples, 3 labels
+      >>> multi = jnp.stack([1 - p1, p1], axis=-1)
+      >>> targets = jnp.array([[1, 0, 0], [0, 1, 1]])  # 4 of 6 labels right; both arg-maxes
+      >>> float(Accuracy().compute(Accuracy().update(multi, targets, jnp.ones(2))))
+      0.6666666...
+      >>> keras_acc = Accuracy(multi_label="argmax")
+      >>> float(keras_acc.compute(keras_acc.update(multi, targets, jnp.ones(2))))
+      0.5
     """
 
     name: str = "accuracy"
+    multi_label: str = "each"
+
+    def __post_init__(self):
+        if self.multi_label not in ("each", "argmax"):
+            raise ConfigError(f"multi_label must be 'each' or 'argmax', got {self.multi_label!r}.")
 
     def update(self, preds, labels, weights):
-        correct = (jnp.argmax(preds, axis=-1) == labels).astype(jnp.float32)
+        if self.multi_label == "argmax" and preds.ndim == 3 and labels.ndim == 2:
+            # Keras's categorical_accuracy on multi-hot targets: argmax picks the first 1.
+            correct = jnp.argmax(preds[..., 1], axis=-1) == jnp.argmax(labels, axis=-1)
+        else:
+            preds, labels, weights = _label_rows(preds, labels, weights)
+            correct = jnp.argmax(preds, axis=-1) == labels
+        correct = correct.astype(jnp.float32)
         return {"correct": jnp.sum(correct * weights), "count": jnp.sum(weights)}
 
     def compute(self, acc):
@@ -114,7 +169,12 @@ class TopKAccuracy:
     k: int = 5
     name: str = "top_k_accuracy"
 
+    def __post_init__(self):
+        if not isinstance(self.k, int) or self.k < 1:
+            raise ConfigError(f"k must be an integer >= 1, got {self.k!r}.")
+
     def update(self, preds, labels, weights):
+        preds, labels, weights = _label_rows(preds, labels, weights)
         # A class is in the top k when fewer than k classes score strictly higher.
         label_score = jnp.take_along_axis(preds, labels[:, None].astype(jnp.int32), axis=-1)
         rank = jnp.sum(preds > label_score, axis=-1)
@@ -141,6 +201,7 @@ class ConfusionMatrix:
     name: str = "confusion_matrix"
 
     def update(self, preds, labels, weights):
+        preds, labels, weights = _label_rows(preds, labels, weights)
         num_classes = preds.shape[-1]
         true = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32) * weights[:, None]
         pred = jax.nn.one_hot(jnp.argmax(preds, axis=-1), num_classes, dtype=jnp.float32)
@@ -148,6 +209,9 @@ class ConfusionMatrix:
 
     def compute(self, acc):
         return acc["matrix"]
+
+
+_AVERAGES = ("macro", "micro", "weighted", "binary", None)
 
 
 def _safe_div(num, den):
@@ -189,12 +253,28 @@ class PrecisionRecallF1:
     name: str | None = None  # default: the `get` name, e.g. "recall" or "recall_binary"
 
     def __post_init__(self):
+        # An unknown average would otherwise fall through to the macro average.
+        if self.which not in ("precision", "recall", "f1"):
+            raise ConfigError(f"which must be 'precision', 'recall' or 'f1', got {self.which!r}.")
+        if self.average not in _AVERAGES:
+            raise ConfigError(
+                f"average must be one of {', '.join(map(repr, _AVERAGES))}, got {self.average!r}."
+            )
         if self.name is None:
             suffix = {"macro": "", None: "_per_class"}.get(self.average, f"_{self.average}")
             object.__setattr__(self, "name", f"{self.which}{suffix}")
 
     def update(self, preds, labels, weights):
+        if self.average == "binary":  # static shapes: checked once, while tracing
+            self._check_pos_label(preds.shape[-1])
         return ConfusionMatrix().update(preds, labels, weights)
+
+    def _check_pos_label(self, num_classes: int):
+        if not 0 <= self.pos_label < num_classes:  # jnp indexing would clamp it
+            raise ConfigError(
+                f"pos_label {self.pos_label} is not a class of this {num_classes}-class "
+                f"model; use a class index in [0, {num_classes})."
+            )
 
     def compute(self, acc):
         m = acc["matrix"]
@@ -210,12 +290,88 @@ class PrecisionRecallF1:
         if self.average in ("micro", None):
             return value
         if self.average == "binary":
+            self._check_pos_label(m.shape[0])
             return value[self.pos_label]
         if self.average == "weighted":
             return _safe_div(jnp.sum(value * support), support.sum())
         # sklearn's macro averages over classes present in labels or predictions.
         present = (support + predicted) > 0
         return jnp.sum(jnp.where(present, value, 0.0)) / jnp.maximum(present.sum(), 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class AUC:
+    """Area under the ROC curve from weighted counts at fixed thresholds (Keras's ``AUC``).
+
+    A score counts as positive when it is above a threshold, at
+    ``num_thresholds`` thresholds spread evenly over [0, 1] (plus one just
+    below 0 and one just above 1); the curve through the (false positive
+    rate, true positive rate) points is integrated with the trapezoidal rule,
+    as Keras's default ``AUC()`` does. The counts add up over batches, so the
+    value is the whole dataset's, within about ``1 / num_thresholds`` of
+    scikit-learn's exact ``roc_auc_score``. Scores `(N, 2)` use the positive
+    class (column 1); with more classes every (row, class) pair counts once,
+    one-vs-rest, as Keras's ``AUC`` on one-hot targets does.
+
+    Attributes:
+      num_thresholds: how many thresholds (at least 2; Keras's default 200).
+      name: the key in logs.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.metrics import AUC
+      >>> p1 = jnp.array([0.1, 0.4, 0.35, 0.8])  # sklearn's roc_auc_score example: 0.75
+      >>> preds, labels = jnp.stack([1 - p1, p1], axis=-1), jnp.array([0, 0, 1, 1])
+      >>> auc = AUC()
+      >>> round(float(auc.compute(auc.update(preds, labels, jnp.ones(4)))), 4)
+      0.75
+    """
+
+    num_thresholds: int = 200
+    name: str = "auc"
+
+    def __post_init__(self):
+        if not isinstance(self.num_thresholds, int) or self.num_thresholds < 2:
+            raise ConfigError(
+                f"num_thresholds must be an integer >= 2, got {self.num_thresholds!r}."
+            )
+
+    def thresholds(self) -> np.ndarray:
+        """The thresholds, in Keras's order and float32 values (ascending)."""
+        n, eps = self.num_thresholds, 1e-7  # eps: Keras's backend.epsilon()
+        inner = [(i + 1) * 1.0 / (n - 1) for i in range(n - 2)]
+        return np.array([0.0 - eps, *inner, 1.0 + eps]).astype(np.float32)
+
+    def update(self, preds, labels, weights):
+        preds, labels, weights = _label_rows(preds, labels, weights)
+        num_classes = preds.shape[-1]
+        if num_classes == 2:
+            scores, positive = preds[:, 1], (labels == 1).astype(jnp.float32)
+        else:  # one-vs-rest over every (row, class) pair
+            scores = preds.reshape(-1)
+            positive = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32).reshape(-1)
+            weights = jnp.repeat(weights, num_classes)
+        pos, neg = positive * weights, (1.0 - positive) * weights
+        # How many thresholds each score is above: a histogram over those counts, summed
+        # from the top, gives every threshold's counts in O(N) memory (not N x thresholds).
+        n = self.num_thresholds
+        above = jnp.searchsorted(jnp.asarray(self.thresholds()), scores, side="left")
+
+        def counts_above(w):
+            hist = jax.ops.segment_sum(w, above, num_segments=n + 1)
+            return jnp.cumsum(hist[::-1])[::-1][1:]  # [j]: weight of scores above threshold j
+
+        return {
+            "tp": counts_above(pos),
+            "fp": counts_above(neg),
+            "pos": jnp.sum(pos),
+            "neg": jnp.sum(neg),
+        }
+
+    def compute(self, acc):
+        tpr = _safe_div(acc["tp"], acc["pos"])
+        fpr = _safe_div(acc["fp"], acc["neg"])
+        return jnp.sum((fpr[:-1] - fpr[1:]) * (tpr[:-1] + tpr[1:]) / 2.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,6 +390,7 @@ class LogLoss:
     name: str = "log_loss"
 
     def update(self, preds, labels, weights):
+        preds, labels, weights = _label_rows(preds, labels, weights)
         p = preds / jnp.sum(preds, axis=-1, keepdims=True)
         p_true = jnp.take_along_axis(p, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
         eps = jnp.finfo(p_true.dtype).eps
@@ -249,6 +406,9 @@ class MeanError:
     """Mean squared (``power=2``) or absolute (``power=1``) error over all outputs.
 
     Each row's error is averaged over its outputs, then rows are averaged with their weights.
+    A classifier's class probabilities `(B, ..., C)` with integer labels `(B, ...)`
+    are compared with the one-hot labels (for a binary classifier, `(p - y)**2`:
+    the Brier score), as Keras's ``metrics=["mse"]`` compares them with the targets.
 
     Attributes:
       power: 2 (default) for the squared error; any other value gives the
@@ -264,18 +424,78 @@ class MeanError:
       2.5
       >>> float(mae.compute(mae.update(preds, targets, jnp.ones(2))))  # (1 + 2) / 2
       1.5
+      >>> probs = jnp.array([[0.2, 0.8], [0.9, 0.1]])  # a binary classifier: p = 0.8, 0.1
+      >>> round(float(mse.compute(mse.update(probs, jnp.array([1, 1]), jnp.ones(2)))), 4)
+      0.425
     """
 
     power: int = 2
     name: str = "mse"
 
     def update(self, preds, labels, weights):
+        if preds.ndim >= 2 and preds.shape[-1] > 1 and labels.shape == preds.shape[:-1]:
+            # Class ids for class scores (a regression's targets have the outputs' size).
+            labels = jax.nn.one_hot(labels, preds.shape[-1], dtype=preds.dtype)
         diff = preds - labels.reshape(preds.shape)
         err = jnp.square(diff) if self.power == 2 else jnp.abs(diff)
         per_row = err.reshape(err.shape[0], -1).mean(axis=-1)
         return {"total": jnp.sum(per_row * weights), "count": jnp.sum(weights)}
 
     compute = LogLoss.compute
+
+
+@dataclasses.dataclass(frozen=True)
+class Precision(PrecisionRecallF1):
+    """Keras's ``Precision()``: the positive class's precision (``average="binary"``).
+
+    For a binary classifier (one sigmoid output), or a multi-label one where
+    every label counts; a port of ``keras.metrics.Precision()``.
+
+    Attributes:
+      which: ``"precision"``.
+      average: ``"binary"``: the value of class ``pos_label``.
+      pos_label: the positive class (default 1).
+      name: the key in logs (default ``"precision"``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.metrics import Precision
+      >>> preds = jnp.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])  # predicts 0, 1, 1, 0
+      >>> m = Precision()
+      >>> m.name, float(m.compute(m.update(preds, jnp.array([0, 1, 0, 1]), jnp.ones(4))))
+      ('precision', 0.5)
+    """
+
+    which: str = "precision"
+    average: str | None = "binary"
+    name: str | None = "precision"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recall(PrecisionRecallF1):
+    """Keras's ``Recall()``: the positive class's recall (``average="binary"``).
+
+    For a binary classifier (one sigmoid output), or a multi-label one where
+    every label counts; a port of ``keras.metrics.Recall()``.
+
+    Attributes:
+      which: ``"recall"``.
+      average: ``"binary"``: the value of class ``pos_label``.
+      pos_label: the positive class (default 1).
+      name: the key in logs (default ``"recall"``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxnets.metrics import Recall
+      >>> preds = jnp.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])  # predicts 0, 1, 1, 0
+      >>> m = Recall()
+      >>> m.name, float(m.compute(m.update(preds, jnp.array([0, 1, 0, 1]), jnp.ones(4))))
+      ('recall', 0.5)
+    """
+
+    which: str = "recall"
+    average: str | None = "binary"
+    name: str | None = "recall"
 
 
 def _prf(which, average, name):
@@ -291,6 +511,12 @@ def _table():
         "binary_accuracy": Accuracy(name="binary_accuracy"),
         "top_k_accuracy": TopKAccuracy(),
         "top_5_accuracy": TopKAccuracy(k=5, name="top_5_accuracy"),
+        # Keras's names for the same (k=5 is their default too).
+        "top_k_categorical_accuracy": TopKAccuracy(k=5, name="top_k_categorical_accuracy"),
+        "sparse_top_k_categorical_accuracy": TopKAccuracy(
+            k=5, name="sparse_top_k_categorical_accuracy"
+        ),
+        "auc": AUC(),
         "confusion_matrix": ConfusionMatrix(),
         "log_loss": LogLoss(),
         "mse": MeanError(2, "mse"),
@@ -331,7 +557,8 @@ def get(metric):
 
     Args:
       metric: a name from `names` (case-insensitive), or a metric object,
-        returned as it is after checking its attributes.
+        returned as it is after checking its attributes (a metric class, such
+        as ``AUC``, gives its default instance, as in Keras).
 
     Returns:
       The metric object.
@@ -346,6 +573,8 @@ def get(metric):
     """
     if isinstance(metric, str):
         return lookup(metric, _TABLE, kind="metric")
+    if isinstance(metric, type):  # a class, as Keras accepts: its default instance
+        metric = metric()
     for attr in ("name", "update", "compute"):
         if not hasattr(metric, attr):
             raise ConfigError(

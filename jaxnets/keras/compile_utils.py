@@ -221,10 +221,23 @@ def config_name(obj, get) -> str | None:
     if isinstance(obj, str):
         return obj
     name = getattr(obj, "name", None)
+    if not isinstance(name, str):
+        return None
     try:
-        return name if isinstance(name, str) and get(name) == obj else None
+        built_in = get(name)
     except JaxnetsError:  # not a built-in name
         return None
+    # `resolve_metrics` renames get("AUC") (logged "auc") to "AUC", as Keras logs it.
+    if built_in == obj or _renamed(built_in, name) == obj:
+        return name
+    return None
+
+
+def _renamed(obj, name: str):
+    """``obj`` logged under ``name``: a copy when it is a dataclass with another name."""
+    if dataclasses.is_dataclass(obj) and getattr(obj, "name", name) != name:
+        return dataclasses.replace(obj, name=name)
+    return obj
 
 
 def resolve_metrics(metrics, weighted_metrics, loss_kind: str | None = None) -> list:
@@ -234,18 +247,53 @@ def resolve_metrics(metrics, weighted_metrics, loss_kind: str | None = None) -> 
     both lists end up weighted (Keras leaves plain ``metrics`` unweighted).
     With a binary loss, ``"precision"``, ``"recall"`` and ``"f1"`` are the
     positive class's, as Keras's (and scikit-learn's) defaults are for a
-    binary classifier, still logged under the name given.
+    binary classifier, still logged under the name given; with several
+    sigmoid outputs (multi-label) they count every label, and ``"accuracy"``
+    compares the arg-max label, as Keras's do (``"binary_accuracy"`` counts
+    every label).
+
+    A metric given by name is logged under that exact spelling, as in Keras
+    (``"AUC"`` logs as ``AUC``, ``"acc"`` as ``acc``).
 
     Example:
-      >>> [getattr(m, "average", m) for m in resolve_metrics(["accuracy", "precision"], None, "binary")]
-      ['accuracy', 'binary']
+      >>> [(m.name, type(m).__name__) for m in resolve_metrics(["AUC", "mse"], None)]
+      [('AUC', 'AUC'), ('mse', 'MeanError')]
+      >>> [getattr(m, "average", None) for m in resolve_metrics(["accuracy", "precision"], None, "binary")]
+      [None, 'binary']
     """
     out, seen = [], set()
-    for m in [*(metrics or []), *(weighted_metrics or [])]:
+    given = [*_metric_list(metrics, "metrics"), *_metric_list(weighted_metrics, "weighted_metrics")]
+    for m in given:
         key = m.lower() if isinstance(m, str) else id(m)
         if key not in seen:
             seen.add(key)
             if loss_kind == "binary" and key in ("precision", "recall", "f1"):
                 m = metrics_lib.PrecisionRecallF1(key, average="binary", name=m)
+            elif loss_kind == "binary" and key in ("accuracy", "acc"):
+                # Keras reads "accuracy" on K > 1 sigmoid outputs as categorical_accuracy.
+                m = metrics_lib.Accuracy(name=m, multi_label="argmax")
+            elif isinstance(m, str):
+                m = _renamed(metrics_lib.get(m), m)
             out.append(m)
     return out
+
+
+def _metric_list(value, arg: str) -> list:
+    """``metrics=`` as a list: a one-output dict gives its entry, a bare name is an error.
+
+    A bare string would otherwise be read letter by letter (``'a'``, ``'c'``...).
+    """
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        if len(value) != 1:
+            raise ConfigError(
+                f"single-output models take one {arg} entry, got a dict with keys {sorted(value)}."
+            )
+        (value,) = value.values()
+        return value if isinstance(value, list | tuple) else [value]
+    if not isinstance(value, list | tuple):
+        raise ConfigError(
+            f"{arg} must be a list such as [{value!r}], got {type(value).__name__} {value!r}."
+        )
+    return list(value)

@@ -135,6 +135,10 @@ def metric_sums(state: TrainState, outputs, batch, per_example, reg=0.0):
         labels = state.loss.labels(batch["y"])
         if state.loss.kind in ("sparse", "categorical") and preds.ndim == 3:
             preds, labels, weights = _per_step(preds, labels, weights, batch.get("x_mask"))
+        elif state.loss.kind == "regression" and preds.ndim == 3 and "x_mask" in batch:
+            # Per-step regression outputs (B, T, K): the metrics skip masked steps, as the loss does.
+            labels = labels.reshape(preds.shape)
+            preds, labels, weights = _per_step(preds, labels, weights, batch["x_mask"])
         for m in state.metrics:
             sums[m.name] = m.update(preds, labels, weights)
     return sums
