@@ -42,7 +42,11 @@ from jaxnets.layers import (
     Dense,
     Dropout,
     Embedding,
+    GaussianNoise,
     LayerNormalization,
+    LeakyReLU,
+    ReLU,
+    UnitNormalization,
 )
 from jaxnets.layers.base import float_inputs
 from jaxnets.training.state import accepted_call_kwargs, mode_kwargs
@@ -56,7 +60,18 @@ _KERAS_ATTRS = frozenset(
 
 # Layers that pass a mask through unchanged, as Keras's with supports_masking=True
 # that do not consume it: they act on each time step alone.
-_KEEP_MASK = (Activation, BatchNormalization, Dense, Dropout, LayerNormalization)
+# (Dropout covers SpatialDropout1D, whose mask per channel is shared by every step.)
+_KEEP_MASK = (
+    Activation,
+    BatchNormalization,
+    Dense,
+    Dropout,
+    GaussianNoise,
+    LayerNormalization,
+    LeakyReLU,
+    ReLU,
+    UnitNormalization,
+)
 
 
 def frozen_patterns(module, prefix: str = "") -> list[str]:
@@ -130,7 +145,9 @@ class Sequential(nn.Module, Model):
         else:
             super().__setattr__(name, value)
 
-    def __call__(self, x, train: bool = False, mask=None):
+    def __call__(self, x, train: bool = False, mask=None, *, training: bool | None = None):
+        # ``training=`` is Keras's spelling (``model(x, training=False)``); ``train`` is jaxnets'.
+        train = train if training is None else training
         if self.scope is None:  # Keras-style ``model(x)`` on the facade, not inside a Flax apply
             return Model.__call__(self, x, training=train)
         if not self.takes_tokens():

@@ -37,7 +37,9 @@ import jax
 _LEAF_RANK = {
     "kernel": 0,
     "embedding": 0,
+    "depthwise_kernel": 0,  # SeparableConv2D: depthwise, pointwise, bias
     "recurrent_kernel": 1,
+    "pointwise_kernel": 1,
     "scale": 2,
     "bias": 3,
     "mean": 4,

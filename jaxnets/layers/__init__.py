@@ -21,7 +21,13 @@ Example:
 from jaxnets.layers import activations, initializers
 from jaxnets.layers.attention import MultiHeadAttention
 from jaxnets.layers.base import Layer
-from jaxnets.layers.conv import Conv1D, Conv2D, Conv2DTranspose
+from jaxnets.layers.conv import (
+    Conv1D,
+    Conv2D,
+    Conv2DTranspose,
+    DepthwiseConv2D,
+    SeparableConv2D,
+)
 from jaxnets.layers.core import (
     Activation,
     Add,
@@ -31,10 +37,21 @@ from jaxnets.layers.core import (
     Dropout,
     Embedding,
     Flatten,
+    GaussianNoise,
+    LeakyReLU,
     Multiply,
+    ReLU,
     Reshape,
+    Softmax,
+    SpatialDropout1D,
+    SpatialDropout2D,
 )
-from jaxnets.layers.normalization import BatchNormalization, LayerNormalization
+from jaxnets.layers.normalization import (
+    BatchNormalization,
+    GroupNormalization,
+    LayerNormalization,
+    UnitNormalization,
+)
 from jaxnets.layers.pooling import (
     AveragePooling1D,
     AveragePooling2D,
@@ -46,6 +63,17 @@ from jaxnets.layers.pooling import (
     MaxPooling2D,
 )
 from jaxnets.layers.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
+from jaxnets.layers.reshaping import (
+    Cropping1D,
+    Cropping2D,
+    Permute,
+    RepeatVector,
+    UpSampling1D,
+    UpSampling2D,
+    ZeroPadding1D,
+    ZeroPadding2D,
+)
+from jaxnets.layers.wrappers import TimeDistributed
 
 __all__ = [
     "Activation",
@@ -59,24 +87,43 @@ __all__ = [
     "Conv1D",
     "Conv2D",
     "Conv2DTranspose",
+    "Cropping1D",
+    "Cropping2D",
     "Dense",
+    "DepthwiseConv2D",
     "Dropout",
     "Embedding",
     "Flatten",
-    "GRU",
+    "GaussianNoise",
     "GlobalAveragePooling1D",
     "GlobalAveragePooling2D",
     "GlobalMaxPooling1D",
     "GlobalMaxPooling2D",
+    "GRU",
+    "GroupNormalization",
     "Layer",
     "LayerNormalization",
+    "LeakyReLU",
     "LSTM",
     "MaxPooling1D",
     "MaxPooling2D",
     "MultiHeadAttention",
     "Multiply",
+    "Permute",
+    "ReLU",
+    "RepeatVector",
     "Reshape",
+    "SeparableConv2D",
     "SimpleRNN",
+    "Softmax",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "TimeDistributed",
+    "UnitNormalization",
+    "UpSampling1D",
+    "UpSampling2D",
+    "ZeroPadding1D",
+    "ZeroPadding2D",
     "activations",
     "initializers",
 ]

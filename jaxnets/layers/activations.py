@@ -84,6 +84,27 @@ def mish(x):
     return x * jnp.tanh(jax.nn.softplus(x))
 
 
+def hard_silu(x):
+    # Keras 3: x * hard_sigmoid(x), with its relu6(x + 3) / 6.
+    return x * hard_sigmoid(x)
+
+
+def tanh_shrink(x):
+    return x - jnp.tanh(x)
+
+
+def soft_shrink(x, threshold: float = 0.5):
+    return jnp.where(x > threshold, x - threshold, jnp.where(x < -threshold, x + threshold, 0.0))
+
+
+def hard_shrink(x, threshold: float = 0.5):
+    return jnp.where(jnp.abs(x) > threshold, x, 0.0)
+
+
+def squareplus(x, b: float = 4.0):
+    return jax.nn.squareplus(x, b)
+
+
 ACTIVATIONS: dict[str, Callable] = {
     "linear": linear,
     "relu": jax.nn.relu,
@@ -103,6 +124,18 @@ ACTIVATIONS: dict[str, Callable] = {
     "silu": jax.nn.silu,
     "mish": mish,
     "exponential": jnp.exp,
+    # Keras 3's newer names, with its defaults.
+    "hard_silu": hard_silu,
+    "hard_swish": hard_silu,
+    "log_sigmoid": jax.nn.log_sigmoid,
+    "hard_tanh": jax.nn.hard_tanh,
+    "celu": jax.nn.celu,
+    "glu": jax.nn.glu,
+    "tanh_shrink": tanh_shrink,
+    "soft_shrink": soft_shrink,
+    "hard_shrink": hard_shrink,
+    "squareplus": squareplus,
+    "sparse_plus": jax.nn.sparse_plus,
 }
 
 

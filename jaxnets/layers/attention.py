@@ -6,10 +6,13 @@ kernels ``(D, num_heads, key_dim)`` with biases ``(num_heads, key_dim)``, and
 
 Masks are booleans, True = attend. ``attention_mask`` is (B, T, S) or
 (B, heads, T, S); ``value_mask`` (B, S) marks the valid (unpadded) keys; in
-self-attention ``mask`` (B, T), the jaxnets sequence-mask convention, is used
-as ``value_mask``. Masked logits are set to the dtype's minimum rather than
--inf, so a row with no valid key gives uniform weights, never NaN. Outputs at
-padded query steps are computed like any other; ignore them downstream.
+self-attention ``mask`` (B, T), the jaxnets sequence-mask convention, marks
+both the valid keys and the valid queries, as Keras's propagated mask does.
+A query row with no key left to attend to (a padded query step, or an
+``attention_mask`` row of False) never gives NaN; as in Keras 3, its weights are
+zeros (its output the output projection's bias) when the weights are computed,
+with ``dropout`` in train mode or ``return_attention_scores``, and uniform over
+all keys otherwise (Keras then runs its fused ``dot_product_attention``).
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -119,8 +122,9 @@ class MultiHeadAttention(Layer):
           attention_mask: bool ``(B, T, S)`` or ``(B, heads, T, S)``, True = attend.
           use_causal_mask: also mask out keys after each query step (``s > t``).
           train: apply attention-weight dropout (needs the 'dropout' RNG).
-          mask: ``(B, T)`` sequence mask, True = valid step; used as ``value_mask``
-            in self-attention only (``value`` None), ignored otherwise.
+          mask: ``(B, T)`` sequence mask, True = valid step; in self-attention only
+            (``value`` None; ignored otherwise) it is the ``value_mask`` and masks the
+            queries too, as Keras's propagated mask does (see the module docstring).
           value_mask: ``(B, S)``, True at valid (unpadded) keys.
           return_attention_scores: also return the softmax weights (before dropout).
 
@@ -128,8 +132,10 @@ class MultiHeadAttention(Layer):
           ``(B, T, output_shape or D)`` outputs, or ``(outputs, weights)`` with
           weights ``(B, num_heads, T, S)`` when ``return_attention_scores``.
         """
+        query_mask = None
         if value is None:
             value = query
+            query_mask = mask  # Keras: a masked query step attends to nothing
             if value_mask is None:
                 value_mask = mask
         key = value if key is None else key
@@ -162,15 +168,25 @@ class MultiHeadAttention(Layer):
         if value_mask is not None:
             vm = jnp.asarray(value_mask).astype(bool)[:, None, None, :]
             allowed = vm if allowed is None else allowed & vm
+        if query_mask is not None:
+            qm = jnp.asarray(query_mask).astype(bool)[:, None, :, None]
+            allowed = qm if allowed is None else allowed & qm
         if use_causal_mask:
             causal = jnp.tril(jnp.ones((t, s), bool))[None, None]
             allowed = causal if allowed is None else allowed & causal
+        attends = None
         if allowed is not None:
             logits = jnp.where(allowed, logits, jnp.finfo(logits.dtype).min)
+            # (B, H|1, T, 1): False where a query row has no key left. When Keras needs the
+            # weights (dropout or returned scores) it multiplies the softmax by the mask, so
+            # such a row gets zero weights there (and uniform ones without; see below).
+            attends = jnp.broadcast_to(allowed, (*allowed.shape[:-1], s)).any(-1, keepdims=True)
         dropout = train and self.dropout > 0.0
         weights = None
         if dropout or return_attention_scores:  # the weights themselves are needed
             weights = jax.nn.softmax(logits, axis=-1)  # (B, H, T, S)
+            if attends is not None:
+                weights = jnp.where(attends, weights, 0.0)
             weights_d = weights
             if dropout:
                 shape = weights.shape
@@ -178,6 +194,8 @@ class MultiHeadAttention(Layer):
                 weights_d = jnp.where(keep, weights / (1.0 - self.dropout), 0.0)
             o = jnp.einsum("bhts,bshv->bthv", weights_d, v)
         else:
+            # Keras's path without dropout or scores (its dot_product_attention op) leaves a
+            # row without keys uniform over all keys; so does this one.
             o = _softmax_attend(logits, v)
         out = self._proj(self.output_shape or query.shape[-1], "attention_output", axis=(-2, -1))(o)
         return (out, weights) if return_attention_scores else out

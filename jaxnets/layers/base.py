@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import numbers
 
 import flax.linen as nn
 import jax
@@ -85,12 +86,66 @@ def resolve_impl(impl: str) -> str:
 
 
 def as_tuple(value, n: int, what: str) -> tuple[int, ...]:
-    """Expands an int to an ``n``-tuple, as Keras does for kernel sizes and strides."""
+    """Expands an int to an ``n``-tuple of positive ints, as Keras does for kernel sizes and strides.
+
+    Example:
+      >>> as_tuple(3, 2, "kernel_size"), as_tuple((2, 1), 2, "strides")
+      ((3, 3), (2, 1))
+      >>> as_tuple(0, 2, "strides")
+      Traceback (most recent call last):
+      ...
+      jaxnets.errors.ConfigError: strides must be positive, got (0, 0).
+    """
     from jaxnets.errors import ConfigError
 
     if isinstance(value, int):
-        return (value,) * n
+        value = (value,) * n
     value = tuple(int(v) for v in value)
     if len(value) != n:
         raise ConfigError(f"{what} must be an int or a {n}-tuple, got {value!r}.")
+    if min(value) < 1:
+        raise ConfigError(f"{what} must be positive, got {value!r}.")
     return value
+
+
+def check_positive(layer: str, **values) -> None:
+    """Raises a `ConfigError` if an int field of ``layer`` (``units=0``...) is not positive.
+
+    Example:
+      >>> check_positive("Dense", units=4)
+      >>> check_positive("Dense", units=0)
+      Traceback (most recent call last):
+      ...
+      jaxnets.errors.ConfigError: Dense units must be a positive integer, got 0.
+    """
+    from jaxnets.errors import ConfigError
+
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ConfigError(f"{layer} {name} must be a positive integer, got {value!r}.")
+
+
+def feature_axes(axis, ndim: int, layer: str) -> tuple[int, ...]:
+    """``axis`` (an int or ints, negative counting from the end) as sorted axes of an ``ndim`` input.
+
+    Raises a `ShapeError` naming ``layer`` for an axis the input does not have (Keras
+    raises too; wrapping it around would normalize over the wrong axis).
+
+    Example:
+      >>> feature_axes(-1, 4, "LayerNormalization"), feature_axes((1, -1), 3, "LayerNormalization")
+      ((3,), (1, 2))
+      >>> feature_axes(3, 2, "BatchNormalization")
+      Traceback (most recent call last):
+      ...
+      jaxnets.errors.ShapeError: BatchNormalization axis 3 is out of range for inputs of rank 2 (axes -2 to 1).
+    """
+    from jaxnets.errors import ShapeError
+
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ShapeError(
+                f"{layer} axis {a} is out of range for inputs of rank {ndim} "
+                f"(axes {-ndim} to {ndim - 1})."
+            )
+    return tuple(sorted(a % ndim for a in axes))

@@ -26,10 +26,12 @@ from collections.abc import Callable
 from typing import ClassVar
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from jaxnets.errors import ConfigError, ShapeError, lookup
 from jaxnets.layers import activations, conv_ops, initializers
-from jaxnets.layers.base import Layer, as_tuple, float_inputs, resolve_impl
+from jaxnets.layers.base import Layer, as_tuple, check_positive, float_inputs, resolve_impl
+from jaxnets.layers.core import rows_dot
 
 
 class _Conv(Layer):
@@ -48,6 +50,22 @@ class _Conv(Layer):
     kernel_initializer: str | Callable = "glorot_uniform"
     bias_initializer: str | Callable = "zeros"
     impl: str = "auto"
+    groups: int = 1
+
+    def __post_init__(self):
+        # Keras rejects these at construction; later they would divide by zero while tracing.
+        layer = type(self).__name__
+        check_positive(layer, filters=self.filters, groups=self.groups)
+        if self.transpose and self.groups != 1:
+            raise ConfigError(f"{layer} does not support groups (nor does Keras); leave it at 1.")
+        if self.filters % self.groups:
+            raise ConfigError(
+                f"{layer} groups={self.groups} must divide filters={self.filters} (as in Keras)."
+            )
+        as_tuple(self.kernel_size, self.rank, f"{layer} kernel_size")
+        as_tuple(self.strides, self.rank, f"{layer} strides")
+        as_tuple(self.dilation_rate, self.rank, f"{layer} dilation_rate")
+        super().__post_init__()
 
     def _padding(self) -> str:
         valid = {"valid": 0, "same": 1}
@@ -68,23 +86,40 @@ class _Conv(Layer):
         strides = as_tuple(self.strides, self.rank, "strides")
         dilation = as_tuple(self.dilation_rate, self.rank, "dilation_rate")
         padding = self._padding()
+        if x.shape[-1] % self.groups:
+            raise ShapeError(
+                f"{type(self).__name__} groups={self.groups} must divide the input channels, "
+                f"got inputs of shape {x.shape}."
+            )
         kernel = self.param(
             "kernel",
             initializers.get(self.kernel_initializer),
-            (*ksize, x.shape[-1], self.filters),
+            (*ksize, x.shape[-1] // self.groups, self.filters),
         ).astype(x.dtype)
         impl = resolve_impl(self.impl)
         if self.transpose:
             fn = conv_ops.conv_transpose_xla if impl == "xla" else conv_ops.conv_transpose_col2im
             y = fn(x, kernel, strides=strides, padding=padding)
         else:
+            _check_window_fits(self, x.shape[1:-1], ksize, dilation, padding)
             if max(dilation) > 1 and max(strides) > 1:
                 raise ConfigError(
                     f"strides {strides} and dilation_rate {dilation} cannot both exceed 1 "
                     "(Keras has the same rule); set one of them to 1."
                 )
             fn = conv_ops.conv_xla if impl == "xla" else conv_ops.conv_im2col
-            y = fn(x, kernel, strides=strides, padding=padding, dilation=dilation)
+            if self.groups == 1:
+                y = fn(x, kernel, strides=strides, padding=padding, dilation=dilation)
+            else:  # Keras's groups: group g convolves channels g*C/G.. with filters g*F/G..
+                xs = jnp.split(x, self.groups, axis=-1)
+                ks = jnp.split(kernel, self.groups, axis=-1)
+                y = jnp.concatenate(
+                    [
+                        fn(xg, kg, strides=strides, padding=padding, dilation=dilation)
+                        for xg, kg in zip(xs, ks, strict=True)
+                    ],
+                    axis=-1,
+                )
         if self.use_bias:
             bias = self.param("bias", initializers.get(self.bias_initializer), (self.filters,))
             y = y + bias.astype(y.dtype)
@@ -111,6 +146,9 @@ class Conv1D(_Conv):
       impl: 'auto', 'im2col' or 'xla'.
         'auto' (default) runs the im2col kernels on CPU and `lax.conv_general_dilated` on
         GPU/TPU; the others force one. Parameters are the same for all three.
+      groups: split the input channels and the filters into this many groups, each
+        convolved on its own (Keras ``groups``; default 1); ``kernel`` is then
+        ``(*kernel_size, C / groups, filters)``. It must divide both.
       input_shape: keyword-only (Keras): one example's shape without the batch axis,
         e.g. ``(T, C)``; only `Sequential` reads it, to build from its first layer. Default None.
 
@@ -143,6 +181,8 @@ class Conv2D(_Conv):
       bias_initializer: Keras name or JAX initializer of ``bias`` (default 'zeros').
       impl: 'auto' (default: im2col on CPU, `lax.conv_general_dilated` on GPU/TPU),
         'im2col' or 'xla' to force one; parameters are the same for all three.
+      groups: split the input channels and filters into this many independent groups
+        (Keras ``groups``; default 1); ``kernel`` is then ``(kh, kw, C / groups, filters)``.
       input_shape: keyword-only (Keras): one example's shape without the batch axis,
         e.g. ``(H, W, C)``; only `Sequential` reads it, to build from its first layer. Default None.
 
@@ -182,6 +222,7 @@ class Conv2DTranspose(_Conv):
       bias_initializer: Keras name or JAX initializer of ``bias`` (default 'zeros').
       impl: 'auto' (default: col2im on CPU, `lax.conv_transpose` on GPU/TPU),
         'im2col' (runs col2im) or 'xla' to force one; parameters are the same for all three.
+      groups: must stay 1 (Keras's Conv2DTranspose has no groups).
       input_shape: keyword-only (Keras): one example's shape without the batch axis,
         e.g. ``(H, W, C)``; only `Sequential` reads it, to build from its first layer. Default None.
 
@@ -200,3 +241,180 @@ class Conv2DTranspose(_Conv):
         if as_tuple(self.dilation_rate, 2, "dilation_rate") != (1, 1):
             raise ConfigError("Conv2DTranspose does not support dilation_rate; leave it at 1.")
         super().__post_init__()
+
+
+class DepthwiseConv2D(Layer):
+    """Depthwise 2-D convolution of NHWC images (Keras ``DepthwiseConv2D``).
+
+    Each input channel is convolved with its own ``depth_multiplier`` filters; output
+    channel ``c * depth_multiplier + m`` comes from channel ``c``, as in Keras.
+
+    Attributes:
+      kernel_size: int or 2-tuple ``(kh, kw)``.
+      strides: int or 2-tuple (default 1).
+      padding: 'valid' (default) or 'same' (as TensorFlow: ``ceil(n / stride)``).
+      depth_multiplier: filters per input channel (default 1).
+      dilation_rate: int or 2-tuple (default 1); cannot exceed 1 together with ``strides``.
+      activation: name or callable applied to the output; None (default) is linear.
+      use_bias: add a learned ``bias`` ``(C * depth_multiplier,)`` (default True).
+      depthwise_initializer: Keras name or JAX initializer of ``depthwise_kernel``
+        ``(kh, kw, C, depth_multiplier)`` (Keras's shape; default 'glorot_uniform').
+      bias_initializer: Keras name or JAX initializer of ``bias`` (default 'zeros').
+      impl: 'auto' (default: slices on CPU, `lax.conv_general_dilated` on GPU/TPU),
+        'im2col' or 'xla'; parameters are the same for all three.
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(H, W, C)``; only `Sequential` reads it. Default None.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> layer = DepthwiseConv2D(3, depth_multiplier=2, padding="same")
+      >>> x = jnp.ones((1, 5, 5, 3))
+      >>> variables = layer.init(jax.random.key(0), x)
+      >>> layer.apply(variables, x).shape, variables["params"]["depthwise_kernel"].shape
+      ((1, 5, 5, 6), (3, 3, 3, 2))
+    """
+
+    kernel_size: int | tuple[int, int]
+    strides: int | tuple[int, int] = 1
+    padding: str = "valid"
+    depth_multiplier: int = 1
+    dilation_rate: int | tuple[int, int] = 1
+    activation: str | Callable | None = None
+    use_bias: bool = True
+    depthwise_initializer: str | Callable = "glorot_uniform"
+    bias_initializer: str | Callable = "zeros"
+    impl: str = "auto"
+
+    def __post_init__(self):
+        _check_depthwise_config(self)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        y = _depthwise(self, x, self.depthwise_initializer)
+        if self.use_bias:
+            bias = self.param("bias", initializers.get(self.bias_initializer), (y.shape[-1],))
+            y = y + bias.astype(y.dtype)
+        return activations.get(self.activation)(y)
+
+
+class SeparableConv2D(Layer):
+    """Depthwise then pointwise (1x1) 2-D convolution (Keras ``SeparableConv2D``).
+
+    Parameters (Keras's names, shapes and order): ``depthwise_kernel``
+    ``(kh, kw, C, depth_multiplier)``, ``pointwise_kernel``
+    ``(1, 1, C * depth_multiplier, filters)`` and ``bias`` ``(filters,)``.
+
+    Attributes:
+      filters: output channels.
+      kernel_size: int or 2-tuple ``(kh, kw)`` of the depthwise step.
+      strides: int or 2-tuple of the depthwise step (default 1).
+      padding: 'valid' (default) or 'same' (as TensorFlow).
+      depth_multiplier: depthwise filters per input channel (default 1).
+      dilation_rate: int or 2-tuple (default 1); cannot exceed 1 together with ``strides``.
+      activation: name or callable applied to the output; None (default) is linear.
+      use_bias: add a learned ``bias`` ``(filters,)`` (default True).
+      depthwise_initializer: Keras name or JAX initializer of ``depthwise_kernel``
+        (default 'glorot_uniform').
+      pointwise_initializer: Keras name or JAX initializer of ``pointwise_kernel``
+        (default 'glorot_uniform').
+      bias_initializer: Keras name or JAX initializer of ``bias`` (default 'zeros').
+      impl: 'auto' (default), 'im2col' or 'xla', as `DepthwiseConv2D`.
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(H, W, C)``; only `Sequential` reads it. Default None.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> layer = SeparableConv2D(8, 3, strides=2, padding="same")
+      >>> x = jnp.ones((1, 7, 7, 3))
+      >>> variables = layer.init(jax.random.key(0), x)
+      >>> layer.apply(variables, x).shape, variables["params"]["pointwise_kernel"].shape
+      ((1, 4, 4, 8), (1, 1, 3, 8))
+    """
+
+    filters: int
+    kernel_size: int | tuple[int, int]
+    strides: int | tuple[int, int] = 1
+    padding: str = "valid"
+    depth_multiplier: int = 1
+    dilation_rate: int | tuple[int, int] = 1
+    activation: str | Callable | None = None
+    use_bias: bool = True
+    depthwise_initializer: str | Callable = "glorot_uniform"
+    pointwise_initializer: str | Callable = "glorot_uniform"
+    bias_initializer: str | Callable = "zeros"
+    impl: str = "auto"
+
+    def __post_init__(self):
+        check_positive("SeparableConv2D", filters=self.filters)
+        _check_depthwise_config(self)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        y = _depthwise(self, x, self.depthwise_initializer)
+        pointwise = self.param(
+            "pointwise_kernel",
+            initializers.get(self.pointwise_initializer),
+            (1, 1, y.shape[-1], self.filters),
+        ).astype(y.dtype)
+        y = rows_dot(y, pointwise[0, 0])
+        if self.use_bias:
+            bias = self.param("bias", initializers.get(self.bias_initializer), (self.filters,))
+            y = y + bias.astype(y.dtype)
+        return activations.get(self.activation)(y)
+
+
+def _check_depthwise_config(layer) -> None:
+    name = type(layer).__name__
+    check_positive(name, depth_multiplier=layer.depth_multiplier)
+    as_tuple(layer.kernel_size, 2, f"{name} kernel_size")
+    strides = as_tuple(layer.strides, 2, f"{name} strides")
+    dilation = as_tuple(layer.dilation_rate, 2, f"{name} dilation_rate")
+    lookup(layer.padding, {"valid": 0, "same": 1}, kind="padding")
+    if max(dilation) > 1 and max(strides) > 1:
+        raise ConfigError(
+            f"{name} strides {strides} and dilation_rate {dilation} cannot both exceed 1 "
+            "(Keras has the same rule); set one of them to 1."
+        )
+
+
+def _depthwise(layer, x, initializer):
+    """The depthwise step shared by DepthwiseConv2D and SeparableConv2D (in ``layer``'s scope)."""
+    if x.ndim != 4:
+        raise ShapeError(
+            f"{type(layer).__name__} expects inputs of rank 4 (batch, height, width, channels), "
+            f"got shape {x.shape}."
+        )
+    x = float_inputs(x)
+    ksize = as_tuple(layer.kernel_size, 2, "kernel_size")
+    strides = as_tuple(layer.strides, 2, "strides")
+    dilation = as_tuple(layer.dilation_rate, 2, "dilation_rate")
+    padding = layer.padding.lower()
+    _check_window_fits(layer, x.shape[1:-1], ksize, dilation, padding)
+    kernel = layer.param(
+        "depthwise_kernel",
+        initializers.get(initializer),
+        (*ksize, x.shape[-1], layer.depth_multiplier),
+    ).astype(x.dtype)
+    return conv_ops.depthwise_conv(
+        x,
+        kernel,
+        strides=strides,
+        padding=padding,
+        dilation=dilation,
+        impl=resolve_impl(layer.impl),
+    )
+
+
+def _check_window_fits(layer, spatial, ksize, dilation, padding) -> None:
+    """Raises a `ShapeError` if a 'valid' or 'causal' window does not fit the input."""
+    eff = [(k - 1) * d + 1 for k, d in zip(ksize, dilation, strict=True)]
+    pads = conv_ops.conv_padding(spatial, ksize, (1,) * len(ksize), dilation, padding)
+    if any(n + lo + hi < e for n, (lo, hi), e in zip(spatial, pads, eff, strict=True)):
+        raise ShapeError(
+            f"{type(layer).__name__} {layer.name or ''} with kernel_size {tuple(ksize)}, "
+            f"dilation_rate {tuple(dilation)} and padding '{padding}' got inputs of spatial "
+            f"shape {tuple(spatial)}: the output would be empty (Keras raises too). Use "
+            "larger inputs, a smaller kernel, or padding='same' here or in the layers before."
+        )

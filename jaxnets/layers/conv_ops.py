@@ -194,3 +194,56 @@ def conv_transpose_col2im(x, kernel, *, strides, padding: str):
         part = lax.pad(y[..., i, :], jnp.zeros((), y.dtype), config)
         total = part if total is None else total + part
     return total
+
+
+def depthwise_conv(x, kernel, *, strides, padding: str, dilation=None, impl: str = "xla"):
+    """Depthwise convolution: each input channel with its own ``depth_multiplier`` filters.
+
+    ``kernel`` is ``(*kernel_size, C, M)`` (Keras's ``depthwise_kernel``); output channel
+    ``c * M + m`` is channel ``c`` convolved with ``kernel[..., c, m]``, as in Keras.
+    ``impl='xla'`` runs `lax.conv_general_dilated` with ``C`` feature groups;
+    ``'im2col'`` sums each tap's shifted, strided slice times its weights (elementwise
+    products, no matrix product to lose to the grouping).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> x, k = jnp.ones((1, 4, 4, 3)), jnp.ones((3, 3, 3, 2))
+      >>> depthwise_conv(x, k, strides=(1, 1), padding="valid").shape
+      (1, 2, 2, 6)
+      >>> bool((depthwise_conv(x, k, strides=(1, 1), padding="valid", impl="im2col") == 9).all())
+      True
+    """
+    nd = x.ndim - 2
+    ksize, (cin, mult) = kernel.shape[:nd], kernel.shape[nd:]
+    dilation = dilation or (1,) * nd
+    pads = conv_padding(x.shape[1:-1], ksize, strides, dilation, padding)
+    if impl == "xla":
+        return lax.conv_general_dilated(
+            x,
+            kernel.reshape(*ksize, 1, cin * mult),
+            strides,
+            pads,
+            rhs_dilation=dilation,
+            dimension_numbers=_DIMS[nd],
+            feature_group_count=cin,
+        )
+    if mult > 1:
+        x = jnp.repeat(x, mult, axis=-1)  # channel c * M + m reads input channel c
+    if any(p != (0, 0) for p in pads):
+        x = jnp.pad(x, [(0, 0), *pads, (0, 0)])
+    out = [
+        (n - (k - 1) * d - 1) // s + 1
+        for n, k, d, s in zip(x.shape[1:-1], ksize, dilation, strides, strict=True)
+    ]
+    weights = kernel.reshape(-1, cin * mult)
+    total = None
+    for i, tap in enumerate(itertools.product(*(range(k) for k in ksize))):
+        start = [0] + [t * d for t, d in zip(tap, dilation, strict=True)] + [0]
+        limit = (
+            [x.shape[0]]
+            + [st + (o - 1) * s + 1 for st, o, s in zip(start[1:-1], out, strides, strict=True)]
+            + [x.shape[-1]]
+        )
+        part = lax.slice(x, start, limit, (1, *strides, 1)) * weights[i]
+        total = part if total is None else total + part
+    return total

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -23,7 +24,7 @@ from jax import lax
 
 from jaxnets.errors import ConfigError, ShapeError
 from jaxnets.layers import activations, hyperparams, initializers
-from jaxnets.layers.base import Layer, float_inputs
+from jaxnets.layers.base import Layer, check_positive, float_inputs
 from jaxnets.layers.replicas import REPLICATED_RNG, replica_axis
 
 
@@ -75,8 +76,18 @@ class Dense(Layer):
     kernel_initializer: str | Callable = "glorot_uniform"
     bias_initializer: str | Callable = "zeros"
 
+    def __post_init__(self):
+        check_positive("Dense", units=self.units)
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x, train: bool = False):
+        if x.ndim < 2:
+            # Keras too: a (batch,) input would silently become one row of `batch` features.
+            raise ShapeError(
+                f"Dense expects inputs of rank >= 2 (batch, ..., features), got shape {x.shape}; "
+                "reshape 1-D data to (n, 1)."
+            )
         x = float_inputs(x)
         kernel = self.param(
             "kernel", initializers.get(self.kernel_initializer), (x.shape[-1], self.units)
@@ -109,6 +120,97 @@ class Activation(Layer):
     @nn.compact
     def __call__(self, x, train: bool = False):
         return activations.get(self.activation)(x)
+
+
+class ReLU(Layer):
+    """``max(x, 0)`` with Keras ``ReLU``'s options (Keras 3 ``keras.layers.ReLU``).
+
+    ``x`` above ``threshold`` passes (capped at ``max_value``); below,
+    ``negative_slope * (x - threshold)``.
+
+    Attributes:
+      max_value: cap on the output; None (default) is no cap.
+      negative_slope: slope below the threshold (default 0).
+      threshold: where the slope changes (default 0).
+      input_shape: keyword-only (Keras): one example's shape without the batch axis;
+        only `Sequential` reads it. Default None.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> ReLU(max_value=6.0, negative_slope=0.1, threshold=1.0).apply(
+      ...     {}, jnp.array([-2.0, 1.0, 1.5, 7.0])).round(3).tolist()
+      [-0.3, 0.0, 1.5, 6.0]
+    """
+
+    max_value: float | None = None
+    negative_slope: float = 0.0
+    threshold: float = 0.0
+
+    def __post_init__(self):
+        if self.max_value is not None and self.max_value < 0:
+            raise ConfigError(f"ReLU max_value must be >= 0, got {self.max_value!r}.")
+        if self.negative_slope < 0 or self.threshold < 0:  # Keras rejects both too
+            raise ConfigError(
+                "ReLU negative_slope and threshold must be >= 0, got "
+                f"{self.negative_slope!r} and {self.threshold!r}."
+            )
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = float_inputs(x)
+        y = jnp.where(x > self.threshold, x, self.negative_slope * (x - self.threshold))
+        return y if self.max_value is None else jnp.minimum(y, self.max_value)
+
+
+class LeakyReLU(Layer):
+    """``x`` if positive, else ``negative_slope * x`` (Keras ``LeakyReLU``).
+
+    Note the defaults: the layer's slope is 0.3 (Keras 3), the activation
+    ``"leaky_relu"``'s 0.2.
+
+    Attributes:
+      negative_slope: slope for negative inputs (default 0.3).
+      alpha: Keras 2's name for ``negative_slope``; when set it wins (default None).
+      input_shape: keyword-only (Keras): one example's shape without the batch axis;
+        only `Sequential` reads it. Default None.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> LeakyReLU().apply({}, jnp.array([-1.0, 2.0])).round(3).tolist()
+      [-0.3, 2.0]
+      >>> LeakyReLU(alpha=0.2).apply({}, jnp.array([-1.0])).round(3).tolist()
+      [-0.2]
+    """
+
+    negative_slope: float = 0.3
+    alpha: float | None = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        slope = self.negative_slope if self.alpha is None else self.alpha
+        return jax.nn.leaky_relu(float_inputs(x), negative_slope=slope)
+
+
+class Softmax(Layer):
+    """Softmax over ``axis`` (Keras ``Softmax``).
+
+    Attributes:
+      axis: the axis (or axes) normalized over; default the last.
+      input_shape: keyword-only (Keras): one example's shape without the batch axis;
+        only `Sequential` reads it. Default None.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> Softmax().apply({}, jnp.array([[0.0, 0.0]])).tolist()
+      [[0.5, 0.5]]
+    """
+
+    axis: int | tuple[int, ...] = -1
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return jax.nn.softmax(float_inputs(x), axis=self.axis)
 
 
 class Dropout(Layer):
@@ -156,13 +258,17 @@ class Dropout(Layer):
         if static and rate == 0:
             return x
         keep_prob = 1.0 - rate if static else 1.0 - jnp.asarray(rate, jnp.float32)
-        shape = x.shape if self.noise_shape is None else self._mask_shape(x.shape)
+        shape = self._keep_shape(x.shape)
         axis = replica_axis()
         if axis is not None and self.has_rng(REPLICATED_RNG):
             keep = self._global_mask(shape, axis, x.shape[0], keep_prob)
         else:
             keep = jax.random.bernoulli(self.make_rng("dropout"), keep_prob, shape)
         return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
+
+    def _keep_shape(self, shape) -> tuple:
+        """The keep mask's shape: the input's, or ``noise_shape`` filled from it."""
+        return tuple(shape) if self.noise_shape is None else self._mask_shape(shape)
 
     def _mask_shape(self, shape) -> tuple:
         """``noise_shape`` with Keras's None entries filled from the input's ``shape``."""
@@ -183,6 +289,99 @@ class Dropout(Layer):
             return jax.random.bernoulli(key, keep_prob, shape)
         full = jax.random.bernoulli(key, keep_prob, (rows * lax.axis_size(axis), *shape[1:]))
         return lax.dynamic_slice_in_dim(full, lax.axis_index(axis) * rows, rows)
+
+
+class SpatialDropout1D(Dropout):
+    """Dropout of whole channels of ``(B, T, C)`` inputs (Keras ``SpatialDropout1D``).
+
+    One keep mask per example and channel, shared by every time step (``noise_shape``
+    ``(B, 1, C)``); kept values are scaled by ``1 / (1 - rate)``; eval mode is the identity.
+
+    Attributes:
+      rate: fraction of channels set to zero in train mode, in [0, 1).
+      input_shape: keyword-only (Keras): one example's shape without the batch axis;
+        only `Sequential` reads it. Default None.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> y = SpatialDropout1D(0.5).apply({}, jnp.ones((1, 4, 8)), train=True,
+      ...                                 rngs={"dropout": jax.random.key(0)})
+      >>> bool((y == y[:, :1]).all())  # each channel kept or dropped at every step
+      True
+    """
+
+    spatial_rank: ClassVar[int] = 1
+
+    def _keep_shape(self, shape) -> tuple:
+        if len(shape) != self.spatial_rank + 2:
+            raise ShapeError(
+                f"{type(self).__name__} expects inputs of rank {self.spatial_rank + 2} "
+                f"(batch, {self.spatial_rank} spatial dims, channels), got shape {tuple(shape)}."
+            )
+        return (shape[0], *(1,) * self.spatial_rank, shape[-1])
+
+    def __call__(self, x, train: bool = False):
+        self._keep_shape(x.shape)  # the rank check, in eval mode too
+        return super().__call__(x, train=train)
+
+
+class SpatialDropout2D(SpatialDropout1D):
+    """Dropout of whole channels of NHWC images (Keras ``SpatialDropout2D``).
+
+    One keep mask per example and channel (``noise_shape`` ``(B, 1, 1, C)``); see
+    `SpatialDropout1D`.
+
+    Attributes:
+      rate: fraction of channels set to zero in train mode, in [0, 1).
+      input_shape: keyword-only (Keras): one example's shape without the batch axis;
+        only `Sequential` reads it. Default None.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> y = SpatialDropout2D(0.5).apply({}, jnp.ones((1, 3, 3, 8)), train=True,
+      ...                                 rngs={"dropout": jax.random.key(0)})
+      >>> bool((y == y[:, :1, :1]).all())
+      True
+    """
+
+    spatial_rank: ClassVar[int] = 2
+
+
+class GaussianNoise(Layer):
+    """Adds zero-mean Gaussian noise in train mode (Keras ``GaussianNoise``).
+
+    Draws from the ``'dropout'`` RNG (which the training step provides); eval mode
+    is the identity.
+
+    Attributes:
+      stddev: the noise's standard deviation.
+      input_shape: keyword-only (Keras): one example's shape without the batch axis;
+        only `Sequential` reads it. Default None.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> layer = GaussianNoise(0.5)
+      >>> layer.apply({}, jnp.ones(3)).tolist()  # eval: unchanged
+      [1.0, 1.0, 1.0]
+      >>> y = layer.apply({}, jnp.zeros(10_000), train=True, rngs={"dropout": jax.random.key(0)})
+      >>> round(float(y.std()), 1)
+      0.5
+    """
+
+    stddev: float
+
+    def __post_init__(self):
+        if not float(self.stddev) >= 0:
+            raise ConfigError(f"GaussianNoise stddev must be >= 0, got {self.stddev!r}.")
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = float_inputs(x)
+        if not train or self.stddev == 0:
+            return x
+        noise = jax.random.normal(self.make_rng("dropout"), x.shape, x.dtype)
+        return x + jnp.asarray(self.stddev, x.dtype) * noise
 
 
 class Embedding(Layer):
@@ -287,6 +486,39 @@ def _check_list(inputs, what: str) -> list:
     return list(inputs)
 
 
+def _check_elementwise(inputs, what: str) -> list:
+    """``inputs`` as a list, if their shapes broadcast together (Keras's merge rule)."""
+    inputs = _check_list(inputs, what)
+    shapes = [tuple(jnp.shape(x)) for x in inputs]
+    try:
+        jnp.broadcast_shapes(*shapes)
+    except ValueError:
+        raise ShapeError(
+            f"{what} needs inputs of the same shape (or shapes that broadcast), got "
+            f"{', '.join(map(str, shapes))}."
+        ) from None
+    return inputs
+
+
+def _check_concatenable(inputs, axis: int) -> list:
+    """``inputs`` as a list, if they agree on every axis but ``axis`` (as Keras checks)."""
+    inputs = _check_list(inputs, "Concatenate")
+    shapes = [tuple(jnp.shape(x)) for x in inputs]
+    rank = len(shapes[0])
+    if any(len(s) != rank for s in shapes) or not -rank <= axis < rank:
+        raise ShapeError(
+            f"Concatenate(axis={axis}) needs inputs of one rank with that axis, got shapes "
+            f"{', '.join(map(str, shapes))}."
+        )
+    others = {tuple(d for i, d in enumerate(s) if i != axis % rank) for s in shapes}
+    if len(others) > 1:
+        raise ShapeError(
+            f"Concatenate(axis={axis}) needs inputs that match on every other axis, got shapes "
+            f"{', '.join(map(str, shapes))}."
+        )
+    return inputs
+
+
 class Concatenate(Layer):
     """Concatenates a list of arrays along ``axis`` (default the last).
 
@@ -307,7 +539,7 @@ class Concatenate(Layer):
 
     @nn.compact
     def __call__(self, inputs: Sequence, train: bool = False):
-        return jnp.concatenate(_check_list(inputs, "Concatenate"), axis=self.axis)
+        return jnp.concatenate(_check_concatenable(inputs, self.axis), axis=self.axis)
 
 
 class Add(Layer):
@@ -326,7 +558,7 @@ class Add(Layer):
 
     @nn.compact
     def __call__(self, inputs: Sequence, train: bool = False):
-        inputs = _check_list(inputs, "Add")
+        inputs = _check_elementwise(inputs, "Add")
         out = inputs[0]
         for x in inputs[1:]:
             out = out + x
@@ -349,7 +581,7 @@ class Multiply(Layer):
 
     @nn.compact
     def __call__(self, inputs: Sequence, train: bool = False):
-        inputs = _check_list(inputs, "Multiply")
+        inputs = _check_elementwise(inputs, "Multiply")
         out = inputs[0]
         for x in inputs[1:]:
             out = out * x
@@ -372,5 +604,5 @@ class Average(Layer):
 
     @nn.compact
     def __call__(self, inputs: Sequence, train: bool = False):
-        inputs = _check_list(inputs, "Average")
+        inputs = _check_elementwise(inputs, "Average")
         return sum(inputs[1:], inputs[0]) / len(inputs)

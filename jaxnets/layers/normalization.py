@@ -27,14 +27,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxnets.errors import ShapeError
 from jaxnets.layers import initializers
-from jaxnets.layers.base import Layer
+from jaxnets.layers.base import Layer, feature_axes, float_inputs
 from jaxnets.layers.replicas import replica_axis, row_mask
-
-
-def _feature_axes(axis, ndim: int) -> tuple[int, ...]:
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    return tuple(sorted(a % ndim for a in axes))
 
 
 class BatchNormalization(Layer):
@@ -95,7 +91,8 @@ class BatchNormalization(Layer):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        feat = _feature_axes(self.axis, x.ndim)
+        x = float_inputs(x)  # integer features would be normalized in integer arithmetic
+        feat = feature_axes(self.axis, x.ndim, type(self).__name__)
         reduce = tuple(a for a in range(x.ndim) if a not in feat)
         shape = tuple(x.shape[a] for a in feat)
         # Shape that broadcasts a per-feature vector against x.
@@ -280,7 +277,8 @@ class LayerNormalization(Layer):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        feat = _feature_axes(self.axis, x.ndim)
+        x = float_inputs(x)  # the output keeps x's dtype: an integer one would truncate it
+        feat = feature_axes(self.axis, x.ndim, type(self).__name__)
         shape = tuple(x.shape[a] for a in feat)
         bshape = tuple(x.shape[a] if a in feat else 1 for a in range(x.ndim))
         y = standardize(x.astype(jnp.float32), feat, self.epsilon)
@@ -293,3 +291,84 @@ class LayerNormalization(Layer):
                 bshape
             )
         return y.astype(x.dtype)
+
+
+class UnitNormalization(Layer):
+    """Scales each example to unit L2 norm over ``axis`` (Keras ``UnitNormalization``).
+
+    As Keras: ``x * min(rsqrt(sum(x ** 2)), 1e12)``, so an all-zero vector stays zero.
+
+    Attributes:
+      axis: axis or axes the norm is taken over (default the last).
+      input_shape: keyword-only (Keras): one example's shape without the batch axis;
+        only `Sequential` reads it. Default None.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> UnitNormalization().apply({}, jnp.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+      [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]
+    """
+
+    axis: int | tuple[int, ...] = -1
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = float_inputs(x)
+        axes = feature_axes(self.axis, x.ndim, "UnitNormalization")
+        inv_norm = lax.rsqrt(jnp.sum(jnp.square(x), axis=axes, keepdims=True))
+        return x * jnp.minimum(inv_norm, jnp.asarray(1e12, x.dtype))
+
+
+class GroupNormalization(Layer):
+    """Normalizes each example over groups of channels (Keras ``GroupNormalization``).
+
+    The ``C`` channels on ``axis`` are split into ``groups`` consecutive groups; each
+    example's group is normalized by its own mean and (biased) variance over the group's
+    channels and every non-batch axis, in float32, then scaled and shifted per channel.
+    ``groups=1`` normalizes whole examples; ``groups=C`` is instance normalization.
+
+    Attributes:
+      groups: the number of groups; it must divide the channels (Keras default 32).
+      axis: the channel axis (default the last).
+      epsilon: added to the variance (Keras 1e-3).
+      center, scale: learn ``bias`` / ``scale``, one per channel (default True).
+      beta_initializer: Keras name or JAX initializer of ``bias`` (Keras beta; default 'zeros').
+      gamma_initializer: Keras name or JAX initializer of ``scale`` (Keras gamma; default 'ones').
+      input_shape: keyword-only (Keras): one example's shape without the batch axis;
+        only `Sequential` reads it. Default None.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> gn = GroupNormalization(groups=2)
+      >>> x = jnp.array([[1.0, 3.0, 10.0, 30.0]])  # groups [1, 3] and [10, 30]
+      >>> gn.apply(gn.init(jax.random.key(0), x), x).round(2).tolist()
+      [[-1.0, 1.0, -1.0, 1.0]]
+    """
+
+    groups: int = 32
+    axis: int = -1
+    epsilon: float = 1e-3
+    center: bool = True
+    scale: bool = True
+    beta_initializer: str | Callable = "zeros"
+    gamma_initializer: str | Callable = "ones"
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = float_inputs(x)
+        (axis,) = feature_axes(self.axis, x.ndim, "GroupNormalization")
+        channels = x.shape[axis]
+        if axis == 0 or self.groups < 1 or channels % self.groups:
+            raise ShapeError(
+                f"GroupNormalization(groups={self.groups}, axis={self.axis}) needs a non-batch "
+                f"channel axis whose size the groups divide; got inputs of shape {x.shape}."
+            )
+        moved = jnp.moveaxis(x.astype(jnp.float32), axis, -1)
+        grouped = moved.reshape(*moved.shape[:-1], self.groups, channels // self.groups)
+        reduce = (*range(1, grouped.ndim - 2), grouped.ndim - 1)
+        y = standardize(grouped, reduce, self.epsilon).reshape(moved.shape)
+        if self.scale:
+            y = y * self.param("scale", initializers.get(self.gamma_initializer), (channels,))
+        if self.center:
+            y = y + self.param("bias", initializers.get(self.beta_initializer), (channels,))
+        return jnp.moveaxis(y, -1, axis).astype(x.dtype)

@@ -77,11 +77,21 @@ def _pool_fast(x, pool, strides, pads, reduce: str):
 
 
 def _window_counts(spatial, pool, strides, pads) -> np.ndarray:
-    """Real (unpadded) inputs per window, shape ``(1, *out, 1)``; a trace-time constant."""
-    ones = np.pad(np.ones(spatial, np.float32), pads)
-    counts = np.asarray(
-        _pool_fast(ones[None, ..., None], pool, strides, [(0, 0)] * len(pool), "sum")
-    )
+    """Real (unpadded) inputs per window, shape ``(1, *out, 1)``; a trace-time constant.
+
+    Pure NumPy, so it stays a constant under ``jit`` (a `jax.numpy` op there would
+    give a tracer). A window's count is the product of its counts along each axis.
+
+    Example:
+      >>> _window_counts((5,), (3,), (2,), [(1, 1)])[0, :, 0].tolist()  # pads at both ends
+      [2.0, 3.0, 2.0]
+    """
+    counts = np.ones((1,) * (len(spatial) + 2), np.float32)
+    for axis, (n, p, s, (low, high)) in enumerate(zip(spatial, pool, strides, pads, strict=True)):
+        real = np.pad(np.ones(n, np.float32), (low, high))
+        starts = np.arange((n + low + high - p) // s + 1) * s
+        per_axis = np.array([real[i : i + p].sum() for i in starts], np.float32)
+        counts = counts * per_axis.reshape([-1 if a == axis + 1 else 1 for a in range(counts.ndim)])
     return counts
 
 
@@ -146,6 +156,13 @@ class _Pooling(Layer):
     strides: int | tuple[int, ...] | None = None
     padding: str = "valid"
     impl: str = "auto"
+
+    def __post_init__(self):
+        # Keras rejects these at construction; later they would divide by zero while tracing.
+        as_tuple(self.pool_size, self.rank, f"{type(self).__name__} pool_size")
+        if self.strides is not None:
+            as_tuple(self.strides, self.rank, f"{type(self).__name__} strides")
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x, train: bool = False):
