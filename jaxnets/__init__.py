@@ -26,6 +26,7 @@ _SUBMODULES = (
     "metrics",
     "models",
     "optim",
+    "regularizers",
     "training",
 )
 _FACADE = {"Sequential": "jaxnets.keras", "Model": "jaxnets.keras", "load_model": "jaxnets.keras"}

@@ -41,7 +41,8 @@ import numpy as np
 
 from jaxnets import layers as layers_lib
 from jaxnets import models as models_lib
-from jaxnets.errors import FormatError, suggest
+from jaxnets import regularizers
+from jaxnets.errors import ConfigError, FormatError, suggest
 from jaxnets.layers import activations
 
 _LAYER_NAMES = [
@@ -109,6 +110,8 @@ def _encode(value, where: str):
         return [_encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return {"__dict__": {k: _encode(v, f"{where}.{k}") for k, v in value.items()}}
+    if isinstance(value, regularizers.L1L2):
+        return {"__regularizer__": {"l1": value.l1, "l2": value.l2}}
     if callable(value) and id(value) in _ACTIVATION_NAMES:
         return _ACTIVATION_NAMES[id(value)]
     raise FormatError(
@@ -149,6 +152,11 @@ def _decode(value, where: str):
             return from_config(value, where)
         if set(value) == {"__dict__"} and isinstance(value["__dict__"], dict):
             return {k: _decode(v, f"{where}.{k}") for k, v in value["__dict__"].items()}
+        if set(value) == {"__regularizer__"} and isinstance(value["__regularizer__"], dict):
+            try:
+                return regularizers.L1L2(**value["__regularizer__"])
+            except (TypeError, ValueError, ConfigError) as e:
+                raise FormatError(f"bad regularizer at {where}: {value!r:.200} ({e}).") from e
         raise FormatError(f"unexpected object at {where} in the saved architecture: {value!r}.")
     if value in ("inf", "-inf", "nan"):
         return float(value)

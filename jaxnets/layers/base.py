@@ -20,6 +20,8 @@ import numbers
 import flax.linen as nn
 import jax
 
+from jaxnets import regularizers
+
 
 class Layer(nn.Module):
     """A Flax Linen module with the keyword-only Keras ``input_shape`` field.
@@ -50,6 +52,18 @@ class Layer(nn.Module):
 
     input_shape: tuple[int, ...] | None = dataclasses.field(default=None, kw_only=True)
     trainable: bool = dataclasses.field(default=True, kw_only=True)
+
+    def __post_init__(self):
+        # A bad `*_regularizer` is a ConfigError here, not an error while tracing the step.
+        for f in dataclasses.fields(self):
+            if f.name.endswith("_regularizer"):
+                regularizers.get(getattr(self, f.name))
+        super().__post_init__()
+
+
+def regularizer_field():
+    """A keyword-only Keras ``*_regularizer`` field (default None); see `jaxnets.regularizers`."""
+    return dataclasses.field(default=None, kw_only=True)
 
 
 def float_inputs(x):

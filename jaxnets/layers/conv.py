@@ -28,9 +28,17 @@ from typing import ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxnets import regularizers
 from jaxnets.errors import ConfigError, ShapeError, lookup
 from jaxnets.layers import activations, conv_ops, initializers
-from jaxnets.layers.base import Layer, as_tuple, check_positive, float_inputs, resolve_impl
+from jaxnets.layers.base import (
+    Layer,
+    as_tuple,
+    check_positive,
+    float_inputs,
+    regularizer_field,
+    resolve_impl,
+)
 from jaxnets.layers.core import rows_dot
 
 
@@ -51,6 +59,8 @@ class _Conv(Layer):
     bias_initializer: str | Callable = "zeros"
     impl: str = "auto"
     groups: int = 1
+    kernel_regularizer: str | Callable | None = regularizer_field()
+    bias_regularizer: str | Callable | None = regularizer_field()
 
     def __post_init__(self):
         # Keras rejects these at construction; later they would divide by zero while tracing.
@@ -95,7 +105,9 @@ class _Conv(Layer):
             "kernel",
             initializers.get(self.kernel_initializer),
             (*ksize, x.shape[-1] // self.groups, self.filters),
-        ).astype(x.dtype)
+        )
+        regularizers.add_penalty(self, "kernel", kernel, self.kernel_regularizer)
+        kernel = kernel.astype(x.dtype)
         impl = resolve_impl(self.impl)
         if self.transpose:
             fn = conv_ops.conv_transpose_xla if impl == "xla" else conv_ops.conv_transpose_col2im
@@ -122,6 +134,7 @@ class _Conv(Layer):
                 )
         if self.use_bias:
             bias = self.param("bias", initializers.get(self.bias_initializer), (self.filters,))
+            regularizers.add_penalty(self, "bias", bias, self.bias_regularizer)
             y = y + bias.astype(y.dtype)
         return activations.get(self.activation)(y)
 
@@ -130,6 +143,8 @@ class Conv1D(_Conv):
     """1-D convolution over ``(B, T, C)`` (Keras ``Conv1D``).
 
     Attributes:
+      kernel_regularizer, bias_regularizer: keyword-only Keras weight penalties (None, 'l1', 'l2',
+        `jaxnets.regularizers.L2(0.01)`...), added to the training loss once per step.
       filters: output channels.
       kernel_size: int or 1-tuple.
         The window length in steps; ``kernel`` is ``(*kernel_size, C, filters)``.
@@ -169,6 +184,8 @@ class Conv2D(_Conv):
     Attributes are those of `Conv1D` with 2-tuples; padding 'valid' or 'same'.
 
     Attributes:
+      kernel_regularizer, bias_regularizer: keyword-only Keras weight penalties (None, 'l1', 'l2',
+        `jaxnets.regularizers.L2(0.01)`...), added to the training loss once per step.
       filters: output channels.
       kernel_size: int or 2-tuple ``(kh, kw)``; ``kernel`` is ``(kh, kw, C, filters)``.
       strides: int or 2-tuple, the step between windows (default 1).
@@ -211,6 +228,8 @@ class Conv2DTranspose(_Conv):
     ``dilation_rate`` is not supported.
 
     Attributes:
+      kernel_regularizer, bias_regularizer: keyword-only Keras weight penalties (None, 'l1', 'l2',
+        `jaxnets.regularizers.L2(0.01)`...), added to the training loss once per step.
       filters: output channels.
       kernel_size: int or 2-tuple ``(kh, kw)``; ``kernel`` is ``(kh, kw, C, filters)``.
       strides: int or 2-tuple, the upsampling factor (default 1).
@@ -250,6 +269,8 @@ class DepthwiseConv2D(Layer):
     channel ``c * depth_multiplier + m`` comes from channel ``c``, as in Keras.
 
     Attributes:
+      depthwise_regularizer, bias_regularizer: keyword-only Keras weight penalties (None, 'l1', 'l2',
+        `jaxnets.regularizers.L2(0.01)`...), added to the training loss once per step.
       kernel_size: int or 2-tuple ``(kh, kw)``.
       strides: int or 2-tuple (default 1).
       padding: 'valid' (default) or 'same' (as TensorFlow: ``ceil(n / stride)``).
@@ -284,6 +305,8 @@ class DepthwiseConv2D(Layer):
     depthwise_initializer: str | Callable = "glorot_uniform"
     bias_initializer: str | Callable = "zeros"
     impl: str = "auto"
+    depthwise_regularizer: str | Callable | None = regularizer_field()
+    bias_regularizer: str | Callable | None = regularizer_field()
 
     def __post_init__(self):
         _check_depthwise_config(self)
@@ -294,6 +317,7 @@ class DepthwiseConv2D(Layer):
         y = _depthwise(self, x, self.depthwise_initializer)
         if self.use_bias:
             bias = self.param("bias", initializers.get(self.bias_initializer), (y.shape[-1],))
+            regularizers.add_penalty(self, "bias", bias, self.bias_regularizer)
             y = y + bias.astype(y.dtype)
         return activations.get(self.activation)(y)
 
@@ -306,6 +330,8 @@ class SeparableConv2D(Layer):
     ``(1, 1, C * depth_multiplier, filters)`` and ``bias`` ``(filters,)``.
 
     Attributes:
+      depthwise_regularizer, pointwise_regularizer, bias_regularizer: keyword-only Keras weight penalties (None, 'l1', 'l2',
+        `jaxnets.regularizers.L2(0.01)`...), added to the training loss once per step.
       filters: output channels.
       kernel_size: int or 2-tuple ``(kh, kw)`` of the depthwise step.
       strides: int or 2-tuple of the depthwise step (default 1).
@@ -344,6 +370,9 @@ class SeparableConv2D(Layer):
     pointwise_initializer: str | Callable = "glorot_uniform"
     bias_initializer: str | Callable = "zeros"
     impl: str = "auto"
+    depthwise_regularizer: str | Callable | None = regularizer_field()
+    pointwise_regularizer: str | Callable | None = regularizer_field()
+    bias_regularizer: str | Callable | None = regularizer_field()
 
     def __post_init__(self):
         check_positive("SeparableConv2D", filters=self.filters)
@@ -357,10 +386,13 @@ class SeparableConv2D(Layer):
             "pointwise_kernel",
             initializers.get(self.pointwise_initializer),
             (1, 1, y.shape[-1], self.filters),
-        ).astype(y.dtype)
+        )
+        regularizers.add_penalty(self, "pointwise", pointwise, self.pointwise_regularizer)
+        pointwise = pointwise.astype(y.dtype)
         y = rows_dot(y, pointwise[0, 0])
         if self.use_bias:
             bias = self.param("bias", initializers.get(self.bias_initializer), (self.filters,))
+            regularizers.add_penalty(self, "bias", bias, self.bias_regularizer)
             y = y + bias.astype(y.dtype)
         return activations.get(self.activation)(y)
 
@@ -396,7 +428,9 @@ def _depthwise(layer, x, initializer):
         "depthwise_kernel",
         initializers.get(initializer),
         (*ksize, x.shape[-1], layer.depth_multiplier),
-    ).astype(x.dtype)
+    )
+    regularizers.add_penalty(layer, "depthwise", kernel, layer.depthwise_regularizer)
+    kernel = kernel.astype(x.dtype)
     return conv_ops.depthwise_conv(
         x,
         kernel,

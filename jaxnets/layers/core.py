@@ -22,9 +22,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxnets import regularizers
 from jaxnets.errors import ConfigError, ShapeError
 from jaxnets.layers import activations, hyperparams, initializers
-from jaxnets.layers.base import Layer, check_positive, float_inputs
+from jaxnets.layers.base import Layer, check_positive, float_inputs, regularizer_field
 from jaxnets.layers.replicas import REPLICATED_RNG, replica_axis
 
 
@@ -50,6 +51,8 @@ class Dense(Layer):
     """``activation(x @ kernel + bias)`` on the last axis (Keras ``Dense``).
 
     Attributes:
+      kernel_regularizer, bias_regularizer: keyword-only Keras weight penalties (None, 'l1', 'l2',
+        `jaxnets.regularizers.L2(0.01)`...), added to the training loss once per step.
       units: output features.
       activation: name or callable applied to the output; None is linear.
       use_bias: add a learned bias.
@@ -75,6 +78,8 @@ class Dense(Layer):
     use_bias: bool = True
     kernel_initializer: str | Callable = "glorot_uniform"
     bias_initializer: str | Callable = "zeros"
+    kernel_regularizer: str | Callable | None = regularizer_field()
+    bias_regularizer: str | Callable | None = regularizer_field()
 
     def __post_init__(self):
         check_positive("Dense", units=self.units)
@@ -92,9 +97,11 @@ class Dense(Layer):
         kernel = self.param(
             "kernel", initializers.get(self.kernel_initializer), (x.shape[-1], self.units)
         )
+        regularizers.add_penalty(self, "kernel", kernel, self.kernel_regularizer)
         y = rows_dot(x, kernel.astype(x.dtype))
         if self.use_bias:
             bias = self.param("bias", initializers.get(self.bias_initializer), (self.units,))
+            regularizers.add_penalty(self, "bias", bias, self.bias_regularizer)
             y = y + bias.astype(x.dtype)
         return activations.get(self.activation)(y)
 
@@ -391,6 +398,8 @@ class Embedding(Layer):
     the ``(B, T)`` mask to pass to recurrent and attention layers.
 
     Attributes:
+      embeddings_regularizer: keyword-only Keras weight penalties (None, 'l1', 'l2',
+        `jaxnets.regularizers.L2(0.01)`...), added to the training loss once per step.
       input_dim: vocabulary size; ids must lie in ``[0, input_dim)`` (``jnp.take``: larger
         ids give NaN rows, negative ones count from the end).
       output_dim: size of each embedding vector; outputs are ``(*tokens.shape, output_dim)``.
@@ -417,6 +426,7 @@ class Embedding(Layer):
     output_dim: int
     embeddings_initializer: str | Callable = "random_uniform"
     mask_zero: bool = False
+    embeddings_regularizer: str | Callable | None = regularizer_field()
 
     @nn.compact
     def __call__(self, tokens, train: bool = False):
@@ -425,6 +435,7 @@ class Embedding(Layer):
             initializers.get(self.embeddings_initializer),
             (self.input_dim, self.output_dim),
         )
+        regularizers.add_penalty(self, "embeddings", table, self.embeddings_regularizer)
         return jnp.take(table, tokens.astype(jnp.int32), axis=0)
 
     def compute_mask(self, tokens):

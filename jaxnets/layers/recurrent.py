@@ -58,9 +58,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxnets import regularizers
 from jaxnets.errors import ConfigError, ShapeError, lookup
 from jaxnets.layers import activations, initializers
-from jaxnets.layers.base import Layer, float_inputs
+from jaxnets.layers.base import Layer, float_inputs, regularizer_field
 from jaxnets.layers.lstm_fused import lstm_sequence
 from jaxnets.layers.replicas import REPLICATED_RNG, replica_axis
 
@@ -85,6 +86,9 @@ class _RNN(Layer):
     dropout: float = 0.0
     recurrent_dropout: float = 0.0
     zero_output_for_mask: bool = False
+    kernel_regularizer: str | Callable | None = regularizer_field()
+    recurrent_regularizer: str | Callable | None = regularizer_field()
+    bias_regularizer: str | Callable | None = regularizer_field()
 
     def __post_init__(self):
         for name in ("dropout", "recurrent_dropout"):
@@ -161,6 +165,10 @@ class _RNN(Layer):
             "recurrent_kernel", initializers.get(self.recurrent_initializer), (self.units, gu)
         )
         bias = self._bias() if self.use_bias else None
+        regularizers.add_penalty(self, "kernel", kernel, self.kernel_regularizer)
+        regularizers.add_penalty(self, "recurrent", rk, self.recurrent_regularizer)
+        if bias is not None:
+            regularizers.add_penalty(self, "bias", bias, self.bias_regularizer)
         in_bias = None if bias is None else (bias if bias.ndim == 1 else bias[0]).astype(x.dtype)
         kernel = kernel.astype(x.dtype)
         # Dropout masks (module docstring): per gate once recurrent_dropout is on, as
@@ -262,6 +270,8 @@ class SimpleRNN(_RNN):
     with ``return_state``, ``(output, h)``.
 
     Attributes:
+      kernel_regularizer, recurrent_regularizer, bias_regularizer: keyword-only Keras weight penalties (None, 'l1', 'l2',
+        `jaxnets.regularizers.L2(0.01)`...), added to the training loss once per step.
       units: state size.
       activation: Keras name or callable (default tanh).
       use_bias, kernel_initializer, recurrent_initializer, bias_initializer: as Keras.
@@ -331,6 +341,8 @@ class LSTM(_RNN):
     `SimpleRNN`.
 
     Attributes:
+      kernel_regularizer, recurrent_regularizer, bias_regularizer: keyword-only Keras weight penalties (None, 'l1', 'l2',
+        `jaxnets.regularizers.L2(0.01)`...), added to the training loss once per step.
       units: size of the states ``h`` and ``c`` and of each step's output.
       activation: Keras name or callable of the candidate and of ``c`` (default tanh).
       recurrent_activation: Keras name or callable of gates i, f, o (default sigmoid).
@@ -425,6 +437,8 @@ class GRU(_RNN):
     ``return_state`` returns ``(output, h)``. Other arguments as `SimpleRNN`.
 
     Attributes:
+      kernel_regularizer, recurrent_regularizer, bias_regularizer: keyword-only Keras weight penalties (None, 'l1', 'l2',
+        `jaxnets.regularizers.L2(0.01)`...), added to the training loss once per step.
       units: size of the state ``h`` and of each step's output.
       activation: Keras name or callable of the candidate ``hh`` (default tanh).
       recurrent_activation: Keras name or callable of gates z and r (default sigmoid).

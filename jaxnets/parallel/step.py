@@ -57,9 +57,9 @@ from jaxnets.training.step import (
     eval_step,
     loss_and_updates,
     metric_sums,
-    penalty,
     per_example_loss,
     predict_step,
+    predict_with_penalty,
 )
 
 
@@ -228,10 +228,9 @@ def _slice_eval_sums(state, batch, axis_name: str):
     totals = step_totals(batch, axis_name)
     if totals is None:
         return eval_step(state, batch)
-    outputs = predict_step(state, batch)
+    outputs, reg = predict_with_penalty(state, batch)
     per_example = per_example_loss(state, outputs, batch["y"], batch["x_mask"], batch["mask"])
     per_example = globally_weighted(state, outputs, batch, per_example, totals)
-    reg = penalty(state.params, state.l1, state.l2)
     return metric_sums(state, outputs, batch, per_example, reg)
 
 

@@ -32,7 +32,7 @@ from flax import struct
 
 from jaxnets import losses as losses_lib
 from jaxnets import metrics as metrics_lib
-from jaxnets import optim, validation
+from jaxnets import optim, regularizers, validation
 from jaxnets import precision as precision_lib
 from jaxnets.errors import ConfigError
 
@@ -337,6 +337,7 @@ def create_train_state(
         )
         variables = dict(variables)
         params = variables.pop("params", {})
+        variables.pop(regularizers.COLLECTION, None)  # penalties are recomputed each step
         step, skipped = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)
         return output, params, variables, tx.init(params), run_key, step, skipped
 

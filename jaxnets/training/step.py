@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from jaxnets import precision
+from jaxnets import precision, regularizers
 from jaxnets.errors import ConfigError
 from jaxnets.training.state import TrainState, mode_kwargs
 
@@ -171,7 +171,8 @@ def loss_and_updates(params, state: TrainState, batch, key):
     The model runs inside `jaxnets.layers.replicas.real_rows` of ``batch['mask']``,
     so jaxnets' BatchNorm takes its statistics over the real rows only.
     """
-    mutable = list(state.model_state)
+    # 'losses': the layers' weight penalties (Keras regularizers), added to the loss below.
+    mutable = [*state.model_state, regularizers.COLLECTION]
     # Mixed precision: compute in half precision, hand float32 to the loss and the state.
     compute_params, x = precision.cast_to_compute(state.precision, (params, batch["x"]))
     with _injected(state.hparams), _real_rows(batch["mask"]):
@@ -179,15 +180,17 @@ def loss_and_updates(params, state: TrainState, batch, key):
             {"params": compute_params, **state.model_state},
             x,
             rngs={"dropout": key},
-            mutable=mutable or False,
+            mutable=mutable,
             **model_kwargs(state, batch, train=True),
         )
-    outputs, new_model_state = out if mutable else (out, {})
+    outputs, new_model_state = out
+    new_model_state = dict(new_model_state)
+    layer_penalty = regularizers.total(new_model_state.pop(regularizers.COLLECTION, {}))
     outputs = precision.cast_to_float32(outputs)
     new_model_state = precision.cast_like(dict(new_model_state), state.model_state)
     per_example = per_example_loss(state, outputs, batch["y"], batch.get("x_mask"), batch["mask"])
     count = jnp.maximum(jnp.sum(batch["mask"].astype(jnp.float32)), 1.0)
-    reg = penalty(params, state.l1, state.l2)
+    reg = penalty(params, state.l1, state.l2) + layer_penalty
     loss = jnp.sum(per_example * _row_weights(batch)) / count + reg
     return loss, (outputs, dict(new_model_state), per_example, reg)
 
@@ -309,6 +312,19 @@ def predict_step(state: TrainState, batch: dict):
     return precision.cast_to_float32(outputs)
 
 
+def predict_with_penalty(state: TrainState, batch: dict):
+    """`predict_step`'s outputs and the loss's penalty (``l1``/``l2`` and the layers' regularizers).
+
+    Keras's evaluation loss includes the regularizers, as the training loss does.
+    """
+    variables, x = precision.cast_to_compute(state.precision, (state.variables, batch["x"]))
+    outputs, sown = state.apply_fn(
+        variables, x, mutable=[regularizers.COLLECTION], **model_kwargs(state, batch, train=False)
+    )
+    reg = penalty(state.params, state.l1, state.l2) + regularizers.total(sown)
+    return precision.cast_to_float32(outputs), reg
+
+
 def eval_step(state: TrainState, batch: dict) -> dict:
     """The metric sums of a batch in inference mode.
 
@@ -324,7 +340,6 @@ def eval_step(state: TrainState, batch: dict) -> dict:
       >>> round(logs["loss"], 4), logs["accuracy"]  # log 2; a tie's arg-max is class 0
       (0.6931, 0.75)
     """
-    outputs = predict_step(state, batch)
+    outputs, reg = predict_with_penalty(state, batch)
     per_example = per_example_loss(state, outputs, batch["y"], batch.get("x_mask"), batch["mask"])
-    reg = penalty(state.params, state.l1, state.l2)
     return metric_sums(state, outputs, batch, per_example, reg)
