@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 
 from jaxnets.errors import JaxnetsError
@@ -56,6 +57,28 @@ _save_every = _positive_int_or("epoch")
 _devices = _positive_int_or("all")
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a positive integer (0 or less is refused, not read as 1)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a share of the training rows, 0 (none) or in (0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value < 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
 def _parallel_options(p):
     g = p.add_argument_group("devices and processes (see README: Multi-device and multi-host)")
     g.add_argument(
@@ -73,7 +96,7 @@ def _parallel_options(p):
     )
     g.add_argument(
         "--accumulate",
-        type=int,
+        type=_positive_int,
         default=1,
         help="gradient accumulation: split each batch into this many microbatches",
     )
@@ -127,7 +150,7 @@ def _train_parser(sub):
     )
     p.add_argument(
         "--val-fraction",
-        type=float,
+        type=_fraction,
         default=0.0,
         help="hold out this fraction of training data for validation",
     )
@@ -143,7 +166,11 @@ def _train_parser(sub):
         help="with --workdir: checkpoint every N steps, or 'epoch'",
     )
     p.add_argument(
-        "--verbose", type=int, default=2, help="0 silent, 1 progress bar, 2 one line per epoch"
+        "--verbose",
+        type=int,
+        choices=(0, 1, 2),
+        default=2,
+        help="0 silent, 1 progress bar, 2 one line per epoch",
     )
     p.add_argument(
         "--fuse",
@@ -227,7 +254,16 @@ def main(argv: list[str] | None = None) -> int:
 
         return launch.run(args)
     runner = import_runner()  # heavy imports (JAX) only when needed
+    try:
+        return _run(args, runner)
+    except BrokenPipeError:
+        # The reader closed the pipe (`jaxnets models | head`): stop quietly, as Unix
+        # tools do; stdout goes to devnull so the flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
+
+def _run(args, runner) -> int:
     try:
         if args.command == "train":
             runner.train(args)

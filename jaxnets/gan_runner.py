@@ -286,8 +286,8 @@ def train(args) -> dict:
     history: dict[str, list[float]] = {}
     start_epoch, manager = 0, None
     if workdir is not None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(json.dumps(config, indent=1))
+        runner.make_workdir(workdir)
+        runner.write_config(workdir, config)
         manager = CheckpointManager(workdir / CHECKPOINT_DIR, keep=3, monitor=None)
         if manager.latest_step() is not None:
             run = manager.restore(_CheckpointView(state))

@@ -22,6 +22,7 @@ import dataclasses
 import jax
 
 from jaxnets import models as models_lib
+from jaxnets.data import datasets as datasets_lib
 from jaxnets.data import pairs as pairs_lib
 from jaxnets.errors import ConfigError
 from jaxnets.models.siamese import Siamese
@@ -85,7 +86,11 @@ def _example_shape(model: str) -> tuple[int, ...]:
 
 
 def dataset_options(model: str, dataset: str) -> dict:
-    """Loader options that give ``dataset`` the layout ``model`` expects."""
+    """Loader options that give ``dataset`` the layout ``model`` expects.
+
+    ``dataset`` may be any registered name of the data, in any case.
+    """
+    dataset = datasets_lib.canonical_name(dataset)  # "Digits", "jane_austen" get options too
     shape = _example_shape(model)
     if dataset == "digits" and (len(shape) == 3 or gan_pair(model)):
         # GAN samples are drawn as an image grid, so even the MLP pair gets images.
@@ -135,9 +140,15 @@ def adapt(model: str, dataset):
     _check_fits(model, task, dataset)
     if is_siamese(model):
         return pairs_lib.pair_dataset(dataset, seed=0)
+    # Each split's targets change the same way; a validation split is kept (its
+    # rows already left the training split: dropping it would lose them twice).
+    has_val = dataset.x_val is not None
     if task == "reconstruct":
         return dataclasses.replace(
-            dataset, y_train=dataset.x_train, y_test=dataset.x_test, x_val=None, y_val=None
+            dataset,
+            y_train=dataset.x_train,
+            y_test=dataset.x_test,
+            y_val=dataset.x_val if has_val else None,
         )
     if task == "classify" and dataset.task == "language_modeling":
         # Classify the character that follows each window.
@@ -145,8 +156,7 @@ def adapt(model: str, dataset):
             dataset,
             y_train=dataset.y_train[:, -1],
             y_test=dataset.y_test[:, -1],
-            x_val=None,
-            y_val=None,
+            y_val=dataset.y_val[:, -1] if has_val else None,
         )
     return dataset
 

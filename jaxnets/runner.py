@@ -60,10 +60,13 @@ def make_state(config: dict, dataset, total_steps: int):
     )
 
 
-def _validation(dataset):
-    if dataset.x_val is None:
+def split_arrays(dataset, split: str) -> dict | None:
+    """One split's batch dict (``x``, ``y`` and the step mask ``x_mask`` of padded
+    variable-length sequences, which masked models read); None for a missing
+    validation split."""
+    if split == "val" and dataset.x_val is None:
         return None
-    return (dataset.x_val, dataset.y_val)
+    return dataset.arrays(split)
 
 
 def write_history(workdir: Path, history: dict):
@@ -76,12 +79,63 @@ def write_history(workdir: Path, history: dict):
             writer.writerow([i, *row])
 
 
+# What `evaluate_workdir` needs from a config.json to rebuild the run.
+_REQUIRED = ("model", "dataset", "optimizer", "lr", "seed")
+
+
+def read_config(workdir: Path, required: tuple[str, ...] = _REQUIRED) -> dict:
+    """The run configuration in ``<workdir>/config.json``, or a `ConfigError` saying what
+    is wrong with the file (missing, not JSON, not a JSON object, ``required`` keys absent)."""
+    path = Path(workdir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(
+            f"{path.parent} holds no config.json; point --workdir at a folder written by "
+            "`jaxnets train --workdir`."
+        )
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(
+            f"{path} is not valid JSON ({err}): damaged, or not written by `jaxnets train "
+            "--workdir`. Delete the folder to start over, or use a new --workdir."
+        ) from None
+    if not isinstance(config, dict):
+        raise ConfigError(
+            f"{path} is not a jaxnets run configuration (a JSON object); point --workdir at "
+            "a folder written by `jaxnets train --workdir`."
+        )
+    missing = [k for k in required if k not in config]
+    if missing:
+        raise ConfigError(
+            f"{path} is not a jaxnets run configuration: it lacks {', '.join(missing)}. "
+            "Point --workdir at a folder written by `jaxnets train --workdir`."
+        )
+    return config
+
+
+def make_workdir(workdir: Path) -> None:
+    """Creates ``workdir`` (and its parents), or says in a `ConfigError` why it cannot."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        what = "is a file, not a folder" if workdir.is_file() else f"cannot be created ({err})"
+        raise ConfigError(f"--workdir {workdir} {what}; pass a folder path.") from None
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    """Writes ``config.json`` whole or not at all (a killed run leaves no half file)."""
+    path = workdir / "config.json"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(config, indent=1))
+    tmp.replace(path)
+
+
 def check_same_run(workdir: Path, config: dict):
     """Raises `ConfigError` if ``workdir`` holds a run with another config (epochs may grow)."""
     path = workdir / "config.json"
     if not path.exists():
         return
-    old = json.loads(path.read_text())
+    old = read_config(workdir, required=())  # any key may differ: each one is reported
     diffs = [
         f"{k}: {old.get(k)!r} -> {config.get(k)!r}"
         for k in sorted(set(old) | set(config))
@@ -91,6 +145,25 @@ def check_same_run(workdir: Path, config: dict):
         raise ConfigError(
             f"{workdir} holds a run with another configuration ({'; '.join(diffs)}); "
             "resume it with the same options (only --epochs may change) or use a new --workdir."
+        )
+
+
+def _note_stretched_schedule(workdir: Path, config: dict, run) -> None:
+    """Says when a resumed run's learning-rate schedule no longer matches its first part.
+
+    Every schedule but ``constant`` spans the run's total steps, so after ``--epochs``
+    changes, the resumed steps follow the schedule of the new length while the steps
+    already taken followed the old one: the result differs from a fresh run.
+    """
+    path = workdir / "config.json"
+    if not path.exists() or config.get("schedule") in (None, "constant"):
+        return
+    old_epochs = read_config(workdir, required=()).get("epochs")
+    if old_epochs != config["epochs"]:
+        run.print(
+            f"note: --schedule {config['schedule']} now spans {config['epochs']} epochs; the "
+            f"epochs already trained followed its {old_epochs}-epoch version, so this run will "
+            f"not match a fresh {config['epochs']}-epoch run (a constant rate would)."
         )
 
 
@@ -108,7 +181,8 @@ def run_config(args) -> dict:
     """The run's configuration, as written to ``<workdir>/config.json``."""
     return {
         "model": args.model,
-        "dataset": args.dataset or recipes.default_dataset(args.model),
+        # Canonical, so that "Digits" resumes (and is configured as) "digits".
+        "dataset": data_lib.canonical_name(args.dataset or recipes.default_dataset(args.model)),
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "optimizer": args.optimizer,
@@ -134,6 +208,12 @@ def train(args) -> dict:
     config = run_config(args)
     if args.epochs <= 0 or args.batch_size <= 0:
         raise ConfigError("--epochs and --batch-size must be positive integers.")
+    if getattr(args, "fuse", None) == "run" and args.workdir:
+        # Said before any data is loaded or config.json is written.
+        raise ConfigError(
+            "--fuse run compiles the whole run into one program, which cannot checkpoint "
+            "into --workdir or resume from it; use --fuse epoch with --workdir."
+        )
     if getattr(args, "no_compile_cache", False):
         compile_lib.disable_cache()
     compile_lib.ensure_default_cache()  # before initialization, so its programs are cached too
@@ -142,14 +222,15 @@ def train(args) -> dict:
     workdir = Path(args.workdir) if args.workdir else None
     if workdir is not None:
         check_same_run(workdir, config)
+        _note_stretched_schedule(workdir, config, run)
     dataset = load_dataset(config)
-    train_data = run.shard((dataset.x_train, dataset.y_train))  # this process's rows
+    train_data = run.shard(split_arrays(dataset, "train"))  # this process's rows
     batch_size = run.batch_size(args.batch_size)  # ... and its share of each batch
     steps = args.epochs * -(-len(train_data["x"]) // batch_size)
     state = make_state(config, dataset, steps)
     if workdir is not None and run.is_main:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(json.dumps(config, indent=1))
+        make_workdir(workdir)
+        write_config(workdir, config)
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     run.print(
         f"jaxnets train: model={args.model} ({n_params:,} parameters) dataset={config['dataset']} "
@@ -161,7 +242,7 @@ def train(args) -> dict:
         train_data,
         epochs=args.epochs,
         batch_size=batch_size,
-        validation_data=run.shard(_validation(dataset)),
+        validation_data=run.shard(split_arrays(dataset, "val")),
         seed=args.seed,
         verbose=run.verbose(args.verbose),
         fuse=getattr(args, "fuse", None),  # fit prints the pre-flight report at verbose >= 1
@@ -170,7 +251,7 @@ def train(args) -> dict:
         save_every=config["save_every"],
     )
     seconds = time.perf_counter() - start
-    test_data = run.shard((dataset.x_test, dataset.y_test))
+    test_data = run.shard(split_arrays(dataset, "test"))
     test = evaluate(state, test_data, batch_size=256, engine=run.engine)
     summary = " - ".join(f"{k}: {v:.4f}" for k, v in test.items() if isinstance(v, float))
     run.print(f"test: {summary} ({seconds:.1f}s training)")
@@ -188,12 +269,7 @@ def train(args) -> dict:
 def evaluate_workdir(workdir: str, batch_size: int = 256) -> dict:
     """Runs ``jaxnets evaluate``: rebuild the run's model, restore weights, evaluate."""
     path = Path(workdir)
-    if not (path / "config.json").exists():
-        raise ConfigError(
-            f"{path} holds no config.json; point --workdir at a folder written by "
-            "`jaxnets train --workdir`."
-        )
-    config = json.loads((path / "config.json").read_text())
+    config = read_config(path)
     if recipes.gan_pair(config["model"]):
         from jaxnets import gan_runner
 
@@ -204,9 +280,14 @@ def evaluate_workdir(workdir: str, batch_size: int = 256) -> dict:
         from jaxnets.checkpoint import restore_state
 
         state = restore_state(path / "checkpoints", target)
-    else:
+    elif (path / "weights").is_dir():
         state = restore_weights(path / "weights", target)
-    test = evaluate(state, (dataset.x_test, dataset.y_test), batch_size=batch_size)
+    else:
+        raise ConfigError(
+            f"{path} holds no checkpoint yet (no checkpoints/ folder): the run stopped before "
+            "its first save. Run the same `jaxnets train --workdir` command to resume it."
+        )
+    test = evaluate(state, split_arrays(dataset, "test"), batch_size=batch_size)
     print(" - ".join(f"{k}: {v:.4f}" for k, v in test.items() if isinstance(v, float)))
     return test
 

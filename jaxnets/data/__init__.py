@@ -29,7 +29,7 @@ from jaxnets.data.batching import (
     num_batches,
     pad_to,
 )
-from jaxnets.data.datasets import Dataset, cache_dir, load, names, register
+from jaxnets.data.datasets import Dataset, cache_dir, canonical_name, load, names, register
 from jaxnets.data.idx import read_idx, write_idx
 from jaxnets.data.preprocessing import (
     normalize,
@@ -51,6 +51,7 @@ __all__ = [
     "blobs",
     "bucket_by_length",
     "cache_dir",
+    "canonical_name",
     "epoch_order",
     "fetch_sktime_wheel",
     "fetch_wheel",

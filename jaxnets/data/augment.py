@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from functools import partial
 
 import jax
@@ -86,7 +87,17 @@ def random_flip(key, images, *, prob: float = 0.5, vertical: bool = False, indic
       [[[2.0, 1.0, 0.0]]]
     """
     images = jnp.asarray(images)
-    return _flip(key, images, _indices(images, indices), prob, vertical)
+    return _flip(key, images, _indices(images, indices), _probability(prob), vertical)
+
+
+def _probability(prob):
+    """``prob`` as a float in [0, 1]: `jax.random.bernoulli` refuses an int such as
+    ``prob=1`` with a TypeError, and treats values outside [0, 1] as 0 or 1."""
+    if isinstance(prob, jax.Array):  # possibly traced: only its dtype can be fixed
+        return prob.astype(jnp.result_type(float))
+    if isinstance(prob, bool) or not isinstance(prob, numbers.Real) or not 0.0 <= prob <= 1.0:
+        raise ConfigError(f"prob must be a number in [0, 1], got {prob!r}.")
+    return float(prob)
 
 
 @partial(jax.jit, static_argnames=("pad_h", "pad_w", "mode"))
@@ -108,10 +119,15 @@ def _crop(key, images, indices, fill, pad_h, pad_w, mode):
 
 
 def _pads(value, name: str) -> tuple[int, int]:
-    pads = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pads) != 2 or any(not isinstance(p, int) or p < 0 for p in pads):
+    # numbers.Integral admits NumPy integers (np.int64(2)); bools are not sizes.
+    def is_size(p):
+        return isinstance(p, numbers.Integral) and not isinstance(p, bool) and p >= 0
+
+    pairs = isinstance(value, tuple | list) and len(value) == 2
+    pads = tuple(value) if pairs else (value, value)
+    if not all(is_size(p) for p in pads):
         raise ConfigError(f"{name} must be an int >= 0 or a pair of them, got {value!r}.")
-    return pads
+    return int(pads[0]), int(pads[1])
 
 
 def random_crop(key, images, padding=4, *, mode: str = "constant", fill=0.0, indices=None):

@@ -104,11 +104,20 @@ def novels_text(data_dir, novels: tuple[str, ...] | None, test_fraction: float) 
     """The chosen novels (default all six) in publication order, a blank line apart.
 
     Checks ``novels`` and ``test_fraction`` (strictly between 0 and 1) first.
+    A novel named twice is refused: its second copy would put the training
+    text into the test split. One name may be given as a plain string.
     """
-    chosen = tuple(NOVELS) if novels is None else tuple(novels)
-    unknown = [n for n in chosen if n not in NOVELS]
-    if unknown or not chosen:
-        raise ConfigError(f"novels must be among {', '.join(NOVELS)}; got {list(chosen)}.")
+    given = (novels,) if isinstance(novels, str) else tuple(NOVELS if novels is None else novels)
+    unknown = [n for n in given if n not in NOVELS]
+    if unknown or not given:
+        raise ConfigError(f"novels must be among {', '.join(NOVELS)}; got {list(given)}.")
+    repeated = sorted({n for n in given if given.count(n) > 1})
+    if repeated:
+        raise ConfigError(
+            f"novels names {', '.join(repeated)} more than once; a repeated novel would put "
+            "its training text into the test split. Name each novel once."
+        )
+    chosen = tuple(n for n in NOVELS if n in given)  # publication order, whatever the order given
     if not 0.0 < test_fraction < 1.0:
         raise ConfigError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}.")
     texts = load_austen_texts(data_dir)
@@ -134,7 +143,8 @@ def austen(
         with next-character targets ``y``; None returns the whole token stream
         ``x`` ``(N,)`` with ``y[i] = x[i+1]``.
       test_fraction: share of the text held out at its end.
-      novels: R names of a subset of novels (see `NOVELS`), default all six.
+      novels: R names of a subset of novels (see `NOVELS`), each once, taken in
+        publication order; default all six.
     """
     text = novels_text(data_dir, novels, test_fraction)
     vocab = sorted(set(text))

@@ -179,6 +179,12 @@ def register(*names: str) -> Callable:
     Returns:
       A decorator that registers the function and returns it unchanged.
 
+    Raises:
+      ConfigError: no name, a name that is not a non-empty string (such as the
+        function itself, from ``@register`` without parentheses), a loader that
+        is not callable, or a name another loader already holds (re-running the
+        same definition, as a notebook cell does, replaces it).
+
     Example:
       >>> import numpy as np
       >>> from jaxnets.data import Dataset, load, register
@@ -192,12 +198,52 @@ def register(*names: str) -> Callable:
       >>> del datasets._REGISTRY["my_ramp"]  # undo the registration (not needed in real use)
     """
 
+    _check_names(names)
+
     def wrap(fn: Callable[..., Dataset]) -> Callable[..., Dataset]:
+        if not callable(fn):
+            raise ConfigError(
+                f"register({', '.join(map(repr, names))}) decorates a loader function that "
+                f"returns a Dataset, got {type(fn).__name__} {fn!r}."
+            )
+        for name in names:
+            _check_free(name.lower(), fn)
         for name in names:
             _REGISTRY[name.lower()] = fn
         return fn
 
     return wrap
+
+
+def _check_names(names: tuple) -> None:
+    if not names:
+        raise ConfigError('register needs at least one name: @register("my_data").')
+    for name in names:
+        if callable(name):  # @register without parentheses passes the function itself
+            raise ConfigError(
+                f'register takes the dataset\'s names, not the loader: write @register("name") '
+                f"above def {getattr(name, '__name__', name)}, not @register."
+            )
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"dataset names must be non-empty strings, got {name!r}.")
+
+
+def _same_definition(a: Callable, b: Callable) -> bool:
+    """Whether two loaders come from the same source definition (a re-run cell, a reload)."""
+    key = ("__module__", "__qualname__")
+    return all(getattr(a, k, None) == getattr(b, k, object()) for k in key)
+
+
+def _check_free(name: str, fn: Callable) -> None:
+    """Refuses to silently replace another loader (a built-in one above all)."""
+    old = _REGISTRY.get(name)
+    if old is None or old is fn or _same_definition(old, fn):
+        return
+    where = f"{getattr(old, '__module__', '?')}.{getattr(old, '__qualname__', old)}"
+    raise ConfigError(
+        f"dataset name {name!r} is already registered to {where}; choose another name "
+        f"(or delete it first: del jaxnets.data.datasets._REGISTRY[{name!r}])."
+    )
 
 
 def names() -> list[str]:
@@ -208,6 +254,29 @@ def names() -> list[str]:
       True
     """
     return sorted(_REGISTRY)
+
+
+def canonical_name(name: str) -> str:
+    """The name a dataset was first registered under, for any of its names in any case.
+
+    Options that depend on the dataset (``image=True`` for digits...) are keyed
+    by this name, so ``"Digits"`` or an alias such as ``"jane_austen"`` gets them too.
+
+    Args:
+      name: any name `load` accepts (case-insensitive).
+
+    Returns:
+      The registry name, e.g. ``"digits"``.
+
+    Raises:
+      UnknownNameError: unknown name (lists valid ones).
+
+    Example:
+      >>> canonical_name("Digits"), canonical_name("jane_austen"), canonical_name("FASHION-MNIST")
+      ('digits', 'austen', 'fashion_mnist')
+    """
+    fn = lookup(name, _REGISTRY, kind="dataset")
+    return next(key for key, loader in _REGISTRY.items() if loader is fn)
 
 
 def load(name: str = "digits", *, val_fraction: float = 0.0, val_seed: int = 0, **kwargs):
@@ -234,17 +303,34 @@ def load(name: str = "digits", *, val_fraction: float = 0.0, val_seed: int = 0, 
       ((1293, 8, 8, 1), (144, 8, 8, 1), (360, 8, 8, 1))
     """
     fn = lookup(name, _REGISTRY, kind="dataset")
-    accepted = list(inspect.signature(fn).parameters)
+    _check_options(name, fn, kwargs)
+    ds = fn(**kwargs)
+    if not isinstance(ds, Dataset):
+        raise DataError(
+            f"the loader of dataset {name!r} ({getattr(fn, '__qualname__', fn)}) returned "
+            f"{type(ds).__name__}; a loader must return a jaxnets.data.Dataset."
+        )
+    if val_fraction:
+        ds = ds.with_validation(val_fraction, val_seed)
+    return ds
+
+
+def _check_options(name: str, fn: Callable, kwargs: dict) -> None:
+    """Refuses options the loader does not take (a loader with ``**kwargs`` takes any)."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    accepted = [
+        p.name
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
     for key in kwargs:
         if key not in accepted:
             raise ConfigError(
                 f"dataset {name!r} has no option {key!r}{suggest(key, accepted) or '.'} "
                 f"Its options: {', '.join(accepted) or 'none'} (plus val_fraction, val_seed)."
             )
-    ds = fn(**kwargs)
-    if val_fraction:
-        ds = ds.with_validation(val_fraction, val_seed)
-    return ds
 
 
 def cache_dir() -> Path:

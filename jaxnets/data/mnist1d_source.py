@@ -13,6 +13,8 @@ import importlib.metadata
 import json
 import os
 import random
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -86,15 +88,39 @@ def generate_mnist1d(
     seed = None if seed is None else int(seed)
     path = cache_dir() / f"mnist1d_{_cache_key(num_samples, seed)}.npz"
     if cache and path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                return {key: npz[key] for key in _KEYS}
-        except (OSError, ValueError, KeyError, EOFError):
-            pass  # a broken cache file is regenerated below
+        cached = _read_cache(path)
+        if cached is not None:
+            return cached
     arrays = _generate(_args(num_samples, seed))
     if cache:
         _save_atomic(path, arrays)
     return arrays
+
+
+def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or None when the file is damaged (then it is regenerated).
+
+    A half-written or corrupted ``.npz`` raises ``zipfile.BadZipFile`` (a bad
+    CRC or a truncated archive), which is neither an ``OSError`` nor a
+    ``ValueError``; a readable file whose arrays do not line up (rows of ``x``
+    and ``y``, features of train and test) is as unusable, so both count as damage.
+    """
+    try:
+        # Opened here, so that a file np.load refuses is still closed.
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in _KEYS}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+        return None
+    x, y, x_test, y_test = (arrays[key] for key in ("x", "y", "x_test", "y_test"))
+    consistent = (
+        x.ndim == 2
+        and x_test.shape[1:] == x.shape[1:]
+        and y.shape == x.shape[:1]
+        and y_test.shape == x_test.shape[:1]
+        and len(x) > 0
+        and len(x_test) > 0
+    )
+    return arrays if consistent else None
 
 
 def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:

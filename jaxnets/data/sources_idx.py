@@ -53,14 +53,40 @@ def _find_file(folder: Path, split: str, kind: str, rank: int) -> Path | None:
     return None
 
 
+# The first training labels of each set. MNIST and Fashion-MNIST files carry the same
+# names, and both loaders also search $JAXNETS_DATA itself: these tell them apart.
+FIRST_TRAIN_LABELS = {
+    "mnist": (5, 0, 4, 1, 9, 2, 1, 3, 1, 4, 3, 5, 3, 6, 1, 7),
+    "fashion_mnist": (9, 0, 0, 3, 0, 2, 7, 2, 5, 5, 0, 9, 5, 5, 7, 9),
+}
+
+
+def _holds(files: dict[str, Path], other: str | None) -> bool:
+    """False when the files' first training labels are those of the ``other`` set."""
+    if other is None:
+        return True
+    try:
+        first = read_idx(files["y_train"], limit=16)
+    except (FormatError, OSError):
+        return True  # unreadable here: the loader reports it with its context
+    return tuple(first.tolist()) != FIRST_TRAIN_LABELS[other]
+
+
 def find_idx_files(
-    data_dir: str | os.PathLike | None, subdirs: tuple[str, ...], system: tuple = ()
+    data_dir: str | os.PathLike | None,
+    subdirs: tuple[str, ...],
+    system: tuple = (),
+    other: str | None = None,
 ) -> dict[str, Path] | None:
-    """The four IDX files from the first folder that holds all of them, or None."""
+    """The four IDX files from the first folder that holds all of them, or None.
+
+    A folder whose files are recognizably those of the ``other`` set (``"mnist"``
+    or ``"fashion_mnist"``, by `FIRST_TRAIN_LABELS`) is passed over.
+    """
     extracted = [f"usr/share/datasets/{s}" for s in subdirs]
     for folder in candidate_dirs(data_dir, (*subdirs, *extracted), system):
         files = {key: _find_file(folder, *part) for key, part in _PARTS.items()}
-        if all(files.values()):
+        if all(files.values()) and _holds(files, other):
             return files
     return None
 
@@ -77,7 +103,8 @@ def _load_idx(
         raise DatasetNotFoundError(
             f"{name}: IDX files not found (train-images-idx3-ubyte[.gz], "
             f"train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
-            f"t10k-labels-idx1-ubyte[.gz]). {install}"
+            f"t10k-labels-idx1-ubyte[.gz]; MNIST and Fashion-MNIST share these names, and a "
+            f"folder holding the other set's files is passed over). {install}"
         )
     arrays = {}
     for key, path in files.items():
@@ -134,7 +161,9 @@ def fashion_mnist(
       flatten: return ``(n, 784)`` vectors instead of ``(n, 28, 28, 1)`` images.
       limit: keep only the first ``limit`` rows of each split (fast tests).
     """
-    files = find_idx_files(data_dir, ("fashion_mnist", "fashion-mnist"), (FASHION_DEB_DIR,))
+    files = find_idx_files(
+        data_dir, ("fashion_mnist", "fashion-mnist"), (FASHION_DEB_DIR,), other="mnist"
+    )
     install = (
         "Install them with `apt-get install -y dataset-fashion-mnist` (as root; files go to "
         f"{FASHION_DEB_DIR}), or `apt-get download dataset-fashion-mnist && dpkg-deb -x "
@@ -155,7 +184,7 @@ def mnist(
       flatten: return ``(n, 784)`` vectors instead of ``(n, 28, 28, 1)`` images.
       limit: keep only the first ``limit`` rows of each split.
     """
-    files = find_idx_files(data_dir, ("mnist",))
+    files = find_idx_files(data_dir, ("mnist",), other="fashion_mnist")
     install = (
         "MNIST has no offline package: copy the four IDX files into a folder and pass "
         "data_dir=<folder>, or put them in $JAXNETS_DATA/mnist. For an installable "
