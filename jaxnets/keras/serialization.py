@@ -24,6 +24,8 @@ Example:
       use_bias = True
       kernel_initializer = 'glorot_uniform'
       bias_initializer = 'zeros'
+      kernel_regularizer = None
+      bias_regularizer = None
   )
   >>> from_config({"__module__": "os.system", "config": {}})
   Traceback (most recent call last):
