@@ -19,6 +19,7 @@ Example:
 """
 
 from jaxnets.layers import activations, initializers
+from jaxnets.layers.activation_layers import Activation, LeakyReLU, ReLU, Softmax
 from jaxnets.layers.attention import MultiHeadAttention
 from jaxnets.layers.base import Layer
 from jaxnets.layers.conv import (
@@ -28,24 +29,9 @@ from jaxnets.layers.conv import (
     DepthwiseConv2D,
     SeparableConv2D,
 )
-from jaxnets.layers.core import (
-    Activation,
-    Add,
-    Average,
-    Concatenate,
-    Dense,
-    Dropout,
-    Embedding,
-    Flatten,
-    GaussianNoise,
-    LeakyReLU,
-    Multiply,
-    ReLU,
-    Reshape,
-    Softmax,
-    SpatialDropout1D,
-    SpatialDropout2D,
-)
+from jaxnets.layers.core import Dense, Embedding, Flatten, Reshape
+from jaxnets.layers.merging import Add, Average, Concatenate, Multiply
+from jaxnets.layers.noise import Dropout, GaussianNoise, SpatialDropout1D, SpatialDropout2D
 from jaxnets.layers.normalization import (
     BatchNormalization,
     GroupNormalization,
