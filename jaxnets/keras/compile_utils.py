@@ -137,10 +137,7 @@ def resolve_loss(loss, module) -> tuple[losses_lib.Loss, object]:
     """
     if loss is None:
         raise ConfigError("compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'.")
-    if isinstance(loss, list | tuple):
-        if len(loss) != 1:
-            raise ConfigError(f"single-output models take one loss, got {len(loss)}.")
-        loss = loss[0]
+    loss = one_loss(loss)
     if callable(loss) and not isinstance(loss, losses_lib.Loss):
         loss = keras_loss_function(loss)
     loss_obj = losses_lib.get(loss)
@@ -153,6 +150,28 @@ def resolve_loss(loss, module) -> tuple[losses_lib.Loss, object]:
         # leaves the outputs probabilities, not logits.
         return dataclasses.replace(loss_obj, from_logits=False), module
     return loss_obj, module
+
+
+def one_loss(loss):
+    """The loss of Keras's one-output forms: ``[loss]`` or ``{"output_name": loss}``.
+
+    Keras's per-output losses (a list or dict of several) have no counterpart:
+    `jaxnets.Model` trains one output array with one loss.
+
+    Example:
+      >>> one_loss({"out": "mse"}), one_loss(["mae"]), one_loss("huber")
+      ('mse', 'mae', 'huber')
+    """
+    if not isinstance(loss, list | tuple | dict):
+        return loss
+    if len(loss) == 1:
+        return next(iter(loss.values())) if isinstance(loss, dict) else loss[0]
+    given = f"a dict with keys {sorted(loss)}" if isinstance(loss, dict) else f"{len(loss)} losses"
+    raise ConfigError(
+        f"jaxnets.Model trains one output with one loss, got {given} (Keras's per-output "
+        "losses are not supported); for several outputs pass one jaxnets.losses.Loss whose "
+        "fn(outputs, targets) scores them all, with the targets in one array."
+    )
 
 
 def keras_loss_function(fn) -> losses_lib.Loss:

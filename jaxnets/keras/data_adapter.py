@@ -55,6 +55,9 @@ def unpack(batch) -> dict:
         out = {"x": batch}
     if "x" not in out:
         raise DataError(f"a batch needs an 'x' entry; got keys {sorted(out)}.")
+    if out.get("y") is not None:
+        check_one_array("y", out["y"], "output", _rows(out["x"]))
+        out["y"] = _one_target(out["y"])
     return {k: np.asarray(v) for k, v in out.items() if v is not None}
 
 
@@ -128,16 +131,87 @@ def fresh_epochs(x, steps: int | None, batch_size: int):
     return read
 
 
+def _rows(value) -> int | None:
+    """The rows of an array (None for lists, dicts and None: not known without converting)."""
+    return int(value.shape[0]) if hasattr(value, "shape") and np.ndim(value) >= 1 else None
+
+
+def _parallel_arrays(value, rows: int | None) -> bool:
+    """Whether ``value`` is a list or tuple of arrays with a row per example each:
+    Keras's several inputs or outputs (``[x_a, x_b]``), not the rows of one array.
+
+    ``rows`` is the number of examples, from the other argument (``x`` for ``y``),
+    or None; then only arrays of different shapes (no one array) count.
+    """
+    if not isinstance(value, list | tuple) or len(value) < 2:
+        return False
+    if not all(hasattr(v, "shape") and np.ndim(v) >= 1 for v in value):
+        return False
+    lengths = {len(v) for v in value}
+    if len(lengths) != 1:
+        return False
+    if rows is not None:
+        return lengths == {rows} and len(value) != rows
+    return len({np.shape(v) for v in value}) > 1
+
+
+def check_one_array(name: str, value, role: str, rows: int | None = None):
+    """`DataError` for Keras's several inputs or outputs: the loops batch one array.
+
+    ``x`` (``role="input"``) or ``y`` (``role="output"``) given as a list of
+    arrays (one per input or output, of ``rows`` rows each) or as a dict of
+    several would otherwise fail inside numpy (a ragged array) or be stacked
+    into one array of the wrong rows.
+
+    Example:
+      >>> import numpy as np
+      >>> check_one_array("y", [np.zeros(4), np.zeros((4, 2))], "output", rows=4)
+      Traceback (most recent call last):
+      ...
+      jaxnets.errors.DataError: y is a list of 2 arrays (one per output, as Keras takes for a model with several outputs); ...
+      >>> check_one_array("y", [np.zeros(2)] * 3, "output", rows=3)  # 3 rows of 2: one array
+    """
+    several = _parallel_arrays(value, rows) or (isinstance(value, Mapping) and len(value) > 1)
+    if not several:
+        return
+    if isinstance(value, Mapping):
+        what = f"a dict with keys {sorted(value)}"
+    else:
+        what = f"a {type(value).__name__} of {len(value)} arrays"
+    advice = {
+        "input": "give the model one input array (concatenate the inputs and split them "
+        "inside the module)",
+        "output": "train one output array, or concatenate the targets into one array and "
+        "compile with a jaxnets.losses.Loss whose fn(outputs, targets) scores every output",
+    }[role]
+    raise DataError(
+        f"{name} is {what} (one per {role}, as Keras takes for a model with several "
+        f"{role}s); jaxnets.Model's fit, evaluate and predict batch one {name} array: {advice}."
+    )
+
+
+def _one_target(y):
+    """``y``, or the one entry of Keras's ``{"output_name": y}`` for a one-output model."""
+    check_one_array("y", y, "output")
+    if isinstance(y, Mapping) and len(y) == 1:
+        return next(iter(y.values()))
+    return y
+
+
 def from_arrays(x, y=None, sample_weight=None) -> dict:
     """Arrays (or a dict with ``x``/``y``) -> one dict of numpy arrays."""
+    if isinstance(x, Mapping) and "x" not in x and len(x) > 1:
+        check_one_array("x", x, "input")  # a dict of named inputs, not of batch entries
     if isinstance(x, Mapping):
         if y is not None:
             raise DataError("pass targets either inside the dict (key 'y') or as y=, not both.")
         arrays = unpack(x)
     else:
+        check_one_array("x", x, "input", _rows(y))
+        check_one_array("y", y, "output", _rows(x))
         arrays = {"x": np.asarray(x)}
         if y is not None:
-            arrays["y"] = np.asarray(y)
+            arrays["y"] = np.asarray(_one_target(y))
     if sample_weight is not None:
         if "weight" in arrays:
             raise DataError("sample weights were given twice (dict key and sample_weight=).")

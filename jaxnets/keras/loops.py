@@ -188,6 +188,7 @@ class Loops:
 
             fit_kwargs["epoch_data"] = epoch_data
         self._ensure_built(arrays["x"][:1])
+        self._check_outputs("fit")
         arrays, val = self._masked_steps(arrays), self._masked_steps(val)
         history = History()
         cbs = [*(callbacks or []), history]
@@ -286,6 +287,7 @@ class Loops:
         if not batches:
             arrays = _first_batches(arrays, steps, bs)
         self._ensure_built(arrays["x"][:1])
+        self._check_outputs("evaluate")
         arrays = self._masked_steps(arrays)
         cbs = CallbackList(callbacks, model=self, params=_eval_params(verbose, arrays, bs))
         cbs.on_test_begin()
@@ -352,6 +354,7 @@ class Loops:
         """One optimizer step on one batch; returns that batch's loss (and metrics)."""
         self._require_compiled("train_on_batch")
         batch = self._one_batch(x, y, sample_weight, class_weight)
+        self._check_outputs("train_on_batch")
         step = self._keras.engine.compile(training_lib.train_step, donate_argnums=(0,))
         self.state, sums = step(self.state, batch)
         return self._format(metrics_lib.compute_all(self.state.metric_table, sums), return_dict)
@@ -360,6 +363,7 @@ class Loops:
         """Loss (and metrics) of one batch in inference mode."""
         self._require_compiled("test_on_batch")
         batch = self._one_batch(x, y, sample_weight)
+        self._check_outputs("test_on_batch")
         sums = self._keras.engine.compile(training_lib.eval_step)(self.state, batch)
         return self._format(metrics_lib.compute_all(self.state.metric_table, sums), return_dict)
 
@@ -367,7 +371,8 @@ class Loops:
         """Outputs for one batch, as numpy."""
         batch = self._one_batch(x, None)
         step = self._keras.engine.compile(training_lib.predict_step)
-        return np.asarray(step(self._predict_state(), batch))
+        # Every output of a module returning a tuple or dict, as predict() gives them.
+        return jax.tree.map(np.asarray, step(self._predict_state(), batch))
 
     def __call__(self, x, training: bool = False):
         """Applies the model eagerly (Keras ``model(x)``)."""

@@ -24,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,7 +40,7 @@ from jaxnets.keras import compile_utils
 from jaxnets.keras.loops import Loops
 from jaxnets.keras.weight_order import get_path, keras_paths, with_leaves
 from jaxnets.training.engine import LocalEngine, default_engine
-from jaxnets.training.state import TrainState, create_train_state
+from jaxnets.training.state import MODE_KWARGS, TrainState, create_train_state, mode_kwargs
 
 
 class EagerFunction:
@@ -98,6 +100,7 @@ class FacadeState:
         # state over no parameters holding it, until the real state is made.
         self.opt_state_unbuilt = None
         self.lr_schedule = None  # compile(learning_rate=<an Optax schedule>), for model.optimizer
+        self.several_outputs = None  # whether the module returns a tuple or dict (None: unknown)
 
 
 def _learning_rate_schedule(optimizer, optimizer_kwargs: dict):
@@ -154,6 +157,27 @@ class OptimizerView:
     lr = learning_rate
 
 
+def _check_one_input(module) -> None:
+    """`ConfigError` for a module whose ``__call__`` needs several inputs: the loops pass one.
+
+    Without it Flax fails at the first data with a TypeError about a missing argument.
+    """
+    params = inspect.signature(module.__call__).parameters.values()
+    required = [
+        p.name
+        for p in params
+        if p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        and p.name not in (*MODE_KWARGS, "mask")
+    ]
+    if len(required) > 1:
+        raise ConfigError(
+            f"Model calls {type(module).__name__} with one input array, but its __call__ needs "
+            f"{len(required)} ({', '.join(required)}); take one array (concatenate the inputs "
+            "and split them inside the module)."
+        )
+
+
 class Model(Loops):
     """Keras's training API for any Flax Linen module.
 
@@ -182,6 +206,7 @@ class Model(Loops):
 
         if not isinstance(module, nn.Module):
             raise ConfigError(f"Model wraps a Flax Linen module, got {type(module).__name__}.")
+        _check_one_input(module)
         self._keras = FacadeState(module, seed)
         self.name = name or type(module).__name__.lower()
 
@@ -329,6 +354,8 @@ class Model(Loops):
             "loss": loss_obj,
             "train_module": train_module,
             "metrics": metric_list,
+            # A jaxnets Loss given as is may score a tuple or dict of outputs itself.
+            "loss_reads_outputs": isinstance(compile_utils.one_loss(loss), losses_lib.Loss),
         }
         # What save() writes: names, also for built-in loss and metric objects
         # (losses.get("mse"), metrics.Accuracy()), as Keras serializes its own.
@@ -395,6 +422,40 @@ class Model(Loops):
             )
             k.opt_state_unbuilt = None
         k.state = state
+
+    def _returns_several_outputs(self) -> bool:
+        """Whether the module returns a tuple or dict of arrays (traced once, shapes only)."""
+        k = self._keras
+        if k.several_outputs is None:
+            st = self._predict_state()
+            shape, dtype = k.input_spec
+            kwargs = mode_kwargs(st.call_kwargs, train=False)
+            out = jax.eval_shape(
+                lambda v: st.apply_fn(v, jnp.zeros((1, *shape), dtype), **kwargs), st.variables
+            )
+            k.several_outputs = not isinstance(out, jax.ShapeDtypeStruct)
+        return k.several_outputs
+
+    def _check_outputs(self, what: str):
+        """`ConfigError` before tracing when a module with several outputs meets a loss or
+        metrics that read one output array (they would fail inside the step)."""
+        kw = self._keras.compile_kwargs
+        if not self._returns_several_outputs():
+            return
+        if not kw["loss_reads_outputs"]:
+            raise ConfigError(
+                f"{what}(): the module returns several outputs (a tuple or dict), but the loss "
+                f"{kw['loss'].name!r} scores one output array (Keras's per-output losses are "
+                "not supported). Compile with one jaxnets.losses.Loss whose fn(outputs, "
+                "targets) scores them all, with the targets in one array, or return one array."
+            )
+        if kw["metrics"]:
+            names = [m.name for m in kw["metrics"]]
+            raise ConfigError(
+                f"{what}(): the metrics {names} read one output array, and the module returns "
+                "several (a tuple or dict); compile with metrics=[] and compute them from "
+                "predict(), which returns every output."
+            )
 
     def _require_compiled(self, what: str):
         if not self.compiled:
