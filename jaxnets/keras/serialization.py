@@ -69,8 +69,16 @@ SERIALIZABLE.update({n: getattr(models_lib, n) for n in _MODEL_NAMES if hasattr(
 _ACTIVATION_NAMES = {id(fn): name for name, fn in activations.ACTIVATIONS.items()}
 
 
-def register_serializable(cls: type, name: str | None = None) -> type:
+def register_serializable(cls: type | None = None, name: str | None = None, *, package=None):
     """Allows ``cls`` (a Linen module class) in saved architectures; usable as a decorator.
+
+    Written ``@register_serializable`` or, as Keras's
+    ``register_keras_serializable(package=..., name=...)``, with parentheses.
+
+    Args:
+      cls: the class (None for the decorator-with-arguments form).
+      name: the name saved files use (default: the class name).
+      package: accepted for Keras compatibility; names here have no package prefix.
 
     Example:
       >>> @register_serializable
@@ -79,7 +87,15 @@ def register_serializable(cls: type, name: str | None = None) -> type:
       ...         return 2 * x
       >>> from_config(to_config(Twice()))
       Twice()
+      >>> @register_serializable(package="my_models")
+      ... class Thrice(nn.Module):
+      ...     def __call__(self, x, train=False):
+      ...         return 3 * x
+      >>> from_config(to_config(Thrice()))
+      Thrice()
     """
+    if cls is None:  # the decorator-factory form, @register_serializable(...)
+        return lambda c: register_serializable(c, name)
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise FormatError(f"only Flax Linen module classes can be registered, got {cls!r}.")
     key = name or cls.__name__
