@@ -89,14 +89,35 @@ def _variables(state) -> dict:
     return {"params": state.params, **state.model_state}
 
 
+# The files that mark a folder written by the Keras-style `Model.save`, `save_weights`
+# or `ModelCheckpoint` (`jaxnets.keras.saving`): the variables are in ``variables/``.
+_SAVED_MODEL_MARKERS = ("model.json", "weights.json")
+
+
+def _read_saved_model(folder: Path) -> dict:
+    """The variables of a `Model.save` / `save_weights` / `ModelCheckpoint` folder, flat."""
+    import orbax.checkpoint as ocp  # imported on use: it is slow to import
+
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            variables = ckptr.restore((folder / "variables").absolute())
+    except Exception as e:  # Orbax raises many types for a damaged folder
+        raise CheckpointError(
+            f"cannot read the saved variables in {folder / 'variables'} ({type(e).__name__}: {e})."
+        ) from e
+    return flatten(variables)
+
+
 def read_variables(source, *, step: int | None = None) -> dict:
     """Flat ``{"collection/path": array}`` of a source: a checkpoint folder, a state or a dict.
 
     Args:
       source: a folder written by `CheckpointManager` or by ``fit(workdir=...)``
-        (its ``checkpoints`` subfolder is used), a `TrainState`, a variables dict
+        (its ``checkpoints`` subfolder is used), a folder written by the Keras-style
+        ``model.save``, ``model.save_weights`` or ``ModelCheckpoint``, a `TrainState`,
+        a Keras-style `jaxnets.Model`, a variables dict
         (``{"params": ..., "batch_stats": ...}``) or a bare params dict.
-      step: the checkpoint step (default: the newest).
+      step: the checkpoint step (default: the newest; not for a saved model).
 
     Example:
       >>> import tempfile, jax.numpy as jnp, flax.linen as nn
@@ -114,6 +135,10 @@ def read_variables(source, *, step: int | None = None) -> dict:
     """
     if isinstance(source, (str, Path)):
         folder = Path(source)
+        if any((folder / m).is_file() for m in _SAVED_MODEL_MARKERS):
+            if step is not None:
+                raise ConfigError(f"{folder} is a saved model, not a checkpoint: it has no steps.")
+            return _read_saved_model(folder)
         if (folder / CHECKPOINT_DIR).is_dir():
             folder = folder / CHECKPOINT_DIR
         with CheckpointManager(folder, read_only=True, monitor=None) as mngr:
@@ -130,11 +155,13 @@ def read_variables(source, *, step: int | None = None) -> dict:
         return out
     if hasattr(source, "params") and hasattr(source, "model_state"):
         return flatten(_variables(source))
+    if hasattr(source, "get_weights") and hasattr(source, "_variables"):  # a jaxnets.Model
+        return flatten(source._variables())
     if isinstance(source, Mapping):
         return flatten(source if "params" in source else {"params": source})
     raise ConfigError(
-        f"source must be a checkpoint folder, a TrainState or a dict of arrays, "
-        f"got {type(source).__name__}."
+        f"source must be a checkpoint or saved-model folder, a TrainState, a jaxnets.Model "
+        f"or a dict of arrays, got {type(source).__name__}."
     )
 
 
@@ -202,8 +229,9 @@ def load_pretrained(
       state, and a `TransferReport`.
 
     Raises:
-      CheckpointError: no path matches (the message shows both sides' paths), two
-        source paths rename to one target, or shapes/dtypes differ without
+      CheckpointError: no path matches (the message shows both sides' paths), every
+        shared path differs in shape or dtype (listed, even with ``skip_mismatch``),
+        two source paths rename to one target, or shapes/dtypes differ without
         ``skip_mismatch``.
 
     Example:
@@ -239,6 +267,15 @@ def load_pretrained(
             continue
         values[path] = _private_copy(x)
         report.loaded.append(path)
+    lines = "\n  ".join(report.skipped)
+    if not report.loaded and report.skipped:
+        # The paths match; the shapes do not (a model of other widths, say): the paths
+        # themselves would not show what is wrong.
+        raise CheckpointError(
+            f"no pretrained array fits the model: every one of the {len(report.skipped)} "
+            f"paths they share differs in shape or dtype:\n  {lines}\n"
+            "Build the model with the pretrained one's widths (only a new head may differ)."
+        )
     if not report.loaded:
         raise CheckpointError(
             "no pretrained path matches the model. Source paths: "
@@ -246,7 +283,6 @@ def load_pretrained(
             "map them with rename={'source_prefix': 'target_prefix'}."
         )
     if report.skipped and not skip_mismatch:
-        lines = "\n  ".join(report.skipped)
         raise CheckpointError(
             f"{len(report.skipped)} pretrained arrays do not fit the model:\n  {lines}\n"
             "Pass skip_mismatch=True to keep those at their initialization."

@@ -138,14 +138,22 @@ def _dummy_targets(state, out):
 
 
 def _frozen_size(model, params) -> int:
-    """Scalars in the parameters that ``trainable=False`` freezes (Keras counts them non-trainable)."""
-    patterns = model.frozen_patterns()
-    if not patterns:
-        return 0
-    from jaxnets.checkpoint.freezing import FROZEN, param_labels
+    """Scalars in the frozen parameters (Keras counts them non-trainable).
 
-    labels = param_labels(params, 1.0, freeze=patterns)
-    sizes = jax.tree.map(lambda label, p: p.size if label == FROZEN else 0, labels, params)
+    A state whose optimizer was replaced by `freeze_params` or `GradualUnfreezing`
+    freezes what that optimizer freezes (`jaxnets.checkpoint.freezing.frozen_mask`);
+    otherwise the layers with ``trainable=False`` are frozen.
+    """
+    from jaxnets.checkpoint.freezing import FROZEN, frozen_mask, param_labels
+
+    state = model.state
+    mask = frozen_mask(state.tx, params) if state is not None else None
+    if mask is None:
+        patterns = model.frozen_patterns()
+        if not patterns:
+            return 0
+        mask = jax.tree.map(lambda label: label == FROZEN, param_labels(params, 1.0, patterns))
+    sizes = jax.tree.map(lambda frozen, p: p.size if frozen else 0, mask, params)
     return int(sum(jax.tree.leaves(sizes)))
 
 

@@ -137,6 +137,8 @@ class ConvAutoencoder(nn.Module):
 
     def setup(self):
         h, w, c = self.input_shape
+        if not self.filters:
+            raise ConfigError("ConvAutoencoder needs at least one encoder convolution: filters=().")
         scale = 2 ** len(self.filters)
         if h % scale or w % scale:
             raise ConfigError(

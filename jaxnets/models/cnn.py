@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxnets import layers
-from jaxnets.errors import ShapeError
+from jaxnets.errors import ConfigError, ShapeError
 from jaxnets.layers import conv_ops, initializers
 from jaxnets.layers.base import resolve_impl
 from jaxnets.layers.pooling import check_fits_window
@@ -198,6 +198,11 @@ class ConvNetBN(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         """Maps ``(B, H, W, C)`` images to ``(B, num_classes)`` logits."""
         x = check_images(x, "ConvNetBN")
+        if len(self.filters) != len(self.strides):
+            raise ConfigError(
+                f"ConvNetBN needs one stride per block: filters={tuple(self.filters)} "
+                f"but strides={tuple(self.strides)}."
+            )
         for i, (width, stride) in enumerate(zip(self.filters, self.strides, strict=True)):
             x = layers.Conv2D(width, 3, stride, "same", use_bias=False, name=f"conv_{i}")(x)
             x = layers.BatchNormalization(name=f"bn_{i}")(x, train=train)

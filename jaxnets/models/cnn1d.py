@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxnets import layers
-from jaxnets.errors import ShapeError
+from jaxnets.errors import ConfigError, ShapeError
 from jaxnets.models.mlp import random_input
 
 
@@ -76,6 +76,11 @@ class CNN1D(nn.Module):
         if x.ndim != 3:
             raise ShapeError(
                 f"CNN1D expects sequences of shape (B, T) or (B, T, C), got {tuple(x.shape)}."
+            )
+        if len(self.channels) != len(self.kernel_sizes):
+            raise ConfigError(
+                f"CNN1D needs one kernel size per convolution: channels={tuple(self.channels)} "
+                f"but kernel_sizes={tuple(self.kernel_sizes)}."
             )
         x = jnp.asarray(x, jnp.float32)
         for i, (width, k) in enumerate(zip(self.channels, self.kernel_sizes, strict=True)):

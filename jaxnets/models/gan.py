@@ -77,6 +77,7 @@ class MLPGenerator(nn.Module):
 
     @nn.compact
     def __call__(self, z: jax.Array, *, train: bool = False) -> jax.Array:
+        z = _check_noise(z, self.latent_dim, "MLPGenerator")
         for i, width in enumerate(self.features):
             z = layers.Dense(width, activation="relu", name=f"dense_{i}")(z)
         x = layers.Dense(math.prod(self.output_shape), name="output")(z)
@@ -116,6 +117,17 @@ class MLPDiscriminator(nn.Module):
         for i, width in enumerate(self.features):
             x = layers.Dense(width, activation="leaky_relu", name=f"dense_{i}")(x)  # slope 0.2
         return layers.Dense(1, name="logit")(x)[:, 0]
+
+
+def _check_noise(z: jax.Array, latent_dim: int, model: str) -> jax.Array:
+    """``z`` after checking it is ``(B, latent_dim)`` noise: other widths would build
+    (or silently feed) a first layer of another size than ``latent_dim`` says."""
+    if z.ndim != 2 or z.shape[1] != latent_dim:
+        raise ShapeError(
+            f"{model} expects noise of shape (B, latent_dim={latent_dim}), got {tuple(z.shape)}; "
+            f"draw it with jax.random.normal(key, (B, {latent_dim})) or set latent_dim."
+        )
+    return z
 
 
 def _check_quarter(image_shape: tuple[int, int, int]) -> tuple[int, int]:
@@ -161,6 +173,7 @@ class DCGANGenerator(nn.Module):
     @nn.compact
     def __call__(self, z: jax.Array, *, train: bool = False) -> jax.Array:
         h, w = _check_quarter(self.image_shape)
+        z = _check_noise(z, self.latent_dim, "DCGANGenerator")
         x = layers.Dense(h * w * 2 * self.filters, activation="relu", name="project")(z)
         x = x.reshape((z.shape[0], h, w, 2 * self.filters))  # (B, H/4, W/4, 2f)
         up = partial(layers.Conv2DTranspose, kernel_size=4, strides=2, padding="same")

@@ -91,6 +91,10 @@ class GPT(nn.Module):
                 f"GPT expects int tokens of shape (B, T), got {tokens.dtype} {tuple(tokens.shape)}."
             )
         steps = tokens.shape[1]
+        if mask is not None and tuple(mask.shape) != tuple(tokens.shape):
+            raise ShapeError(
+                f"mask must have the tokens' shape {tuple(tokens.shape)}, got {tuple(mask.shape)}."
+            )
         if steps > self.block_size:
             raise ShapeError(
                 f"GPT got {steps} tokens but block_size={self.block_size}; "

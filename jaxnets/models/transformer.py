@@ -82,6 +82,8 @@ class TransformerBlock(nn.Module):
     ) -> jax.Array:
         """``x`` ``(B, T, D)``; ``mask`` ``(B, T)`` hides padded keys (True = valid)."""
         d = x.shape[-1]
+        if self.num_heads < 1:
+            raise ConfigError(f"num_heads must be >= 1, got {self.num_heads}.")
         if d % self.num_heads:
             raise ConfigError(f"width {d} is not divisible by num_heads={self.num_heads}.")
         h = layers.LayerNormalization(name="ln_attention")(x)
