@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,3 +116,88 @@ def test_quickstart_notebook_runs(tmp_path):
         out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
     )
     assert "test accuracy" in outputs
+
+
+# --- experiments/charlm/ngram.py: the Kneser-Ney baseline of the char-LM study ---------
+
+
+def _ngram_module(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXPERIMENTS / "charlm"))
+    import ngram
+
+    return ngram
+
+
+def _kneser_ney_direct(tokens, order: int, vocab: int):
+    """P(w | context) of interpolated Kneser-Ney written out with dicts: the oracle.
+
+    The top order counts n-grams; lower orders count distinct left neighbours
+    (continuation counts); each order discounts by ``n1 / (n1 + 2 n2)`` of its counts and
+    an unseen context falls through to the order below; the uniform sits under order 1.
+    """
+    tokens = [int(t) for t in tokens]
+    grams = {k: {} for k in range(1, order + 1)}
+    for i in range(len(tokens) - order + 1):
+        g = tuple(tokens[i : i + order])
+        grams[order][g] = grams[order].get(g, 0) + 1
+    for k in range(1, order):
+        left = {tuple(tokens[i : i + k + 1]) for i in range(len(tokens) - k)}
+        for g in left:
+            grams[k][g[1:]] = grams[k].get(g[1:], 0) + 1
+    discount = {}
+    for k, counts in grams.items():
+        n1 = sum(c == 1 for c in counts.values())
+        n2 = sum(c == 2 for c in counts.values())
+        discount[k] = n1 / (n1 + 2 * n2) if n1 + n2 else 0.5
+
+    def prob(context: tuple, w: int, k: int) -> float:
+        if k == 0:
+            return 1.0 / vocab
+        ctx = context[len(context) - (k - 1) :] if k > 1 else ()
+        lower = prob(context, w, k - 1)
+        same = [c for g, c in grams[k].items() if g[:-1] == ctx]
+        if not same:
+            return lower
+        total, d = sum(same), discount[k]
+        return max(grams[k].get((*ctx, w), 0) - d, 0) / total + d * len(same) / total * lower
+
+    return lambda context, w: prob(tuple(context), w, order)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_kneser_ney_matches_direct_counts(monkeypatch, order):
+    ngram = _ngram_module(monkeypatch)
+    tokens = np.random.default_rng(order).integers(0, 4, 120)
+    model = ngram.KneserNey(tokens, order=order, vocab_size=5)  # token 4 never occurs
+    oracle = _kneser_ney_direct(tokens, order, 5)
+    for position in (order - 1, 17, 63, 119):
+        want = [oracle(tokens[position - order + 1 : position], w) for w in range(5)]
+        np.testing.assert_allclose(model.probabilities(tokens, position), want, rtol=1e-12)
+    # nll is the mean of -log P(token | context) over the scored positions, order 1 included
+    # (whose empty history once made `nll` fail with "need at least one array to stack").
+    start = max(order - 1, 0)
+    want = -np.mean(
+        [np.log(oracle(tokens[i - order + 1 : i], tokens[i])) for i in range(start, 120)]
+    )
+    assert model.nll(tokens, start, chunk=50) == pytest.approx(want, rel=1e-12)
+
+
+def test_ngram_docstring_example(monkeypatch):
+    """`experiments/` is outside the doctest paths, so its one doctest runs here."""
+    import doctest
+
+    failed, attempted = doctest.testmod(_ngram_module(monkeypatch))
+    assert attempted > 0 and failed == 0
+
+
+@pytest.mark.subprocess
+def test_gpu_check_help_prints_usage_without_running():
+    proc = subprocess.run(
+        [sys.executable, str(EXPERIMENTS / "scaling" / "gpu_check.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: gpu_check.py") and "max |param" not in proc.stdout

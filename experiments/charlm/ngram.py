@@ -99,6 +99,7 @@ class KneserNey:
         total = 0.0
         for lo in range(start, len(tokens), chunk):
             idx = np.arange(lo, min(lo + chunk, len(tokens)))
-            history = np.stack([tokens[idx - self.order + 1 + j] for j in range(self.order - 1)], 1)
-            total -= np.log(self._prob(history.reshape(len(idx), -1), tokens[idx])).sum()
+            # (M, order - 1) preceding tokens; (M, 0) for a unigram model, which has none.
+            history = tokens[idx[:, None] + np.arange(1 - self.order, 0)]
+            total -= np.log(self._prob(history, tokens[idx])).sum()
         return total / (len(tokens) - start)

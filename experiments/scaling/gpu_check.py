@@ -9,6 +9,7 @@ full precision (``jax_default_matmul_precision='highest'``) so that TF32 on
 GPUs does not blur the comparison.
 """
 
+import argparse
 import json
 import sys
 
@@ -73,4 +74,8 @@ def main():
 
 
 if __name__ == "__main__":
+    # No options; `--help` prints the description instead of starting the check.
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
     sys.exit(main())
