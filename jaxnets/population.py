@@ -323,6 +323,12 @@ def _check_monitor_logged(monitor: str, patience, zeros: dict, has_validation: b
         )
 
 
+def _hparams_length(hparams: Mapping | None) -> int:
+    """The member count that ``hparams``' per-member lists give (0 without lists)."""
+    lists = [v for v in (hparams or {}).values() if isinstance(v, (list, tuple, np.ndarray))]
+    return max((len(v) for v in lists), default=0)
+
+
 def _member_hparams(hparams: Mapping | None, n: int) -> list[dict]:
     rows = [{} for _ in range(n)]
     for name, values in (hparams or {}).items():
@@ -358,7 +364,8 @@ def fit_population(
     Args:
       make_state: ``make_state(seed) -> TrainState``, or the member states.
       data: training data as for `jaxnets.training.fit`.
-      n: number of members (default: ``len(seeds)`` or the number of states).
+      n: number of members (default: ``len(seeds)``, the number of states, or the
+        length of ``hparams``' per-member lists).
       seeds: one per member (default ``0..n-1``): passed to ``make_state`` and
         used as the member's shuffle seed.
       hparams: per-member hyperparameters, e.g. ``{"learning_rate": [1e-3,
@@ -402,10 +409,14 @@ def fit_population(
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
     states = None if callable(make_state) else list(make_state)
-    n = n or (len(seeds) if seeds is not None else len(states or []))
+    n = n or (len(seeds) if seeds is not None else len(states or [])) or _hparams_length(hparams)
     seeds = list(range(n)) if seeds is None else [int(s) for s in seeds]
     if n < 1 or len(seeds) != n or (states is not None and len(states) != n):
-        raise ConfigError(f"a population needs n >= 1 members with one seed each; got n={n}.")
+        raise ConfigError(
+            f"a population needs n >= 1 members with one seed each; got n={n} and "
+            f"{len(seeds)} seeds. Pass n=, seeds=, the member states, or hparams with one "
+            "value per member in a list."
+        )
     states = states or [make_state(s) for s in seeds]
     # The checks and casts of `fit`, before anything is traced: out-of-range
     # labels would otherwise train silently to NaN, a wrong feature count fail
@@ -458,9 +469,17 @@ def fit_population(
     model_hp = sorted(set(member_hp[0]) & set(hyperparams.MODEL_HYPERPARAMS))
     if model_hp:  # a model without a layer that reads them would silently ignore them
         index0 = engine.place_state(np.stack([plan0["index"]] * n))
+        # A fresh function each time: JAX caches a trace by function and argument shapes, and
+        # a cached trace runs no layer code, so a second population would record no read.
         with hyperparams.record() as read:
             jax.eval_shape(
-                population_epoch, stacked, jnp.ones(n, bool), data_dev, index0, valid, zeros
+                lambda *args: population_epoch(*args),
+                stacked,
+                jnp.ones(n, bool),
+                data_dev,
+                index0,
+                valid,
+                zeros,
             )
         if unread := [name for name in model_hp if name not in read]:
             raise ConfigError(

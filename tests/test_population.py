@@ -243,3 +243,40 @@ def test_inputs_are_checked_as_fit_checks_them():
             fit_population(make, data, n=2, validation_data=val, epochs=1, batch_size=16,
                            verbose=0)  # fmt: skip
         assert str(from_population.value) == str(from_fit.value)
+
+
+# A model whose hyperparameter is a dropout rate (README "Design").
+def _dropout_data():
+    x = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
+    return x, (x[:, 0] > 0).astype(np.int32)
+
+
+def _make_dropout_mlp(seed):
+    module = models.get("mlp", features=(8,), num_classes=2, dropout_rate=0.2, input_shape=(5,))
+    return create_train_state(module, "adam", np.zeros((1, 5), np.float32), seed=seed)
+
+
+def test_dropout_rates_in_a_second_population_of_the_process():
+    # The check that a model reads `dropout_rate` traced the epoch with jax.eval_shape,
+    # whose trace cache made the second same-shaped population raise "this model has none".
+    for rates in ([0.1, 0.3], [0.2, 0.4]):
+        pop = fit_population(_make_dropout_mlp, _dropout_data(), n=2, hparams={"dropout_rate": rates},
+                             epochs=1, batch_size=16, verbose=0)  # fmt: skip
+        assert [float(h) for h in pop.states.hparams["dropout_rate"]] == [
+            float(np.float32(r)) for r in rates
+        ]
+
+
+def test_members_counted_from_hparams_lists():
+    # README "Design": fit_population(make, data, hparams={"dropout_rate": [0.1, 0.3, 0.5]})
+    pop = fit_population(_make_dropout_mlp, _dropout_data(), hparams={"dropout_rate": [0.1, 0.3, 0.5]},
+                         epochs=1, batch_size=16, verbose=0)  # fmt: skip
+    assert pop.seeds == [0, 1, 2] and [h["dropout_rate"] for h in pop.hparams] == [0.1, 0.3, 0.5]
+
+
+def test_search_over_dropout_rates_in_several_generations():
+    from jaxnets.tune import Uniform, search
+
+    results = search(_make_dropout_mlp, _dropout_data(), {"dropout_rate": Uniform(0.0, 0.5)}, n_trials=4,
+                     population=2, epochs=1, batch_size=16, verbose=0)  # fmt: skip
+    assert sorted(r["trial"] for r in results) == [0, 1, 2, 3]
