@@ -461,7 +461,8 @@ def set_hyperparam(opt_state, name: str, value):
             found = True
             old = s.hyperparams[name]
             hp = dict(s.hyperparams)
-            hp[name] = jnp.asarray(value, dtype=jnp.asarray(old).dtype)
+            # A buffer of its own per group: the training step donates each one.
+            hp[name] = jnp.array(value, dtype=jnp.asarray(old).dtype, copy=True)
             return s._replace(hyperparams=hp)
         if isinstance(s, tuple) and not hasattr(s, "_fields"):
             return tuple(replace(c) for c in s)

@@ -2,12 +2,13 @@
 gradual unfreezing) and the GAN pair, against closed forms and PyTorch's
 parameter-group semantics."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnets import callbacks, models, optim
+from jaxnets import callbacks, layers, models, optim
 from jaxnets.callbacks import Callback
 from jaxnets.checkpoint import GradualUnfreezing, freeze_params, load_pretrained
 from jaxnets.checkpoint.structure import flatten
@@ -252,3 +253,42 @@ def test_a_source_whose_every_array_has_another_shape_gets_a_shape_error(skip_mi
     message = str(info.value)
     assert "no pretrained array fits the model" in message
     assert "params/dense_0/kernel: saved (6, 4) float32, expected (6, 5) float32" in message
+
+
+def test_a_nested_sequential_with_an_input_shape_builds_and_summarises_as_keras():
+    # Keras builds Sequential([base, Dense(3)]) from base's first input_shape and its
+    # summary counts 21 trainable / 926 non-trainable with base frozen; jaxnets said
+    # "the model is not built". A long layer label also ran into the next column.
+    from jaxnets.keras import Sequential
+    from jaxnets.keras.summary import summarize
+
+    base = Sequential([layers.Conv2D(4, 3, input_shape=(8, 8, 1)), layers.BatchNormalization(),
+                       layers.Flatten(), layers.Dense(6)])  # fmt: skip
+    base.trainable = False
+    top = Sequential([base, layers.Dense(3)])
+    top.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    info = summarize(top)
+    assert (info.trainable_params, info.non_trainable_params) == (21, 926)
+    inner = summarize(base)
+    assert "(BatchNormalization) " in str(inner)
+
+
+def test_setting_one_rate_array_on_several_groups_then_training():
+    # set_hyperparam gave every group the same buffer; the donated step then failed
+    # with "Attempt to donate the same buffer twice".
+    x = np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+
+    class TwoDense(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            return nn.Dense(2)(nn.relu(nn.Dense(3)(x)))
+
+    state = create_train_state(TwoDense(), "sgd", x[:1])
+    state = freeze_params(state, [], optimizer="sgd",
+                          learning_rate={"Dense_0/.*": 1e-3, ".*": 1e-1})  # fmt: skip
+    state = state.replace(
+        opt_state=optim.set_hyperparam(state.opt_state, "learning_rate", jnp.float32(5e-4))
+    )
+    state, history = fit(state, (x, y), epochs=1, batch_size=4, verbose=0)
+    assert np.isfinite(history["loss"][0])

@@ -217,7 +217,10 @@ class Sequential(nn.Module, Model):
     @nn.nowrap
     def default_input(self):
         """A one-row zero input from the first layer's ``input_shape``, or None."""
-        shape = getattr(self.layers[0], "input_shape", None) if self.layers else None
+        first = self.layers[0] if self.layers else None
+        if isinstance(first, Sequential):  # a nested model: its own first layer's input_shape
+            return first.default_input()
+        shape = getattr(first, "input_shape", None)
         if shape is None:
             return None
         dtype = jnp.int32 if self.takes_tokens() else jnp.float32

@@ -51,12 +51,12 @@ class ModelSummary:
     train_step_bytes: int | None = None
 
     def __str__(self) -> str:
-        widths = (34, 26, 12)
+        labels = [f"{r.name} ({r.kind})" for r in self.rows]
+        widths = (max([34, *(len(s) + 1 for s in labels)]), 26, 12)  # long names widen it
         line = "-" * sum(widths)
         head = f"{'Layer (type)':<{widths[0]}}{'Output Shape':<{widths[1]}}{'Param #':>{widths[2]}}"
         out = [f'Model: "{self.name}"', line, head, "=" * sum(widths)]
-        for r in self.rows:
-            label = f"{r.name} ({r.kind})"
+        for r, label in zip(self.rows, labels, strict=True):
             out.append(f"{label:<{widths[0]}}{r.output_shape:<{widths[1]}}{r.params:>{widths[2]},}")
         total = self.trainable_params + self.non_trainable_params
         out += [
