@@ -85,8 +85,8 @@ def _parallel_options(p):
         "--devices",
         type=_devices,
         default=None,
-        help="split each batch over this many devices, or 'all' "
-        "(default: one; every device of every process in a multi-process run)",
+        help="split each batch over this many devices, or 'all'; unset, one device (every "
+        "device of every process in a multi-process run)",
     )
     g.add_argument(
         "--engine",

@@ -318,7 +318,10 @@ def train(args) -> dict:
         runner.write_history(workdir, history)
         (workdir / "test_metrics.json").write_text(json.dumps(test, indent=1))
         wrote = "samples.png, " if write_samples(state, workdir / "samples.png", args.seed) else ""
-        print(f"wrote {workdir}/config.json, history.json, history.csv, {wrote}checkpoints/")
+        print(
+            f"wrote {workdir}/config.json, history.json, history.csv, test_metrics.json, "
+            f"{wrote}checkpoints/"
+        )
     return test
 
 

@@ -262,7 +262,10 @@ def train(args) -> dict:
         (workdir / "test_metrics.json").write_text(
             json.dumps({k: v for k, v in test.items() if isinstance(v, float)}, indent=1)
         )
-        print(f"wrote {workdir}/config.json, history.json, history.csv, checkpoints/")
+        print(
+            f"wrote {workdir}/config.json, history.json, history.csv, test_metrics.json, "
+            "checkpoints/"
+        )
     return test
 
 

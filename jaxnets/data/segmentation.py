@@ -68,7 +68,7 @@ def austen_segmentation(
       seq_len: characters per example (non-overlapping windows).
       test_fraction: share of the characters held out at the end of the text.
       novels: R names of a subset of novels (see `jaxnets.data.austen.NOVELS`),
-        each once, taken in publication order; default all six (3.4 M characters).
+        each once, taken in publication order; default all six (3.3 M characters).
 
     Returns:
       A ``"tagging"`` `Dataset`: ``x`` int32 tokens and ``y`` int32 labels, both
