@@ -215,11 +215,18 @@ class DynamicScale(struct.PyTreeNode):
         return jax.tree.map(lambda g: g / self.scale.astype(g.dtype), grads)
 
     def adjust(self, finite: jax.Array) -> DynamicScale:
-        """The next scale: halve on a non-finite step, double after ``period`` finite ones."""
+        """The next scale: halve on a non-finite step, double after ``period`` finite ones.
+
+        The scale does not grow past the largest finite float32 it can reach.
+        """
         grown = self.good_steps + 1 >= self.period
+        larger = self.scale * self.factor
+        # Growth stops below float32's overflow (as TensorFlow's loss scale does): an
+        # inf scale makes every later step non-finite (inf / 2 is inf, 0 * inf NaN).
+        grown_scale = jnp.where(jnp.isfinite(larger), larger, self.scale)
         scale = jnp.where(
             finite,
-            jnp.where(grown, self.scale * self.factor, self.scale),
+            jnp.where(grown, grown_scale, self.scale),
             jnp.maximum(self.scale / self.factor, self.min_scale),
         )
         good = jnp.where(finite & ~grown, self.good_steps + 1, 0).astype(jnp.int32)

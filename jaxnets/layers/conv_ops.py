@@ -33,6 +33,11 @@ from jaxnets.errors import ShapeError
 _DIMS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
 
 
+def _accumulator(dtype):
+    """The dtype sums of products of ``dtype`` values run in: at least float32."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def conv_padding(spatial, kernel_size, strides, dilation, padding: str) -> list[tuple[int, int]]:
     """Explicit ``(low, high)`` pads for Keras' 'valid', 'same' or 'causal'.
 
@@ -63,6 +68,12 @@ def conv_im2col(x, kernel, *, strides, padding: str, dilation=None):
     ksize, (cin, cout) = kernel.shape[:nd], kernel.shape[nd:]
     dilation = dilation or (1,) * nd
     pads = conv_padding(x.shape[1:-1], ksize, strides, dilation, padding)
+    # Half precision: gather the taps from a float32 copy of x, so that the input
+    # gradient sums the taps' contributions in float32 and rounds once, as XLA's
+    # convolution does (a rounding per tap doubled bfloat16's error, 5x5 kernel).
+    # The product itself still runs in x's dtype.
+    dtype = x.dtype
+    x = x.astype(_accumulator(dtype))
     if any(p != (0, 0) for p in pads):
         x = jnp.pad(x, [(0, 0), *pads, (0, 0)])
     spatial = x.shape[1:-1]
@@ -81,7 +92,7 @@ def conv_im2col(x, kernel, *, strides, padding: str, dilation=None):
             + [cin]
         )
         cols.append(lax.slice(x, start, limit, (1, *strides, 1)))
-    patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+    patches = (cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)).astype(dtype)
     y = jnp.dot(patches.reshape(-1, patches.shape[-1]), kernel.reshape(-1, cout))
     return y.reshape(x.shape[0], *out, cout)
 
@@ -116,6 +127,8 @@ def conv_maxpool_im2col(x, kernel, pool_size):
             f"convolution followed by a {tuple(pool_size)} pool: each side needs at least "
             "kernel + pool - 1 pixels."
         )
+    dtype = x.dtype
+    x = x.astype(_accumulator(dtype))  # float32 taps for the input gradient: `conv_im2col`
     cols = []
     for window in itertools.product(*(range(p) for p in pool_size)):
         for tap in itertools.product(*(range(k) for k in ksize)):
@@ -128,7 +141,7 @@ def conv_maxpool_im2col(x, kernel, pool_size):
             cols.append(lax.slice(x, start, limit, (1, *pool_size, 1)))
     # One concatenation, window-major on the channel axis: (B, *pooled, windows * taps * C).
     # Stacking the windows on a new leading axis instead measured 7% slower.
-    patches = jnp.concatenate(cols, axis=-1)
+    patches = jnp.concatenate(cols, axis=-1).astype(dtype)
     windows = math.prod(pool_size)
     y = jnp.dot(patches.reshape(-1, patches.shape[-1] // windows), kernel.reshape(-1, cout))
     y = y.reshape(x.shape[0], *pooled, windows, cout)
@@ -183,7 +196,11 @@ def conv_transpose_col2im(x, kernel, *, strides, padding: str):
     taps = math.prod(ksize)
     # (C, taps * F): one product yields every tap's contribution at once.
     w = jnp.moveaxis(kernel.reshape(taps, cin, cout), 0, 1).reshape(cin, taps * cout)
-    y = jnp.dot(x.reshape(-1, cin), w).reshape(*x.shape[:-1], taps, cout)
+    # Half-precision taps are summed in float32 and rounded once, as XLA's
+    # convolution does: a rounding per tap doubled bfloat16's error (5x5 kernel).
+    acc = _accumulator(x.dtype)
+    y = jnp.dot(x.reshape(-1, cin), w, preferred_element_type=acc)
+    y = y.reshape(*x.shape[:-1], taps, cout)
     total = None
     for i, tap in enumerate(itertools.product(*(range(k) for k in ksize))):
         config = [(0, 0, 0)]
@@ -193,7 +210,7 @@ def conv_transpose_col2im(x, kernel, *, strides, padding: str):
         config.append((0, 0, 0))
         part = lax.pad(y[..., i, :], jnp.zeros((), y.dtype), config)
         total = part if total is None else total + part
-    return total
+    return total.astype(x.dtype)
 
 
 def depthwise_conv(x, kernel, *, strides, padding: str, dilation=None, impl: str = "xla"):
@@ -227,6 +244,11 @@ def depthwise_conv(x, kernel, *, strides, padding: str, dilation=None, impl: str
             dimension_numbers=_DIMS[nd],
             feature_group_count=cin,
         )
+    # Half-precision taps are multiplied and summed in float32 and rounded once, as
+    # XLA's convolution does: a rounding per tap tripled bfloat16's error (7x7 kernel).
+    # Casting x first also sums the input gradient's taps in float32.
+    dtype, acc = x.dtype, _accumulator(x.dtype)
+    x, weights = x.astype(acc), kernel.reshape(-1, cin * mult).astype(acc)
     if mult > 1:
         x = jnp.repeat(x, mult, axis=-1)  # channel c * M + m reads input channel c
     if any(p != (0, 0) for p in pads):
@@ -235,7 +257,6 @@ def depthwise_conv(x, kernel, *, strides, padding: str, dilation=None, impl: str
         (n - (k - 1) * d - 1) // s + 1
         for n, k, d, s in zip(x.shape[1:-1], ksize, dilation, strides, strict=True)
     ]
-    weights = kernel.reshape(-1, cin * mult)
     total = None
     for i, tap in enumerate(itertools.product(*(range(k) for k in ksize))):
         start = [0] + [t * d for t, d in zip(tap, dilation, strict=True)] + [0]
@@ -246,4 +267,4 @@ def depthwise_conv(x, kernel, *, strides, padding: str, dilation=None, impl: str
         )
         part = lax.slice(x, start, limit, (1, *strides, 1)) * weights[i]
         total = part if total is None else total + part
-    return total
+    return total.astype(dtype)

@@ -132,6 +132,10 @@ def _bwd(unroll, res, cotangents):
         step, init, (dhs, acts, tcs, c_prev, h_prev, xs, mask), reverse=True, unroll=unroll
     )
     d_bias = None if bias is None else d_bias.astype(bias.dtype)
+    # Each cotangent in its primal's dtype: a float32 initial state with bfloat16
+    # inputs makes the loop (and dgates) float32. JAX lets a mismatched dtype through
+    # for now, as a "temporary exception" to its custom_vjp check.
+    dxs, dh0, dc0 = dxs.astype(xs.dtype), dh0.astype(h0.dtype), dc0.astype(c0.dtype)
     return dxs, dh0, dc0, d_kernel.astype(kernel.dtype), d_rk.astype(rk.dtype), d_bias, None
 
 

@@ -35,7 +35,7 @@ import numpy as np
 from jax import lax
 
 from jaxnets.errors import ShapeError, lookup
-from jaxnets.layers.base import Layer, as_tuple, resolve_impl
+from jaxnets.layers.base import Layer, as_tuple, float_inputs, resolve_impl
 
 
 def _pads(spatial, pool, strides, padding):
@@ -103,12 +103,17 @@ def pool(x, pool_size, strides, padding: str, reduce: str, impl: str = "auto"):
       pool_size: window size, a tuple with one int per spatial axis.
       strides: step between windows, a tuple like ``pool_size``.
       padding: 'valid' or 'same' (lower case), as in Keras.
-      reduce: 'max' or 'avg'; 'avg' divides by the real (unpadded) inputs per window.
+      reduce: 'max' or 'avg'; 'avg' divides by the real (unpadded) inputs per window
+        (integer inputs are averaged, and returned, in float32).
       impl: 'auto' (default), 'im2col' or 'xla'; see `resolve_impl`.
 
     Returns:
       ``(B, *out, C)`` pooled array, ``out`` the number of windows per spatial axis.
     """
+    if reduce != "max":
+        # A window's sum in a small integer dtype wraps around (uint8: 4 * 200 = 32), and
+        # the tiling reshape sums in a wider dtype than the slices: average in float32.
+        x = float_inputs(x)
     pads = _pads(x.shape[1:-1], pool_size, strides, padding)
     if resolve_impl(impl) == "xla":
         cfg = ((1, *pool_size, 1), (1, *strides, 1), [(0, 0), *pads, (0, 0)])

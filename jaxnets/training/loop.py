@@ -383,7 +383,10 @@ def fit(
                 cbs.on_train_batch_end(last, _scalars(logs))
                 state = ctx.state
             logs["skipped"], skipped_total = _count(skipped) - skipped_total, _count(skipped)
-            if on_nonfinite == "rollback" and (logs["skipped"] or not np.isfinite(logs["loss"])):
+            # Under float16 loss scaling an overflow skip is routine (the scale halves
+            # and training goes on): there only a non-finite epoch loss means divergence.
+            skips = logs["skipped"] if state.loss_scale is None else 0
+            if on_nonfinite == "rollback" and (skips or not np.isfinite(logs["loss"])):
                 state = _rollback(ckpt, state, verbose)
         if validation_data is not None:
             ctx.state = state

@@ -214,8 +214,10 @@ def all_finite(tree, loss) -> jax.Array:
     zero = jnp.zeros((), jnp.float32) * loss
     total = zero
     for x in jax.tree.leaves(tree):
-        if not jnp.issubdtype(x.dtype, jnp.inexact):
-            continue  # integer leaves (float0 cotangents) cannot hold inf or NaN
+        if not jnp.issubdtype(x.dtype, jnp.inexact) or x.size == 0:
+            # Integer leaves (float0 cotangents) cannot hold inf or NaN, nor can empty
+            # ones, whose (-1, 0) reshape below would fail while tracing.
+            continue
         if x.ndim >= 2:
             column = jnp.broadcast_to(zero.astype(x.dtype), (x.shape[-1],))
             check = jnp.sum(x.reshape(-1, x.shape[-1]) @ column)
