@@ -33,50 +33,19 @@ import optax
 
 from jaxnets import losses as losses_lib
 from jaxnets import metrics as metrics_lib
-from jaxnets import optim
 from jaxnets import training as training_lib
 from jaxnets.errors import ConfigError, ShapeError
 from jaxnets.keras import compile_utils
+from jaxnets.keras.eager import EagerEngine
 from jaxnets.keras.loops import Loops
+from jaxnets.keras.optimizer_view import (
+    OptimizerView,
+    learning_rate_schedule,
+    with_rate_set_before_build,
+)
 from jaxnets.keras.weight_order import get_path, keras_paths, with_leaves
-from jaxnets.training.engine import LocalEngine, default_engine
+from jaxnets.training.engine import default_engine
 from jaxnets.training.state import MODE_KWARGS, TrainState, create_train_state, mode_kwargs
-
-
-class EagerFunction:
-    """A step run op by op, shaped like a jitted function for the loops.
-
-    The loops call ``fn.lower(*args).compile()`` (to report FLOPs) and then the
-    executable; here both return this object, whose call runs ``fn`` eagerly.
-    """
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def __call__(self, *args):
-        return self.fn(*args)
-
-    def lower(self, *args):
-        return self
-
-    def compile(self):
-        return self
-
-    def cost_analysis(self):
-        return {}
-
-    def memory_analysis(self):
-        return None
-
-
-class EagerEngine(LocalEngine):
-    """Runs the steps uncompiled (``compile(run_eagerly=True)``), for debugging with prints."""
-
-    def compile(self, fn, donate_argnums=()):
-        key = (fn, donate_argnums)
-        if key not in self._compiled:
-            self._compiled[key] = EagerFunction(fn)
-        return self._compiled[key]
 
 
 class FacadeState:
@@ -101,60 +70,6 @@ class FacadeState:
         self.opt_state_unbuilt = None
         self.lr_schedule = None  # compile(learning_rate=<an Optax schedule>), for model.optimizer
         self.several_outputs = None  # whether the module returns a tuple or dict (None: unknown)
-
-
-def _learning_rate_schedule(optimizer, optimizer_kwargs: dict):
-    """The Optax schedule given as ``compile``'s learning rate (keyword or in an optimizer
-    dict), or None for a number or an Optax transformation."""
-    options = dict(optimizer_kwargs)
-    if isinstance(optimizer, dict):
-        options = {**optimizer, **(optimizer.get("config") or {}), **options}
-    rate = options.get("learning_rate")
-    return rate if callable(rate) else None
-
-
-class OptimizerView:
-    """``model.optimizer``: the learning rate held in the optimizer state, as in Keras.
-
-    As in Keras it exists from ``compile`` on: before the model is built (no
-    optimizer state yet) it reads the rate from a state of the compiled
-    optimizer over no parameters (the hyperparameters do not depend on them),
-    and a rate set then is applied when the state is made.
-    """
-
-    def __init__(self, model):
-        self._model = model
-
-    def _opt_state(self):
-        if self._model.state is not None:
-            return self._model.state.opt_state
-        k = self._model._keras
-        if k.opt_state_unbuilt is not None:
-            return k.opt_state_unbuilt
-        return k.compile_kwargs["tx"].init({})
-
-    @property
-    def learning_rate(self) -> float:
-        """The rate of the next update (with a schedule, the schedule at the update count)."""
-        opt_state = self._opt_state()
-        schedule = self._model._keras.lr_schedule
-        count = optim.schedule_count(opt_state) if schedule is not None else None
-        if count is not None:
-            # The stored value is the last update's rate; Keras reports the next one's.
-            return float(schedule(count))
-        return float(optim.get_hyperparam(opt_state, "learning_rate"))
-
-    @learning_rate.setter
-    def learning_rate(self, value):
-        s, k = self._model.state, self._model._keras
-        if s is None:
-            k.opt_state_unbuilt = optim.set_hyperparam(self._opt_state(), "learning_rate", value)
-            return
-        self._model.state = s.replace(
-            opt_state=optim.set_hyperparam(s.opt_state, "learning_rate", value)
-        )
-
-    lr = learning_rate
 
 
 def _check_one_input(module) -> None:
@@ -348,7 +263,7 @@ class Model(Loops):
         eager = run_eagerly or not jit or jit_compile is False
         self._keras.engine = EagerEngine() if eager else default_engine()
         self._keras.opt_state_unbuilt = None  # a new optimizer: a rate set before is gone
-        self._keras.lr_schedule = _learning_rate_schedule(optimizer, optimizer_kwargs)
+        self._keras.lr_schedule = learning_rate_schedule(optimizer, optimizer_kwargs)
         self._keras.compile_kwargs = {
             "tx": tx,
             "loss": loss_obj,
@@ -415,13 +330,7 @@ class Model(Loops):
             params = variables.pop("params", {})
             state = state.replace(params=params, model_state=variables, opt_state=tx.init(params))
             k.variables = None
-        if k.opt_state_unbuilt is not None:  # model.optimizer.learning_rate set before the build
-            lr = optim.get_hyperparam(k.opt_state_unbuilt, "learning_rate")
-            state = state.replace(
-                opt_state=optim.set_hyperparam(state.opt_state, "learning_rate", lr)
-            )
-            k.opt_state_unbuilt = None
-        k.state = state
+        k.state = with_rate_set_before_build(k, state)
 
     def _returns_several_outputs(self) -> bool:
         """Whether the module returns a tuple or dict of arrays (traced once, shapes only)."""
