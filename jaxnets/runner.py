@@ -130,11 +130,14 @@ def write_config(workdir: Path, config: dict) -> None:
     tmp.replace(path)
 
 
-def check_same_run(workdir: Path, config: dict):
-    """Raises `ConfigError` if ``workdir`` holds a run with another config (epochs may grow)."""
+def check_same_run(workdir: Path, config: dict) -> dict | None:
+    """Raises `ConfigError` if ``workdir`` holds a run with another config (epochs may grow).
+
+    Returns the saved configuration, or None for a new run.
+    """
     path = workdir / "config.json"
     if not path.exists():
-        return
+        return None
     old = read_config(workdir, required=())  # any key may differ: each one is reported
     diffs = [
         f"{k}: {old.get(k)!r} -> {config.get(k)!r}"
@@ -146,19 +149,19 @@ def check_same_run(workdir: Path, config: dict):
             f"{workdir} holds a run with another configuration ({'; '.join(diffs)}); "
             "resume it with the same options (only --epochs may change) or use a new --workdir."
         )
+    return old
 
 
-def _note_stretched_schedule(workdir: Path, config: dict, run) -> None:
+def _note_stretched_schedule(old: dict | None, config: dict, run) -> None:
     """Says when a resumed run's learning-rate schedule no longer matches its first part.
 
     Every schedule but ``constant`` spans the run's total steps, so after ``--epochs``
     changes, the resumed steps follow the schedule of the new length while the steps
     already taken followed the old one: the result differs from a fresh run.
     """
-    path = workdir / "config.json"
-    if not path.exists() or config.get("schedule") in (None, "constant"):
+    if old is None or config.get("schedule") in (None, "constant"):
         return
-    old_epochs = read_config(workdir, required=()).get("epochs")
+    old_epochs = old.get("epochs")
     if old_epochs != config["epochs"]:
         run.print(
             f"note: --schedule {config['schedule']} now spans {config['epochs']} epochs; the "
@@ -221,8 +224,7 @@ def train(args) -> dict:
     run = parallel_run.start(args, config)
     workdir = Path(args.workdir) if args.workdir else None
     if workdir is not None:
-        check_same_run(workdir, config)
-        _note_stretched_schedule(workdir, config, run)
+        _note_stretched_schedule(check_same_run(workdir, config), config, run)
     dataset = load_dataset(config)
     train_data = run.shard(split_arrays(dataset, "train"))  # this process's rows
     batch_size = run.batch_size(args.batch_size)  # ... and its share of each batch
