@@ -7,6 +7,10 @@
   ``lower(...).compile()`` once, records the compile time, the FLOPs of one
   call (XLA cost analysis) and its peak memory (XLA memory analysis), and then
   runs that very executable: nothing is compiled twice.
+* **Executable store.** Inside `jaxnets.executable_store.use` (``jaxnets
+  train`` opens one), `GuardedStep` loads a program stored by an earlier run
+  of the same command instead of tracing and compiling it, and stores the
+  ones it compiles.
 * **Retrace guard.** When a `GuardedStep` meets arguments whose shapes, dtypes
   or static values differ from its first call, it compiles again and warns once
   with a `RetraceWarning` naming the argument that changed.
@@ -31,7 +35,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from jaxnets import cpu_dots, cpu_memory
+from jaxnets import cpu_dots, cpu_memory, executable_store
 from jaxnets.compile_cache import (  # noqa: F401  (re-exported: jaxnets.compile.<name>)
     ENV_VAR,
     cache_dir,
@@ -70,6 +74,9 @@ class ProgramReport:
       cached: True when the executable was reused from an earlier `GuardedStep`
         of the same jitted function and signature in this process (e.g. an
         earlier fit), not compiled again.
+      loaded: True when the executable was read from an executable store
+        (`jaxnets.executable_store`: a command-line run seen before), so
+        ``compile_s`` is the seconds it took to load.
       note: what this variant is for (the ``describe`` or ``compile_for`` note,
         e.g. a bucket) and, on CPU with ``tune_dots``, the measured
         matrix-multiply choice; ``""`` when there is none.
@@ -94,10 +101,11 @@ class ProgramReport:
     peak_bytes: int
     cached: bool = False  # reused from an earlier fit in this process
     note: str = ""
+    loaded: bool = False  # read from an executable store, neither traced nor compiled
 
     def __str__(self) -> str:
         note = f" [{self.note}]" if self.note else ""
-        reuse = " (reused)" if self.cached else ""
+        reuse = " (reused)" if self.cached else " (stored executable)" if self.loaded else ""
         return (
             f"  {self.name}{note}: compile {self.compile_s:.2f}s{reuse}, "
             f"{_si(self.flops, 'FLOP')} per step, peak memory {_si(self.peak_bytes, 'B', 1024)}"
@@ -279,7 +287,7 @@ def _compile(lowered, options: dict):
 
 # Executables shared by every GuardedStep, so a second fit of the same model reuses them.
 _EXECUTABLES = BoundedCache(limit=64)
-STATS = {"compiles": 0}
+STATS = {"compiles": 0, "loads": 0}  # loads: from an executable store
 
 
 class GuardedStep:
@@ -385,36 +393,53 @@ class GuardedStep:
                 RetraceWarning,
                 stacklevel=3,
             )
+        # Every request is keyed, also one this process answers from memory below,
+        # so a store numbers the programs of a run alike in every process.
+        store = executable_store.active() if hasattr(self.jitted, "trace") else None
+        slot = store.slot(self.name, args, self.jitted) if store is not None else None
         shared = (self.jitted, key, self.reuse_memory, self.tune_dots)
         if shared in _EXECUTABLES:
             compiled, rep = _EXECUTABLES[shared]
             rep = dataclasses.replace(rep, cached=True, note=note or rep.note)
         else:
             start = time.perf_counter()
-            options, tuned = {}, ""
-            if not hasattr(self.jitted, "trace"):  # an eager stand-in
-                compiled = _compile(self.jitted.lower(*args), options)
-            else:
-                traced = self.jitted.trace(*args)
-                if self.reuse_memory:
-                    options = cpu_memory.compiler_options(traced.jaxpr)
-                if self.tune_dots and jax.default_backend() == "cpu":
-                    compiled, tuned = cpu_dots.compile_tuned(
-                        _compile, traced, options, args, proxy=self.dots_proxy
-                    )
-                else:
-                    compiled = _compile(traced.lower(), options)
+            compiled, tuned, loaded = self._load_or_compile(args, slot)
             seconds = time.perf_counter() - start
-            STATS["compiles"] += 1
+            STATS["loads" if loaded else "compiles"] += 1
             cost = compiled.cost_analysis() or {}
             cost = cost[0] if isinstance(cost, list) else cost
             mem = compiled.memory_analysis()
             peak = int(getattr(mem, "peak_memory_in_bytes", 0) or 0) if mem else 0
             note = ", ".join(filter(None, (note, tuned)))
-            rep = ProgramReport(self.name, seconds, float(cost.get("flops", 0.0)), peak, note=note)
+            flops = float(cost.get("flops", 0.0))
+            rep = ProgramReport(self.name, seconds, flops, peak, note=note, loaded=loaded)
             _EXECUTABLES.put(shared, (compiled, rep))
         self._variants[key] = compiled
         self.report.programs.append(rep)
         if self.on_compile is not None:
             self.on_compile(rep)
         return compiled
+
+    def _load_or_compile(self, args, slot):
+        """``(executable, dots note, loaded)``: from ``slot`` of the open executable
+        store (`jaxnets.executable_store`, command-line runs) or compiled now."""
+        if not hasattr(self.jitted, "trace"):  # an eager stand-in
+            return _compile(self.jitted.lower(*args), {}), "", False
+        found = slot.load() if slot is not None else None
+        if found is not None:
+            return found[0], found[1].get("dots", ""), True
+        traced, options = self.jitted.trace(*args), {}
+        if self.reuse_memory:
+            options = cpu_memory.compiler_options(traced.jaxpr)
+        if self.tune_dots and jax.default_backend() == "cpu":
+            compile_fn = lambda: cpu_dots.compile_tuned(  # noqa: E731
+                _compile, traced, options, args, proxy=self.dots_proxy
+            )
+        else:
+            compile_fn = lambda: (_compile(traced.lower(), options), "")  # noqa: E731
+        if slot is None:
+            compiled, tuned = compile_fn()
+            return compiled, tuned, False
+        compiled, tuned = executable_store.compile_fresh(compile_fn)
+        slot.save(compiled, {"dots": tuned})
+        return compiled, tuned, False

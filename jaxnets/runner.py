@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxnets import compile as compile_lib
 from jaxnets import data as data_lib
-from jaxnets import recipes
+from jaxnets import executable_store, recipes
 from jaxnets.errors import ConfigError
 from jaxnets.parallel import run as parallel_run
 from jaxnets.training import create_train_state, evaluate, fit
@@ -226,6 +226,26 @@ def train(args) -> dict:
     if workdir is not None:
         _note_stretched_schedule(check_same_run(workdir, config), config, run)
     dataset = load_dataset(config)
+    # A second run of the same command loads its programs instead of tracing them again.
+    with executable_store.use(executable_store.for_run(run_context(args, dataset))):
+        return _train_and_test(args, config, run, dataset, workdir)
+
+
+def run_context(args, dataset) -> dict:
+    """What a command-line run's programs depend on beyond the environment and their
+    arguments (`jaxnets.executable_store`): the command's options and the data's shapes."""
+    plain = str | int | float | bool | tuple | None
+    # Not --workdir: where results are written changes no program.
+    options = {k: v for k, v in vars(args).items() if isinstance(v, plain) and k != "workdir"}
+    data = {
+        k: (list(v.shape), str(v.dtype)) if hasattr(v, "shape") else v
+        for k, v in vars(dataset).items()
+        if hasattr(v, "shape") or isinstance(v, plain)  # not class_names: labels change no program
+    }
+    return {"options": options, "data": data}
+
+
+def _train_and_test(args, config: dict, run, dataset, workdir: Path | None) -> dict:
     train_data = run.shard(split_arrays(dataset, "train"))  # this process's rows
     batch_size = run.batch_size(args.batch_size)  # ... and its share of each batch
     steps = args.epochs * -(-len(train_data["x"]) // batch_size)

@@ -42,7 +42,7 @@ import numpy as np
 from jax import lax
 
 from jaxnets import compile as compile_lib
-from jaxnets import cpu_memory
+from jaxnets import cpu_memory, executable_store
 from jaxnets import metrics as metrics_lib
 from jaxnets.data.batching import (
     bucket_by_length,
@@ -130,7 +130,8 @@ def sums_like(state, batch):
     key = compile_lib.signature((state, batch))
     shapes = _SUM_SHAPES.get(key)
     if shapes is None:
-        shapes = _SUM_SHAPES.put(key, jax.eval_shape(eval_step, state, batch))
+        shapes = executable_store.eval_shape("metric sums", eval_step, state, batch)
+        shapes = _SUM_SHAPES.put(key, shapes)
     # Host zeros: `jnp.zeros` would compile (or load from the cache) one program
     # per shape before the first step; a transfer compiles nothing.
     return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
@@ -149,7 +150,7 @@ def zero_sums(state, data, plan):
     # A module-level function, so JAX keeps its trace: a new lambda was traced
     # again by every fit and population (~1.1 ms: a population's set-up went
     # from 4.2 to 3.0 ms).
-    return sums_like(state, jax.eval_shape(_first_batch, data, plan))
+    return sums_like(state, executable_store.eval_shape("first batch", _first_batch, data, plan))
 
 
 def per_step_targets(state, arrays: dict) -> bool:

@@ -30,9 +30,9 @@ import numpy as np
 import optax
 from flax import struct
 
+from jaxnets import executable_store, optim, regularizers, validation
 from jaxnets import losses as losses_lib
 from jaxnets import metrics as metrics_lib
-from jaxnets import optim, regularizers, validation
 from jaxnets import precision as precision_lib
 from jaxnets.errors import ConfigError
 
@@ -341,8 +341,8 @@ def create_train_state(
         step, skipped = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)
         return output, params, variables, tx.init(params), run_key, step, skipped
 
-    sample_output, params, variables, opt_state, run_key, step, skipped = jax.jit(init_arrays)(
-        seed_or_key, sample_input
+    sample_output, params, variables, opt_state, run_key, step, skipped = executable_store.call(
+        "init", jax.jit(init_arrays), seed_or_key, sample_input
     )
     metric_objs = tuple(metrics_lib.get(m) for m in metrics)
     names = [m.name for m in metric_objs]
