@@ -8,6 +8,8 @@ points at a new folder (cold) and then at the same folder again (warm).
 * ``start``: seconds from launching ``jaxnets train`` to its pre-flight report,
   which it prints when the first step's program is ready (imports, data,
   initialization and compilation included); medians of a few cold/warm pairs.
+  The warm run finds what the cold one left in that folder: JAX's persistent
+  cache and the executables ``jaxnets train`` stores (`jaxnets.executable_store`).
   ``imports`` is launching Python and importing what ``jaxnets train`` imports
   (JAX, Flax, Optax, jaxnets), timed the same way: no warm start can go under it.
 """

@@ -54,6 +54,7 @@ import os
 import re
 import sys
 import warnings
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,7 +63,7 @@ import numpy as np
 
 from jaxnets import treedef_codec
 
-FORMAT = 1  # bump when an entry's layout changes
+FORMAT = 2  # bump when an entry's layout changes
 MAGIC = b"jaxnets-executable\n"
 MAX_ENTRIES = 512  # a folder keeps the newest ones (every edit of jaxnets is a new key)
 _ACTIVE: contextvars.ContextVar = contextvars.ContextVar("jaxnets_executable_store", default=None)
@@ -170,7 +171,7 @@ class Slot:
 
     An entry is a file: ``MAGIC``, the length of a JSON header (8 bytes, little
     endian), the header (the output structure, devices, notes) and JAX's
-    serialized executable (`jax.experimental.serialize_executable`).
+    serialized executable (`jax.experimental.serialize_executable`), compressed.
     """
 
     def __init__(self, store: ExecutableStore, key: str, in_tree):
@@ -193,7 +194,7 @@ class Slot:
             out_tree = treedef_codec.decode(header["out_tree"], known)
             by_id = {d.id: d for d in jax.devices()}
             compiled = serialize_executable.deserialize_and_load(
-                executable, self.in_tree, out_tree,
+                zlib.decompress(executable), self.in_tree, out_tree,
                 execution_devices=[by_id[i] for i in header["devices"]],
             )  # fmt: skip
         except Exception:  # noqa: BLE001  (damaged or foreign entry: compile instead)
@@ -218,6 +219,7 @@ class Slot:
             # would otherwise be loaded onto all of them).
             devices = [d.id for d in compiled._executable._unloaded_executable.device_list]
             executable, _, out_tree = serialize_executable.serialize(compiled)
+            executable = zlib.compress(executable, 6)  # ~5x smaller, ~1 ms to decompress
             known = treedef_codec.static_objects(self.in_tree)
             header = {"out_tree": treedef_codec.encode(out_tree, known), "devices": devices,
                       "lapack": bool(targets), "meta": dict(meta or {})}  # fmt: skip
