@@ -15,11 +15,11 @@ be keyed before tracing. `ExecutableStore` keys each program by
   Python, JAX, jaxlib, Flax, Optax and NumPy, JAX's configuration,
   ``XLA_FLAGS`` and ``JAXNETS_*`` variables, and the devices.
 
-A change in any of them is a miss: the program is traced and compiled as
-usual (the persistent cache may still spare the compile) and then stored.
+A change in any of them is a miss: the program is traced and compiled, then
+stored (compiled afresh when JAX's persistent cache answered: `compile_fresh`).
 Only the command line opens a store (`for_run`, `use`): a Python caller's
 model, loss or optimizer may close over anything, which no key computed before
-tracing could see. A program that XLA cannot serialize, that captured large
+tracing could see (nor does the key see a source patched at run time). A program that XLA cannot serialize, that captured large
 constants, or that makes custom calls other than LAPACK's (a host callback,
 say) is not stored; an unreadable entry is a miss.
 
