@@ -23,10 +23,11 @@ tracing could see (nor does the key see a source patched at run time). A program
 constants, or that makes custom calls other than LAPACK's (a host callback,
 say) is not stored; an unreadable entry is a miss.
 
-An entry holds native code, as the entries of JAX's persistent cache do, and
-JAX's ``serialize_executable`` (which this uses) wraps it in a pickle: a store
-loads only from a folder you trust (by default, inside your own compile-cache
-folder). Output structures are written as JSON (`jaxnets.treedef_codec`).
+An entry holds compiled machine code, as the entries of JAX's persistent cache
+do: a store reads only from your own cache folder. What describes the code is
+read without running Python code: JAX's description (a pickle from
+``serialize_executable``) through a reader that refuses every class or function
+but `ALLOWED_NAMES`, and the output structures as JSON (`jaxnets.treedef_codec`).
 
 Example:
   >>> import tempfile, jax, jax.numpy as jnp
@@ -49,6 +50,7 @@ import contextvars
 import enum
 import functools
 import hashlib
+import io
 import json
 import os
 import re
@@ -130,6 +132,69 @@ def _leaf_key(x) -> str:
     return f"{jax.typeof(x)}@{sharding}"
 
 
+# Every class or function an executable's description may name: what JAX 0.10's
+# `serialize_executable` writes for jaxnets' programs (one or several devices,
+# typed PRNG keys). Any other name refuses the entry before it is called, so a
+# tampered entry cannot run Python code while it is read; one that a newer JAX
+# writes differently is a miss, compiled and stored again.
+ALLOWED_NAMES = frozenset(
+    [
+        ("jax", "P"),
+        ("jax._src.core", "ManualAxisType"),
+        ("jax._src.core", "MemorySpace"),
+        ("jax._src.core", "ShapedArray"),
+        ("jax._src.interpreters.pxla", "AllArgsInfo"),
+        ("jax._src.interpreters.pxla", "UnloadedMeshExecutable"),
+        ("jax._src.layout", "Layout"),
+        ("jax._src.linear_util", "DebugInfo"),
+        ("jax._src.mesh", "AbstractDevice"),
+        ("jax._src.mesh", "AbstractMesh"),
+        ("jax._src.mesh", "AxisType"),
+        ("jax._src.mesh", "Mesh"),
+        ("jax._src.named_sharding", "_unpickle_named_sharding"),
+        ("jax._src.random.prng", "KeyTy"),
+        ("jax._src.random.prng", "PRNGImpl"),
+        ("jax._src.random.threefry2x32", "threefry_fold_in"),
+        ("jax._src.random.threefry2x32", "threefry_random_bits"),
+        ("jax._src.random.threefry2x32", "threefry_seed"),
+        ("jax._src.random.threefry2x32", "threefry_split"),
+        ("jax._src.sharding_impls", "_unpickle_single_device_sharding"),
+        ("jax._src.stages", "ArgInfo"),
+        ("jaxlib._jax", "DeviceList"),
+        ("numpy", "dtype"),
+        ("numpy", "ndarray"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "_reconstruct"),
+    ]
+)
+
+
+class RefusedEntry(Exception):
+    """An entry names a class or function outside `ALLOWED_NAMES`."""
+
+
+def _deserialize(payload: bytes, in_tree, out_tree, devices):
+    """`jax.experimental.serialize_executable.deserialize_and_load`, reading only `ALLOWED_NAMES`.
+
+    JAX describes an executable with a pickle, and a pickle may name any
+    function to call while it is read; this reader refuses every name but the
+    listed classes and constructors (the compiled code itself is trusted as JAX's
+    persistent cache is: it comes from your own cache folder).
+    """
+    from jax.experimental import serialize_executable
+
+    class Reader(serialize_executable._JaxPjrtUnpickler):
+        def find_class(self, module, name):
+            if (module, name) not in ALLOWED_NAMES:
+                raise RefusedEntry(f"{module}.{name} is not an executable's part")
+            return super().find_class(module, name)
+
+    backend = devices[0].client
+    unloaded, args_info_flat, no_kwargs = Reader(io.BytesIO(payload), backend, devices).load()
+    args_info = in_tree.unflatten(args_info_flat)
+    return jax.stages.Compiled(unloaded.load(), [], args_info, out_tree, no_kwargs=no_kwargs)
+
+
 _HITS = {"n": 0}  # JAX persistent-cache hits in this process
 
 
@@ -180,8 +245,6 @@ class Slot:
 
     def load(self):
         """``(compiled, meta)`` from disk, or None when absent or unreadable."""
-        from jax.experimental import serialize_executable
-
         header, executable = self._read()
         try:
             if header.get("lapack"):
@@ -193,11 +256,9 @@ class Slot:
             known = treedef_codec.static_objects(self.in_tree)
             out_tree = treedef_codec.decode(header["out_tree"], known)
             by_id = {d.id: d for d in jax.devices()}
-            compiled = serialize_executable.deserialize_and_load(
-                zlib.decompress(executable), self.in_tree, out_tree,
-                execution_devices=[by_id[i] for i in header["devices"]],
-            )  # fmt: skip
-        except Exception:  # noqa: BLE001  (damaged or foreign entry: compile instead)
+            devices = [by_id[i] for i in header["devices"]]
+            compiled = _deserialize(zlib.decompress(executable), self.in_tree, out_tree, devices)
+        except Exception:  # noqa: BLE001  (damaged, foreign or refused entry: compile instead)
             return None
         self.store.stats["loaded"] += 1
         return compiled, header.get("meta", {})
@@ -297,12 +358,10 @@ class Slot:
 
 def _prune(folder: Path, keep: int) -> None:
     """Deletes the least recently written entries beyond ``keep``."""
-    try:
+    with contextlib.suppress(OSError):  # another run pruned the same file first
         entries = sorted(folder.glob("*.bin"), key=lambda p: p.stat().st_mtime)
         for path in entries[: max(0, len(entries) - keep)]:
             path.unlink(missing_ok=True)
-    except OSError:  # another run pruned the same file first
-        pass
 
 
 class ExecutableStore:

@@ -221,3 +221,39 @@ def test_a_program_jax_s_own_cache_answered_is_compiled_afresh_before_it_is_stor
             np.testing.assert_allclose(out, np.sin(np.linspace(0.0, 1.0, 5)) * 3.0 + 0.5, rtol=1e-6)
     finally:
         compile_lib.enable_cache(before) if before else compile_lib.disable_cache()
+
+
+class _RunsAShellCommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # what a tampered pickle would do: call a function while read
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_tampered_entry_is_refused_before_any_of_its_code_runs(tmp_path):
+    import pickle  # the test builds the attack; the package itself never imports pickle
+    import zlib
+
+    f = jax.jit(lambda x: x - 1)
+    with executable_store.use(ExecutableStore(tmp_path, {})) as store:
+        executable_store.call("f", f, jnp.ones(2))
+    assert store.stats["stored"] == 1
+    (path,) = tmp_path.glob("*.bin")
+    data = path.read_bytes()
+    start = len(executable_store.MAGIC) + 8
+    size = int.from_bytes(data[len(executable_store.MAGIC) : start], "little")
+    header = json.loads(data[start : start + size])
+    marker = tmp_path / "ran"
+    payload = zlib.compress(pickle.dumps(_RunsAShellCommand(marker)))
+    header["executable_bytes"] = len(payload)
+    text = json.dumps(header).encode()
+    path.write_bytes(executable_store.MAGIC + len(text).to_bytes(8, "little") + text + payload)
+
+    slot = ExecutableStore(tmp_path, {}).slot("f", (jnp.ones(2),), f)
+    assert slot.load() is None  # a miss: the program is compiled again
+    with pytest.raises(executable_store.RefusedEntry, match="posix.system|os.system"):
+        executable_store._deserialize(
+            zlib.decompress(payload), slot.in_tree, None, jax.devices()[:1]
+        )
+    assert not marker.exists()
