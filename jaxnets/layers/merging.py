@@ -9,6 +9,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -96,11 +98,7 @@ class Add(Layer):
 
     @nn.compact
     def __call__(self, inputs: Sequence, train: bool = False):
-        inputs = _check_elementwise(inputs, "Add")
-        out = inputs[0]
-        for x in inputs[1:]:
-            out = out + x
-        return out
+        return functools.reduce(operator.add, _check_elementwise(inputs, "Add"))
 
 
 class Multiply(Layer):
@@ -119,11 +117,7 @@ class Multiply(Layer):
 
     @nn.compact
     def __call__(self, inputs: Sequence, train: bool = False):
-        inputs = _check_elementwise(inputs, "Multiply")
-        out = inputs[0]
-        for x in inputs[1:]:
-            out = out * x
-        return out
+        return functools.reduce(operator.mul, _check_elementwise(inputs, "Multiply"))
 
 
 class Average(Layer):
