@@ -48,7 +48,7 @@ from jaxnets.layers.pooling import (
     MaxPooling1D,
     MaxPooling2D,
 )
-from jaxnets.layers.recurrent import GRU, LSTM, Bidirectional, SimpleRNN
+from jaxnets.layers.recurrent import GRU, LSTM, SimpleRNN
 from jaxnets.layers.reshaping import (
     Cropping1D,
     Cropping2D,
@@ -59,7 +59,7 @@ from jaxnets.layers.reshaping import (
     ZeroPadding1D,
     ZeroPadding2D,
 )
-from jaxnets.layers.wrappers import TimeDistributed
+from jaxnets.layers.wrappers import Bidirectional, TimeDistributed
 
 __all__ = [
     "Activation",

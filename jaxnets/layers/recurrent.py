@@ -1,4 +1,4 @@
-"""SimpleRNN, LSTM and GRU with Keras equations and parameters, and Bidirectional.
+"""SimpleRNN, LSTM and GRU with Keras equations and parameters.
 
 With ``hoist_input=True`` a layer projects the inputs of every time step
 at once, one ``(T*B, F) @ (F, gates*units)`` product before the loop, so the
@@ -46,12 +46,15 @@ Example:
   (2, 5, 4)
   >>> variables["params"]["recurrent_kernel"].shape
   (4, 16)
+
+`Bidirectional` lives with the other layer wrappers in
+`jaxnets.layers.wrappers`; this module re-exports it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -59,11 +62,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxnets import regularizers
-from jaxnets.errors import ConfigError, ShapeError, lookup
+from jaxnets.errors import ConfigError, ShapeError
 from jaxnets.layers import activations, initializers
 from jaxnets.layers.base import Layer, float_inputs, regularizer_field
 from jaxnets.layers.lstm_fused import lstm_sequence
 from jaxnets.layers.replicas import REPLICATED_RNG, replica_axis
+from jaxnets.layers.wrappers import (  # noqa: F401  (re-exported: jaxnets.layers.recurrent.<name>)
+    Bidirectional,
+)
 
 
 class _RNN(Layer):
@@ -513,68 +519,3 @@ class GRU(_RNN):
             cand = act(xh + jnp.dot(r * h_cand, rk[:, 2 * u :]))
         h = z * h + (1.0 - z) * cand
         return (h,), h
-
-
-_MERGES = {
-    "concat": lambda a, b: jnp.concatenate([a, b], axis=-1),
-    "sum": lambda a, b: a + b,
-    "ave": lambda a, b: (a + b) / 2,
-    "mul": lambda a, b: a * b,
-}
-
-
-class Bidirectional(Layer):
-    """Runs ``layer`` forwards and a copy backwards and merges (Keras ``Bidirectional``).
-
-    The backward copy has ``go_backwards`` flipped and its own parameters
-    (under ``backward``; the forward ones under ``forward``). Its sequence
-    output is flipped back so step t of both directions lines up. As in
-    Keras, both directions run with ``zero_output_for_mask=True``: masked
-    steps output zeros.
-
-    Attributes:
-      layer: a `SimpleRNN`, `LSTM` or `GRU`.
-      merge_mode: 'concat', 'sum', 'ave', 'mul', or None for ``(fwd, bwd)``.
-      input_shape: keyword-only (Keras): one example's shape without the batch axis,
-        e.g. ``(T, F)``; only `Sequential` reads it, to build from its first layer. Default None.
-
-    With ``return_state`` the result is ``(merged, *fwd_states, *bwd_states)``.
-
-    Example:
-      >>> import jax, jax.numpy as jnp
-      >>> x = jnp.ones((2, 5, 3))
-      >>> layer = Bidirectional(GRU(4, return_sequences=True))
-      >>> layer.apply(layer.init(jax.random.key(0), x), x).shape
-      (2, 5, 8)
-    """
-
-    layer: Any
-    merge_mode: str | None = "concat"
-
-    @nn.compact
-    def __call__(self, x, train: bool = False, mask=None, initial_state=None):
-        merge = (
-            None if self.merge_mode is None else lookup(self.merge_mode, _MERGES, kind="merge_mode")
-        )
-        # As Keras' Bidirectional: masked steps output zeros in both directions.
-        fwd_layer = self.layer.clone(parent=self, name="forward", zero_output_for_mask=True)
-        bwd_layer = self.layer.clone(
-            parent=self,
-            name="backward",
-            go_backwards=not self.layer.go_backwards,
-            zero_output_for_mask=True,
-        )
-        n = self.layer.n_states
-        fs = bs = None
-        if initial_state is not None:
-            fs, bs = initial_state[:n], initial_state[n:]
-        fwd = fwd_layer(x, train=train, mask=mask, initial_state=fs)
-        bwd = bwd_layer(x, train=train, mask=mask, initial_state=bs)
-        states = ()
-        if self.layer.return_state:
-            (fwd, *f_states), (bwd, *b_states) = fwd, bwd
-            states = (*f_states, *b_states)
-        if self.layer.return_sequences:
-            bwd = bwd[:, ::-1]
-        out = (fwd, bwd) if merge is None else merge(fwd, bwd)
-        return (out, *states) if self.layer.return_state else out

@@ -1,4 +1,7 @@
-"""`TimeDistributed`: applies a layer to every time step (Keras ``TimeDistributed``).
+"""Layer wrappers: each runs a layer it is given in a new way (Keras ``layers`` wrappers).
+
+`TimeDistributed` applies a layer to every time step; `Bidirectional` runs a
+recurrent layer forwards and a copy backwards and merges the two.
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -16,8 +19,9 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
-from jaxnets.errors import ShapeError
+from jaxnets.errors import ShapeError, lookup
 from jaxnets.layers.base import Layer
 
 
@@ -60,3 +64,69 @@ class TimeDistributed(Layer):
         kwargs = mode_kwargs(accepted_call_kwargs(self.layer), train)
         y = self.layer(x.reshape(b * t, *x.shape[2:]), **kwargs)
         return jax.tree.map(lambda a: a.reshape(b, t, *a.shape[1:]), y)
+
+
+_MERGES = {
+    "concat": lambda a, b: jnp.concatenate([a, b], axis=-1),
+    "sum": lambda a, b: a + b,
+    "ave": lambda a, b: (a + b) / 2,
+    "mul": lambda a, b: a * b,
+}
+
+
+class Bidirectional(Layer):
+    """Runs ``layer`` forwards and a copy backwards and merges (Keras ``Bidirectional``).
+
+    The backward copy has ``go_backwards`` flipped and its own parameters
+    (under ``backward``; the forward ones under ``forward``). Its sequence
+    output is flipped back so step t of both directions lines up. As in
+    Keras, both directions run with ``zero_output_for_mask=True``: masked
+    steps output zeros.
+
+    Attributes:
+      layer: a `SimpleRNN`, `LSTM` or `GRU`.
+      merge_mode: 'concat', 'sum', 'ave', 'mul', or None for ``(fwd, bwd)``.
+      input_shape: keyword-only (Keras): one example's shape without the batch axis,
+        e.g. ``(T, F)``; only `Sequential` reads it, to build from its first layer. Default None.
+
+    With ``return_state`` the result is ``(merged, *fwd_states, *bwd_states)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxnets.layers import GRU, Bidirectional
+      >>> x = jnp.ones((2, 5, 3))
+      >>> layer = Bidirectional(GRU(4, return_sequences=True))
+      >>> layer.apply(layer.init(jax.random.key(0), x), x).shape
+      (2, 5, 8)
+    """
+
+    layer: Any
+    merge_mode: str | None = "concat"
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, mask=None, initial_state=None):
+        merge = (
+            None if self.merge_mode is None else lookup(self.merge_mode, _MERGES, kind="merge_mode")
+        )
+        # As Keras' Bidirectional: masked steps output zeros in both directions.
+        fwd_layer = self.layer.clone(parent=self, name="forward", zero_output_for_mask=True)
+        bwd_layer = self.layer.clone(
+            parent=self,
+            name="backward",
+            go_backwards=not self.layer.go_backwards,
+            zero_output_for_mask=True,
+        )
+        n = self.layer.n_states
+        fs = bs = None
+        if initial_state is not None:
+            fs, bs = initial_state[:n], initial_state[n:]
+        fwd = fwd_layer(x, train=train, mask=mask, initial_state=fs)
+        bwd = bwd_layer(x, train=train, mask=mask, initial_state=bs)
+        states = ()
+        if self.layer.return_state:
+            (fwd, *f_states), (bwd, *b_states) = fwd, bwd
+            states = (*f_states, *b_states)
+        if self.layer.return_sequences:
+            bwd = bwd[:, ::-1]
+        out = (fwd, bwd) if merge is None else merge(fwd, bwd)
+        return (out, *states) if self.layer.return_state else out
