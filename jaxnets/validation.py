@@ -252,13 +252,18 @@ def _check_sparse(state, y, out):
     return y.astype(np.int32, copy=False)
 
 
+# Where the built-in losses are defined (jaxnets.losses re-exports those of losses_keras):
+# only their targets have shape rules to check.
+_BUILTIN_LOSS_MODULES = ("jaxnets.losses", "jaxnets.losses_keras")
+
+
 def _check_targets(state, y: np.ndarray, out) -> np.ndarray:
     loss = state.loss
     name, kind = _loss_name(state), getattr(loss, "kind", "regression")
     if not _is_numeric(y.dtype):
         fix = "np.unique(y, return_inverse=True)[1]" if kind == "sparse" else "y.astype(float)"
         raise DTypeError(f"y has dtype {y.dtype}; {name} needs numbers. Convert it, e.g. {fix}.")
-    if out is None or getattr(loss.fn, "__module__", "") != "jaxnets.losses":
+    if out is None or getattr(loss.fn, "__module__", "") not in _BUILTIN_LOSS_MODULES:
         return y  # a custom loss or output structure: no shape rules to apply
     if kind == "sparse":
         return _check_sparse(state, y, out)

@@ -165,6 +165,10 @@ def test_binary_and_regression_targets():
         _fit(state, (x, y))  # classes 0..2
     with pytest.raises(ShapeError, match="same size"):
         _fit(_state(loss="mse", out=1), (x, np.zeros((10, 2), np.float32)))
+    # Keras losses kept in jaxnets.losses_keras follow the same shape rules.
+    for loss in ("hinge", "log_cosh", "mean_absolute_percentage_error"):
+        with pytest.raises(ShapeError, match="same size"):
+            _fit(_state(loss=loss, out=1), (x, np.zeros((10, 2), np.float32)))
 
 
 def test_x_and_y_of_different_lengths():
