@@ -139,6 +139,28 @@ def check_positive(layer: str, **values) -> None:
             raise ConfigError(f"{layer} {name} must be a positive integer, got {value!r}.")
 
 
+def check_spatial_rank(layer: str, shape, rank: int) -> None:
+    """Raises a `ShapeError` naming ``layer`` unless ``shape`` has ``rank`` spatial dims.
+
+    The input check of the convolution, pooling and spatial dropout layers: inputs
+    are (batch, ``rank`` spatial dims, channels).
+
+    Example:
+      >>> check_spatial_rank("MaxPooling2D", (8, 28, 28, 3), 2)  # fits: returns None
+      >>> check_spatial_rank("MaxPooling2D", (8, 28, 3), 2)
+      Traceback (most recent call last):
+      ...
+      jaxnets.errors.ShapeError: MaxPooling2D expects inputs of rank 4 (batch, 2 spatial dims, channels), got shape (8, 28, 3).
+    """
+    from jaxnets.errors import ShapeError
+
+    if len(shape) != rank + 2:
+        raise ShapeError(
+            f"{layer} expects inputs of rank {rank + 2} "
+            f"(batch, {rank} spatial dims, channels), got shape {tuple(shape)}."
+        )
+
+
 def feature_axes(axis, ndim: int, layer: str) -> tuple[int, ...]:
     """``axis`` (an int or ints, negative counting from the end) as sorted axes of an ``ndim`` input.
 

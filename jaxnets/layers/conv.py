@@ -35,6 +35,7 @@ from jaxnets.layers.base import (
     Layer,
     as_tuple,
     check_positive,
+    check_spatial_rank,
     float_inputs,
     regularizer_field,
     resolve_impl,
@@ -86,11 +87,7 @@ class _Conv(Layer):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        if x.ndim != self.rank + 2:
-            raise ShapeError(
-                f"{type(self).__name__} expects inputs of rank {self.rank + 2} "
-                f"(batch, {self.rank} spatial dims, channels), got shape {x.shape}."
-            )
+        check_spatial_rank(type(self).__name__, x.shape, self.rank)
         x = float_inputs(x)
         ksize = as_tuple(self.kernel_size, self.rank, "kernel_size")
         strides = as_tuple(self.strides, self.rank, "strides")
@@ -132,11 +129,7 @@ class _Conv(Layer):
                     ],
                     axis=-1,
                 )
-        if self.use_bias:
-            bias = self.param("bias", initializers.get(self.bias_initializer), (self.filters,))
-            regularizers.add_penalty(self, "bias", bias, self.bias_regularizer)
-            y = y + bias.astype(y.dtype)
-        return activations.get(self.activation)(y)
+        return _bias_and_activation(self, y, self.filters)
 
 
 class Conv1D(_Conv):
@@ -315,11 +308,7 @@ class DepthwiseConv2D(Layer):
     @nn.compact
     def __call__(self, x, train: bool = False):
         y = _depthwise(self, x, self.depthwise_initializer)
-        if self.use_bias:
-            bias = self.param("bias", initializers.get(self.bias_initializer), (y.shape[-1],))
-            regularizers.add_penalty(self, "bias", bias, self.bias_regularizer)
-            y = y + bias.astype(y.dtype)
-        return activations.get(self.activation)(y)
+        return _bias_and_activation(self, y, y.shape[-1])
 
 
 class SeparableConv2D(Layer):
@@ -390,11 +379,20 @@ class SeparableConv2D(Layer):
         regularizers.add_penalty(self, "pointwise", pointwise, self.pointwise_regularizer)
         pointwise = pointwise.astype(y.dtype)
         y = rows_dot(y, pointwise[0, 0])
-        if self.use_bias:
-            bias = self.param("bias", initializers.get(self.bias_initializer), (self.filters,))
-            regularizers.add_penalty(self, "bias", bias, self.bias_regularizer)
-            y = y + bias.astype(y.dtype)
-        return activations.get(self.activation)(y)
+        return _bias_and_activation(self, y, self.filters)
+
+
+def _bias_and_activation(layer, y, size: int):
+    """``activation(y + bias)`` with ``layer``'s activation and, if ``use_bias``, its bias.
+
+    The output step of every convolution here: the learned ``bias`` ``(size,)`` is
+    made (and regularized) in ``layer``'s scope.
+    """
+    if layer.use_bias:
+        bias = layer.param("bias", initializers.get(layer.bias_initializer), (size,))
+        regularizers.add_penalty(layer, "bias", bias, layer.bias_regularizer)
+        y = y + bias.astype(y.dtype)
+    return activations.get(layer.activation)(y)
 
 
 def _check_depthwise_config(layer) -> None:

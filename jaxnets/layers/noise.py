@@ -21,7 +21,7 @@ from jax import lax
 
 from jaxnets.errors import ConfigError, ShapeError
 from jaxnets.layers import hyperparams
-from jaxnets.layers.base import Layer, float_inputs
+from jaxnets.layers.base import Layer, check_spatial_rank, float_inputs
 from jaxnets.layers.replicas import REPLICATED_RNG, replica_axis
 
 
@@ -125,11 +125,7 @@ class SpatialDropout1D(Dropout):
     spatial_rank: ClassVar[int] = 1
 
     def _keep_shape(self, shape) -> tuple:
-        if len(shape) != self.spatial_rank + 2:
-            raise ShapeError(
-                f"{type(self).__name__} expects inputs of rank {self.spatial_rank + 2} "
-                f"(batch, {self.spatial_rank} spatial dims, channels), got shape {tuple(shape)}."
-            )
+        check_spatial_rank(type(self).__name__, shape, self.spatial_rank)
         return (shape[0], *(1,) * self.spatial_rank, shape[-1])
 
     def __call__(self, x, train: bool = False):

@@ -248,6 +248,20 @@ def _standardize_bwd(axes, epsilon, residuals, g):
 standardize.defvjp(_standardize_fwd, _standardize_bwd)
 
 
+def _scale_and_center(layer, y, shape, bshape):
+    """``y * scale + bias``, each where ``layer`` learns it (its ``scale`` / ``center``).
+
+    The parameters have ``shape`` and are reshaped to ``bshape`` to broadcast against ``y``.
+    """
+    if layer.scale:
+        gamma = layer.param("scale", initializers.get(layer.gamma_initializer), shape)
+        y = y * gamma.reshape(bshape)
+    if layer.center:
+        beta = layer.param("bias", initializers.get(layer.beta_initializer), shape)
+        y = y + beta.reshape(bshape)
+    return y
+
+
 class LayerNormalization(Layer):
     """Normalizes each example over ``axis`` (default the last) (Keras ``LayerNormalization``).
 
@@ -282,15 +296,7 @@ class LayerNormalization(Layer):
         shape = tuple(x.shape[a] for a in feat)
         bshape = tuple(x.shape[a] if a in feat else 1 for a in range(x.ndim))
         y = standardize(x.astype(jnp.float32), feat, self.epsilon)
-        if self.scale:
-            y = y * self.param("scale", initializers.get(self.gamma_initializer), shape).reshape(
-                bshape
-            )
-        if self.center:
-            y = y + self.param("bias", initializers.get(self.beta_initializer), shape).reshape(
-                bshape
-            )
-        return y.astype(x.dtype)
+        return _scale_and_center(self, y, shape, bshape).astype(x.dtype)
 
 
 class UnitNormalization(Layer):
@@ -367,8 +373,5 @@ class GroupNormalization(Layer):
         grouped = moved.reshape(*moved.shape[:-1], self.groups, channels // self.groups)
         reduce = (*range(1, grouped.ndim - 2), grouped.ndim - 1)
         y = standardize(grouped, reduce, self.epsilon).reshape(moved.shape)
-        if self.scale:
-            y = y * self.param("scale", initializers.get(self.gamma_initializer), (channels,))
-        if self.center:
-            y = y + self.param("bias", initializers.get(self.beta_initializer), (channels,))
+        y = _scale_and_center(self, y, (channels,), (channels,))  # channels are last here
         return jnp.moveaxis(y, -1, axis).astype(x.dtype)

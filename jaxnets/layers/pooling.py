@@ -35,7 +35,13 @@ import numpy as np
 from jax import lax
 
 from jaxnets.errors import ShapeError, lookup
-from jaxnets.layers.base import Layer, as_tuple, float_inputs, resolve_impl
+from jaxnets.layers.base import (
+    Layer,
+    as_tuple,
+    check_spatial_rank,
+    float_inputs,
+    resolve_impl,
+)
 
 
 def _pads(spatial, pool, strides, padding):
@@ -171,11 +177,7 @@ class _Pooling(Layer):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        if x.ndim != self.rank + 2:
-            raise ShapeError(
-                f"{type(self).__name__} expects inputs of rank {self.rank + 2} "
-                f"(batch, {self.rank} spatial dims, channels), got shape {x.shape}."
-            )
+        check_spatial_rank(type(self).__name__, x.shape, self.rank)
         lookup(self.padding, {"valid": 0, "same": 1}, kind="padding")
         size = as_tuple(self.pool_size, self.rank, "pool_size")
         # Keras: strides=None means strides equal to pool_size.
