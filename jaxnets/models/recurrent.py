@@ -39,6 +39,16 @@ from jaxnets.models.mlp import random_input, random_tokens
 CELLS = {"rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
 
 
+def random_sequences(
+    batch_size: int, input_shape: tuple[int, ...], vocab_size: int | None, seed: int = 0
+) -> jax.Array:
+    """The sequence models' `example_input`: ``(batch_size, *input_shape)`` floats, or int tokens."""
+    shape = (batch_size, *input_shape)
+    if vocab_size is not None:
+        return random_tokens(shape, vocab_size, seed)
+    return random_input(shape, seed)
+
+
 def embed_or_check(x: jax.Array, vocab_size: int | None, embed_dim: int, model: str) -> jax.Array:
     """Embeds int tokens ``(B, T)`` or checks floats ``(B, T, F)``; returns ``(B, T, F)``.
 
@@ -107,10 +117,7 @@ class RecurrentClassifier(nn.Module):
 
     def example_input(self, batch_size: int = 2, seed: int = 0) -> jax.Array:
         """A ``(batch_size, *input_shape)`` sample: floats, or int tokens with a vocabulary."""
-        shape = (batch_size, *self.input_shape)
-        if self.vocab_size is not None:
-            return random_tokens(shape, self.vocab_size, seed)
-        return random_input(shape, seed)
+        return random_sequences(batch_size, self.input_shape, self.vocab_size, seed)
 
     @nn.compact
     def __call__(

@@ -32,8 +32,7 @@ import numpy as np
 
 from jaxnets import layers
 from jaxnets.errors import ConfigError, ShapeError
-from jaxnets.models.mlp import random_input, random_tokens
-from jaxnets.models.recurrent import embed_or_check
+from jaxnets.models.recurrent import embed_or_check, random_sequences
 
 
 def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
@@ -141,10 +140,7 @@ class TransformerClassifier(nn.Module):
 
     def example_input(self, batch_size: int = 2, seed: int = 0) -> jax.Array:
         """A ``(batch_size, *input_shape)`` sample: floats, or int tokens with a vocabulary."""
-        shape = (batch_size, *self.input_shape)
-        if self.vocab_size is not None:
-            return random_tokens(shape, self.vocab_size, seed)
-        return random_input(shape, seed)
+        return random_sequences(batch_size, self.input_shape, self.vocab_size, seed)
 
     @nn.compact
     def __call__(
