@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from jaxnets import executable_store, optim, regularizers, validation
+from jaxnets import compile_cache, executable_store, optim, regularizers, validation
 from jaxnets import losses as losses_lib
 from jaxnets import metrics as metrics_lib
 from jaxnets import precision as precision_lib
@@ -341,6 +341,10 @@ def create_train_state(
         step, skipped = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)
         return output, params, variables, tx.init(params), run_key, step, skipped
 
+    # The cache is on before the first program, not only from the first `fit`: members
+    # made one by one (a population's `make_state(seed)`) differ only in the seed, an
+    # argument, so every member after the first loads the first one's init program.
+    compile_cache.ensure_default_cache()
     sample_output, params, variables, opt_state, run_key, step, skipped = executable_store.call(
         "init", jax.jit(init_arrays), seed_or_key, sample_input
     )
