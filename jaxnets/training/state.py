@@ -375,9 +375,9 @@ def create_train_state(
     else:
         seed_or_key = jax.random.key(seed) if isinstance(seed, int) else seed
     call_kwargs = accepted_call_kwargs(module)
-    # The cache is on before the first program, not only from the first `fit`: members
-    # made one by one (a population's `make_state(seed)`) differ only in the seed, an
-    # argument, so every member after the first loads the first one's init program.
+    # The persistent cache is on before the first program, not only from the first
+    # `fit`: a script that makes its states first (a population's members) loads
+    # their init programs in every later run instead of compiling them.
     compile_cache.ensure_default_cache()
     init_program = _init_program(module, tx, (optimizer, optimizer_kwargs), from_seed)
     sample_output, params, variables, opt_state, run_key, step, skipped = executable_store.call(
