@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxnets import compile as compile_lib
-from jaxnets import executable_store
+from jaxnets import executable_reader, executable_store
 from jaxnets.compile import GuardedStep
 from jaxnets.executable_store import ExecutableStore
 from jaxnets.training import create_train_state, train_step
@@ -252,8 +252,8 @@ def test_a_tampered_entry_is_refused_before_any_of_its_code_runs(tmp_path):
 
     slot = ExecutableStore(tmp_path, {}).slot("f", (jnp.ones(2),), f)
     assert slot.load() is None  # a miss: the program is compiled again
-    with pytest.raises(executable_store.RefusedEntry, match="posix.system|os.system"):
-        executable_store._deserialize(
+    with pytest.raises(executable_reader.RefusedEntry, match="posix.system|os.system"):
+        executable_reader.load_executable(
             zlib.decompress(payload), slot.in_tree, None, jax.devices()[:1]
         )
     assert not marker.exists()

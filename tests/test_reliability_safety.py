@@ -4,7 +4,7 @@ The check parses every module of the package (so words in docstrings such as
 "no pickle" do not count) and refuses: imports of pickle-like modules, calls of
 ``eval``/``exec``/``compile``/``__import__``, ``np.load``-style calls whose
 ``allow_pickle`` is not literally False, ``yaml.load`` without a safe loader, and
-JAX's ``deserialize_and_load`` (which unpickles; `jaxnets.executable_store` reads
+JAX's ``deserialize_and_load`` (which unpickles; `jaxnets.executable_reader` reads
 executables through its own restricted reader instead).
 """
 
