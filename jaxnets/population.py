@@ -7,7 +7,9 @@ keys and batch order) and its own hyperparameters, held as arrays in its state
 state; dropout rate: `jaxnets.training.state.set_model_hyperparam`, which every
 `jaxnets.layers.Dropout` of the model reads), stacks them, and trains them together: each epoch is one compiled
 ``vmap`` of the fused epoch of `jaxnets.training.fused`. Member ``i`` takes
-exactly the steps ``fit(member_i, data, seed=seeds[i])`` would take.
+exactly the steps ``fit(member_i, data, seed=seeds[i])`` would take. This module
+drives the run; the stacking is `jaxnets.population_members` and the compiled
+epoch and evaluation are `jaxnets.population_programs`.
 On the CPU the epoch's batched weight gradients are rewritten to run in
 YNNPACK (`jaxnets.cpu_batched_dots`), which changes their order of summation:
 members equal their solo fits to float32 rounding, not bit for bit.
@@ -42,167 +44,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnets import compile as compile_lib
-from jaxnets import cpu_batched_dots, optim, validation
 from jaxnets import metrics as metrics_lib
+from jaxnets import optim, validation
 from jaxnets.callbacks import monitor as monitor_lib
 from jaxnets.data.batching import padding_row
 from jaxnets.errors import ConfigError
 from jaxnets.layers import hyperparams
+from jaxnets.population_members import stack_states, unstack_member
+from jaxnets.population_programs import (
+    _population_epoch_cpu,
+    population_epoch,
+    population_eval,
+)
 from jaxnets.training import fused
 from jaxnets.training.engine import LocalEngine, default_engine
 from jaxnets.training.loop import as_arrays
 from jaxnets.training.state import TrainState, set_model_hyperparam
-
-
-@jax.jit
-def _stack(rows):
-    return jax.tree.map(lambda *col: jnp.stack(col), *rows)
-
-
-def stack_states(states: Sequence[TrainState]) -> TrainState:
-    """Stacks members leaf by leaf (axis 0); static fields are the first member's.
-
-    Args:
-      states: the members' `TrainState` objects, all with the same leaf shapes
-        and dtypes (same architecture and optimizer).
-
-    Returns:
-      One `TrainState` whose every leaf has a new leading member axis ``(N, ...)``.
-
-    Raises:
-      ConfigError: a member's leaf shapes or dtypes differ from member 0's.
-
-    Example:
-      >>> import jax.numpy as jnp, flax.linen as nn
-      >>> from jaxnets.population import stack_states
-      >>> from jaxnets.training import create_train_state
-      >>> members = [create_train_state(nn.Dense(2), "sgd", jnp.zeros((1, 3)), seed=s)
-      ...            for s in (0, 1, 2)]
-      >>> stacked = stack_states(members)
-      >>> stacked.params["kernel"].shape, stacked.step.shape
-      ((3, 3, 2), (3,))
-    """
-    leaves0, treedef = jax.tree.flatten(states[0])
-    spec = lambda leaves: [
-        (np.shape(a), getattr(a, "dtype", None) or jnp.result_type(a)) for a in leaves
-    ]
-    spec0 = spec(leaves0)
-    rows = [jax.tree.leaves(s) for s in states]
-    for i, leaves in enumerate(rows):
-        if spec(leaves) != spec0:
-            raise ConfigError(
-                f"population member {i} differs from member 0 in its parameter or optimizer "
-                "shapes; members must share the architecture and the optimizer."
-            )
-    # One compiled stack instead of one dispatch per leaf: for small members the
-    # per-leaf dispatches cost more than an epoch of training.
-    return jax.tree.unflatten(treedef, _stack(rows))
-
-
-def unstack_member(states: TrainState, i: int) -> TrainState:
-    """Member ``i`` of stacked states, as an ordinary `TrainState`.
-
-    Args:
-      states: states stacked by `stack_states` (every leaf ``(N, ...)``).
-      i: the member's index, ``0 <= i < N``.
-
-    Returns:
-      The `TrainState` of member ``i`` (each leaf indexed ``[i]``).
-
-    Example:
-      >>> import jax.numpy as jnp, flax.linen as nn
-      >>> from jaxnets.population import stack_states, unstack_member
-      >>> from jaxnets.training import create_train_state
-      >>> members = [create_train_state(nn.Dense(2), "sgd", jnp.zeros((1, 3)), seed=s)
-      ...            for s in (0, 1)]
-      >>> second = unstack_member(stack_states(members), 1)
-      >>> kernel = second.params["kernel"]
-      >>> kernel.shape, bool((kernel == members[1].params["kernel"]).all())
-      ((3, 2), True)
-    """
-    return jax.tree.map(lambda a: a[i], states)
-
-
-def population_epoch(states, active, data, index, valid, zeros):
-    """One fused epoch of every member (``index`` ``(N, steps, B)``); stopped ones keep their state.
-
-    Args:
-      states: the members stacked by `stack_states`.
-      active: ``(N,)`` bool; a member with False keeps its state unchanged.
-      data: the dataset as a dict of arrays (``x``, ``y``, ...), shared by all members.
-      index, valid: each member's row indices ``(N, steps, B)`` and the shared
-        validity ``(steps, B)`` of `jaxnets.training.fused.epoch_plan`.
-      zeros: metric sums of zeros for one member (`jaxnets.training.fused.zero_sums`).
-
-    Returns:
-      ``(states, sums)``: the new stacked states and each member's metric sums
-      (leading axis N).
-
-    Example:
-      >>> import jax, numpy as np, flax.linen as nn
-      >>> from jaxnets.population import population_epoch, stack_states
-      >>> from jaxnets.training import create_train_state
-      >>> from jaxnets.training.fused import epoch_plan, zero_sums
-      >>> data = {"x": np.ones((32, 3), np.float32), "y": np.zeros(32, np.int32)}
-      >>> members = [create_train_state(nn.Dense(2), "sgd", data["x"][:1], seed=s) for s in (0, 1)]
-      >>> plan = epoch_plan(32, 16, None, 0)  # 2 steps of 16 rows
-      >>> index = np.stack([plan["index"]] * 2)
-      >>> active = np.array([True, False])  # member 1 has stopped
-      >>> states, sums = jax.jit(population_epoch)(stack_states(members), active, data, index,
-      ...                                          plan["valid"], zero_sums(members[0], data, plan))
-      >>> states.step.tolist(), sums["loss"]["count"].tolist()
-      ([2, 0], [32.0, 32.0])
-    """
-
-    def one(state, idx):
-        return fused.train_chunk(state, zeros, data, {"index": idx, "valid": valid})
-
-    new, sums = jax.vmap(one)(states, index)
-    keep = lambda a, b: jnp.where(active.reshape(-1, *([1] * (a.ndim - 1))), a, b)
-    return jax.tree.map(keep, new, states), sums
-
-
-# On the CPU the members' weight gradients are batched products that XLA hands
-# to Eigen's loop unless rewritten (`jaxnets.cpu_batched_dots`); one function
-# object, so the engine compiles it once per signature.
-_population_epoch_cpu = cpu_batched_dots.prefer_ynnpack(population_epoch)
-# Its own docstring: the copied one would run `population_epoch`'s example twice.
-_population_epoch_cpu.__doc__ = "`population_epoch` with its products rewritten for XLA:CPU."
-
-
-def population_eval(states, data, plan, zeros):
-    """The evaluation metric sums of every member on the same data.
-
-    Jit it where it is called; it runs ``eval_step`` over every batch of ``plan``
-    for each member, vmapped over the member axis.
-
-    Args:
-      states: the members stacked by `stack_states`.
-      data: the dataset as a dict of arrays (``x``, ``y``, ...), shared by all members.
-      plan: one `jaxnets.training.fused.epoch_plan` shared by all members: row
-        indices ``index`` and validity ``valid``, both ``(steps, B)``.
-      zeros: metric sums of zeros for one member (`jaxnets.training.fused.zero_sums`).
-
-    Returns:
-      Each member's metric sums (leading axis N), for `jaxnets.metrics.compute_members`.
-
-    Example:
-      >>> import jax, numpy as np, flax.linen as nn
-      >>> from jaxnets import metrics
-      >>> from jaxnets.population import population_eval, stack_states
-      >>> from jaxnets.training import create_train_state
-      >>> from jaxnets.training.fused import epoch_plan, zero_sums
-      >>> data = {"x": np.ones((20, 3), np.float32), "y": np.arange(20, dtype=np.int32) % 2}
-      >>> model = nn.Dense(2, kernel_init=nn.initializers.zeros)  # logits 0: p = 1/2 each
-      >>> members = [create_train_state(model, "sgd", data["x"][:1], seed=s) for s in (0, 1)]
-      >>> plan = epoch_plan(20, 8, None, 0)  # 3 batches, the last one padded
-      >>> sums = jax.jit(population_eval)(stack_states(members), data, plan,
-      ...                                 zero_sums(members[0], data, plan))
-      >>> rows = metrics.compute_members(members[0].metric_table, sums)
-      >>> [(round(r["loss"], 4), round(r["accuracy"], 4)) for r in rows]  # log 2; half are class 0
-      [(0.6931, 0.5), (0.6931, 0.5)]
-    """
-    return jax.vmap(lambda s: fused.eval_chunk(s, zeros, data, plan))(states)
 
 
 def _mode(metric: str, mode: str | None = None) -> str:
