@@ -58,7 +58,7 @@ from jaxnets.population_programs import (
 )
 from jaxnets.training import fused
 from jaxnets.training.engine import LocalEngine, default_engine
-from jaxnets.training.loop import as_arrays
+from jaxnets.training.inputs import as_arrays
 from jaxnets.training.state import TrainState, set_model_hyperparam
 
 

@@ -19,7 +19,7 @@ from jaxnets.training import (
     predict,
     train_step,
 )
-from jaxnets.training.loop import eval_and_accumulate
+from jaxnets.training.inference import eval_and_accumulate
 from jaxnets.training.step import all_finite, loss_and_updates
 
 

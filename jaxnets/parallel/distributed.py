@@ -195,7 +195,7 @@ def process_shard(data, process_index: int | None = None, process_count: int | N
     Returns:
       A dict of arrays with a float32 ``mask``.
     """
-    from jaxnets.training.loop import as_arrays
+    from jaxnets.training.inputs import as_arrays
 
     p = jax.process_index() if process_index is None else process_index
     count = jax.process_count() if process_count is None else process_count

@@ -44,7 +44,7 @@ from jaxnets.errors import ConfigError
 from jaxnets.parallel import mesh as mesh_lib
 from jaxnets.parallel import step as pstep
 from jaxnets.parallel.sharded import ShardedEngine
-from jaxnets.training import loop, step
+from jaxnets.training import inference, loop, step
 
 
 class PmapEngine(ShardedEngine):
@@ -93,7 +93,7 @@ class PmapEngine(ShardedEngine):
             one = functools.partial(pstep.pmap_train_step, axis_name=ax, accumulate=self.accumulate)
             mapped = self._pmap(one, (None, 0), (None, None))
             return (lambda st, b: mapped(st, self._per_device(b))), (rep, bat), (rep, rep)
-        if fn is loop.eval_and_accumulate:
+        if fn is inference.eval_and_accumulate:
             ev = functools.partial(pstep.pmap_eval_and_accumulate, axis_name=ax)
             mapped = self._pmap(ev, (None, None, 0), None)
             return (lambda st, s, b: mapped(st, s, self._per_device(b))), (rep, rep, bat), rep

@@ -43,7 +43,7 @@ class Run:
         if data is None:
             return None
         if self.process_count == 1:
-            from jaxnets.training.loop import as_arrays
+            from jaxnets.training.inputs import as_arrays
 
             return as_arrays(data, need_targets=False)
         return distributed.process_shard(data, self.process_index, self.process_count)

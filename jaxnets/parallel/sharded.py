@@ -40,7 +40,7 @@ from jaxnets.data.batching import pad_to
 from jaxnets.errors import ConfigError
 from jaxnets.parallel import mesh as mesh_lib
 from jaxnets.parallel import step as pstep
-from jaxnets.training import loop, step
+from jaxnets.training import inference, loop, step
 from jaxnets.training.engine import LocalEngine
 
 
@@ -126,7 +126,7 @@ class ShardedEngine(LocalEngine):
                 (rep, bat),
                 (rep, rep),
             ),
-            loop.eval_and_accumulate: (fn, (rep, rep, bat), rep),
+            inference.eval_and_accumulate: (fn, (rep, rep, bat), rep),
             step.eval_step: (fn, (rep, bat), rep),
             step.predict_step: (fn, (rep, bat), bat),
         }

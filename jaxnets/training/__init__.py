@@ -1,7 +1,8 @@
 """The functional core: `TrainState`, pure steps, and the loops built on them."""
 
 from jaxnets.training.engine import LocalEngine, default_engine
-from jaxnets.training.loop import evaluate, fit, predict
+from jaxnets.training.inference import evaluate, predict
+from jaxnets.training.loop import fit
 from jaxnets.training.state import TrainState, create_train_state
 from jaxnets.training.step import eval_step, predict_step, train_step
 

@@ -224,7 +224,7 @@ class Feed:
     """What the `fit` loop iterates: units of work (a step or a chunk) and their runner.
 
     Args:
-      arrays: the training arrays (as `jaxnets.training.loop.as_arrays` returns).
+      arrays: the training arrays (as `jaxnets.training.inputs.as_arrays` returns).
       batch_size, shuffle_seed: as in `iterate_batches`.
       engine: the engine; the dataset stays on the device for the single-device one.
       fuse: None (one step per unit) or ``"epoch"`` (one `lax.scan` per unit).

@@ -1,4 +1,4 @@
-"""`fit`, `evaluate` and `predict`: host loops over the pure steps.
+"""`fit`: the host loop over the pure training step.
 
 The loops only wire pure pieces together: batches come from
 `jaxnets.data.iterate_batches` (fixed size, the last one padded and masked, so
@@ -25,91 +25,28 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
-import jax
 import numpy as np
 
 from jaxnets import compile as compile_lib
 from jaxnets import metrics as metrics_lib
 from jaxnets import validation
 from jaxnets.callbacks.base import CallbackList
-from jaxnets.data.batching import iterate_batches
-from jaxnets.errors import ConfigError, DataError, lookup
+from jaxnets.errors import ConfigError, lookup
 from jaxnets.training import fused
-from jaxnets.training.engine import default_engine, resolve_engine
+from jaxnets.training.engine import resolve_engine
+from jaxnets.training.inference import evaluate, scalar_logs
+from jaxnets.training.inputs import as_arrays, check_positive_int
 from jaxnets.training.progress import ProgressBar
 from jaxnets.training.state import TrainState
-from jaxnets.training.step import eval_step, predict_step, train_step
-
-
-def as_arrays(data, *, need_targets: bool = True) -> dict[str, np.ndarray]:
-    """Normalizes ``(x, y)``, ``(x, y, weight)`` or a dict with ``x``/``y`` to a dict.
-
-    Raises a `jaxnets.errors.DataError` naming the problem for empty data,
-    missing targets or arrays of different lengths.
-
-    Args:
-      data: a tuple/list ``(x,)``, ``(x, y)`` or ``(x, y, weight)``; a dict
-        with ``x`` (and ``y``, ``weight``, ``x_mask``...); or a single array,
-        taken as ``x``. Entries that are None are dropped.
-      need_targets: require a ``y`` (True, for training and evaluation); False
-        for inputs alone (prediction).
-
-    Returns:
-      A dict of numpy arrays (``x``, and ``y``, ``weight``... where given),
-      all with the same number of rows.
-
-    Example:
-      >>> import numpy as np
-      >>> from jaxnets.training.loop import as_arrays
-      >>> arrays = as_arrays((np.zeros((4, 3)), np.arange(4), np.ones(4)))
-      >>> sorted(arrays), arrays["x"].shape
-      (['weight', 'x', 'y'], (4, 3))
-      >>> as_arrays((np.zeros((4, 3)), np.arange(3)))
-      Traceback (most recent call last):
-      ...
-      jaxnets.errors.DataError: every array needs the same number of rows ...
-    """
-    if isinstance(data, Mapping):
-        arrays = dict(data)
-    elif isinstance(data, Sequence) and not isinstance(data, str) and 1 <= len(data) <= 3:
-        arrays = dict(zip(("x", "y", "weight"), data, strict=False))
-    else:
-        arrays = {"x": data}
-    if "x" not in arrays:
-        raise DataError(f"data needs an 'x' entry; got keys {sorted(arrays)}.")
-    if need_targets and arrays.get("y") is None:
-        raise DataError(
-            "training and evaluation need targets: pass (x, y) or {'x': ..., 'y': ...}."
-        )
-    nested = sorted(k for k in ("x", "y") if isinstance(arrays.get(k), Mapping))
-    if nested:
-        raise DataError(
-            f"{' and '.join(nested)} must each be one array with a row per example; got a "
-            "dict of arrays. fit, evaluate and predict batch one "
-            "input array (models with several inputs can take them concatenated and split them "
-            "inside); train_step and eval_step accept any pytree in your own loop."
-        )
-    arrays = {k: validation.to_numpy(k, v) for k, v in arrays.items() if v is not None}
-    validation.check_rows(arrays)
-    return arrays
-
-
-def _check_positive_int(name: str, value):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+from jaxnets.training.step import train_step
 
 
 def train_and_accumulate(state: TrainState, sums: dict, batch: dict):
     """`train_step` plus adding its metric sums to a running total (one dispatch)."""
     state, batch_sums = train_step(state, batch)
     return state, metrics_lib.merge(sums, batch_sums)
-
-
-def eval_and_accumulate(state: TrainState, sums: dict, batch: dict):
-    """`eval_step` plus adding its metric sums to a running total."""
-    return metrics_lib.merge(sums, eval_step(state, batch))
 
 
 class FitContext:
@@ -134,10 +71,6 @@ def _rollback(ckpt, state, verbose) -> TrainState:
     if verbose:
         print(f"non-finite values this epoch: rolled back to step {int(good.step)}")
     return state.replace(params=good.params, model_state=good.model_state, opt_state=good.opt_state)
-
-
-def _scalars(logs: dict) -> dict:
-    return {k: v for k, v in logs.items() if isinstance(v, float)}
 
 
 def wants_batch_logs(callbacks) -> bool:
@@ -261,9 +194,9 @@ def fit(
       >>> int(state.step), sorted(history), history["skipped"]  # 2 epochs of ceil(50 / 16) steps
       (8, ['accuracy', 'loss', 'skipped'], [0, 0])
     """
-    _check_positive_int("epochs", epochs)
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("log_every", log_every)
+    check_positive_int("epochs", epochs)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("log_every", log_every)
     lookup(on_nonfinite, {"skip": 0, "rollback": 1}, kind="on_nonfinite option")
     if on_nonfinite == "rollback" and workdir is None:
         raise ConfigError("on_nonfinite='rollback' restores checkpoints: pass workdir= too.")
@@ -355,7 +288,7 @@ def fit(
             state, sums = feed.step(state, sums, batch)
             ctx.state = state  # the last completed step, kept if the data or a callback raises
             if batch_logs and feed.log_due(i, log_every) and i + 1 < steps:
-                logs = _scalars(metrics_lib.compute_all(state.metric_table, engine.fetch(sums)))
+                logs = scalar_logs(metrics_lib.compute_all(state.metric_table, engine.fetch(sums)))
                 bar.update(i + 1, logs)
                 ctx.state = state
                 cbs.on_train_batch_end(i, logs)
@@ -380,7 +313,7 @@ def fit(
                 # The epoch's last step, whose metrics are the epoch's: its batch hook
                 # runs here, on the fetch the epoch makes anyway (Keras calls it too).
                 ctx.state = state
-                cbs.on_train_batch_end(last, _scalars(logs))
+                cbs.on_train_batch_end(last, scalar_logs(logs))
                 state = ctx.state
             logs["skipped"], skipped_total = _count(skipped) - skipped_total, _count(skipped)
             # Under float16 loss scaling an overflow skip is routine (the scale halves
@@ -392,7 +325,7 @@ def fit(
             ctx.state = state
             cbs.on_test_begin()  # as Keras does around each epoch's validation
             val = evaluate(state, validation_data, batch_size=batch_size, verbose=0, engine=engine)
-            cbs.on_test_end(_scalars(val))
+            cbs.on_test_end(scalar_logs(val))
             logs.update({f"val_{k}": v for k, v in val.items()})
         for k, v in logs.items():
             history.setdefault(k, []).append(v)
@@ -416,110 +349,3 @@ def fit(
     if ckpt is not None:
         ckpt.close()
     return ctx.state, history
-
-
-def evaluate(
-    state: TrainState,
-    data,
-    *,
-    batch_size: int = 128,
-    verbose=0,
-    engine=None,
-    allow_nonfinite: bool = False,
-) -> dict:
-    """Loss and metrics of ``state`` on ``data`` (padded batches, exact masked means).
-
-    Args:
-      state: a `TrainState`; its loss and metrics (``metric_table``) are computed.
-      data: ``(x, y)``, ``(x, y, sample_weight)`` or a dict with ``x``, ``y`` and
-        optionally ``weight`` and ``x_mask``, as in `fit`.
-      batch_size: rows per step; the last partial batch is padded and masked,
-        so the means are over the real rows only.
-      verbose: truthy prints one line ``loss: ... - metric: ...`` of the
-        scalar results; 0 (default) is silent.
-      engine: where to run (default: `jaxnets.training.default_engine`, one device).
-      allow_nonfinite: let NaN/Inf in ``x``, ``y`` or ``weight`` through instead
-        of raising a `DataError` (the results may then be non-finite).
-
-    Returns:
-      A dict from metric name (``loss`` and each metric) to a float, or a numpy
-      array for per-class metrics.
-
-    Example:
-      >>> import numpy as np, flax.linen as nn
-      >>> from jaxnets.training import create_train_state, evaluate
-      >>> model = nn.Dense(2, kernel_init=nn.initializers.zeros)  # logits 0: p = 1/2 each
-      >>> state = create_train_state(model, "sgd", np.zeros((1, 3), np.float32))
-      >>> x, y = np.ones((5, 3), np.float32), np.array([0, 0, 0, 1, 1], np.int32)
-      >>> logs = evaluate(state, (x, y), batch_size=2)  # the last batch is padded and masked
-      >>> sorted(logs), round(logs["loss"], 4), round(logs["accuracy"], 4)  # a tie picks class 0
-      (['accuracy', 'loss'], 0.6931, 0.6)
-    """
-    _check_positive_int("batch_size", batch_size)
-    arrays = validation.check_inputs(state, as_arrays(data), allow_nonfinite=allow_nonfinite)
-    engine = engine or default_engine()
-    engine.check_data(arrays, batch_size)
-    step_fn = engine.compile(eval_and_accumulate)
-    sums = None
-    for host_batch in iterate_batches(arrays, batch_size):
-        batch = engine.place_batch(host_batch)
-        if sums is None:
-            sums = engine.place_state(fused.sums_like(state, batch))
-        sums = step_fn(state, sums, batch)
-    logs = metrics_lib.compute_all(state.metric_table, engine.fetch(sums))
-    if verbose:
-        print(" - ".join(f"{k}: {v:.4f}" for k, v in _scalars(logs).items()))
-    return logs
-
-
-def predict(
-    state: TrainState,
-    x,
-    *,
-    batch_size: int = 128,
-    engine=None,
-    x_mask=None,
-    allow_nonfinite: bool = False,
-) -> np.ndarray:
-    """Model outputs for every row of ``x`` as a numpy array (padding removed).
-
-    Args:
-      state: a `TrainState`; the model runs in inference mode (``train=False``).
-      x: the inputs ``(n, ...)``, a numpy (or array-like) array.
-      batch_size: rows per step; the last partial batch is padded, and the
-        padding rows are dropped from the result.
-      engine: where to run (default: `jaxnets.training.default_engine`, one device).
-      x_mask: optional ``(n, T)`` mask of the valid time steps of
-        variable-length sequence inputs, passed to the model as ``mask``.
-      allow_nonfinite: let NaN/Inf in ``x`` through instead of raising a `DataError`.
-
-    Returns:
-      The model outputs for the ``n`` rows, ``(n, ...)``, in float32 (also
-      when the model computes in half precision); for a model with several
-      outputs, the same tuple or dict of such arrays.
-
-    Example:
-      >>> import numpy as np, flax.linen as nn
-      >>> from jaxnets.training import create_train_state, predict
-      >>> model = nn.Dense(1, kernel_init=nn.initializers.ones)
-      >>> state = create_train_state(model, "sgd", np.zeros((1, 2), np.float32),
-      ...                            loss="mse", metrics=())
-      >>> x = np.array([[1, 2], [3, 4], [5, 6]], np.float32)
-      >>> predict(state, x, batch_size=2).tolist()  # row sums; 2 batches, the padding dropped
-      [[3.0], [7.0], [11.0]]
-    """
-    _check_positive_int("batch_size", batch_size)
-    arrays = as_arrays({"x": x, "x_mask": x_mask}, need_targets=False)
-    arrays = validation.check_inputs(state, arrays, targets=False, allow_nonfinite=allow_nonfinite)
-    engine = engine or default_engine()
-    engine.check_data(arrays, batch_size)
-    step_fn = engine.compile(predict_step)
-    # Keep outputs on the device until the end: no host sync per batch.
-    outputs = [step_fn(state, engine.place_batch(b)) for b in iterate_batches(arrays, batch_size)]
-    host = engine.fetch(outputs)
-    n = len(arrays["x"])
-    # Engines may pad a batch up to their batch_multiple: keep its first batch_size rows.
-    # A model with several outputs (a tuple or dict) gets each one joined the same way.
-    return jax.tree.map(
-        lambda *parts: np.concatenate([np.asarray(p)[:batch_size] for p in parts])[:n], *host
-    )
