@@ -1,13 +1,26 @@
 """PyTorch eager on CPU: the same four models, Adam, cross-entropy, a loss sync every 10 steps.
 
+PyTorch trains in a child process of its own (``python -m benchmarks.bench_torch
+--serve``), which the interleaved rounds ask for one epoch at a time: as a
+PyTorch user runs it, without JAX's threads, and without sharing GNU OpenMP's
+runtime with the oneDNN LSTM (`jaxnets.layers.lstm_onednn`). In one process the
+two runtimes' teams outnumber the cores, OpenMP then sleeps between its parallel
+regions, and both slowed down (PyTorch's LSTM from 109 to 44 steps/s).
+
 Skipped (an error in the table) when torch is not installed
 (``pip install -e '.[bench]'``).
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -51,35 +64,21 @@ def build(name: str):
     return LSTM() if name == "lstm" else Transformer()
 
 
-def contenders(spec: Spec, x: np.ndarray, y: np.ndarray) -> list[Contender]:
+def trainer(spec: Spec, x: np.ndarray, y: np.ndarray):
+    """``(run, note)``: ``run(limit=None)`` trains one epoch (or ``limit`` steps) in this process."""
+    import torch
+
     box = {}
-
-    def setup():
-        import torch
-
-        torch.manual_seed(0)
-        xs = np.moveaxis(x, -1, 1) if spec.name == "cnn" else x  # NHWC -> NCHW
-        box["x"], box["y"] = torch.from_numpy(np.ascontiguousarray(xs)), torch.from_numpy(y)
-        if spec.name == "transformer":
-            box["x"] = box["x"].long()
-        box["y"] = box["y"].long()
-        box["model"] = build(spec.name)
-        box["opt"] = torch.optim.Adam(box["model"].parameters(), lr=LEARNING_RATE)
-        # On a loaded machine torch's OpenMP barriers stall when a thread is descheduled;
-        # keep whichever of 1 thread and one per core is faster here.
-        timings = {}
-        for threads in sorted({1, os.cpu_count() or 1}):
-            torch.set_num_threads(threads)
-            start = time.perf_counter()
-            run(limit=5)
-            timings[threads] = time.perf_counter() - start
-        best = min(timings, key=timings.get)
-        torch.set_num_threads(best)
-        contender.note = f"{best} thread(s)"
+    torch.manual_seed(0)
+    xs = np.moveaxis(x, -1, 1) if spec.name == "cnn" else x  # NHWC -> NCHW
+    box["x"], box["y"] = torch.from_numpy(np.ascontiguousarray(xs)), torch.from_numpy(y)
+    if spec.name == "transformer":
+        box["x"] = box["x"].long()
+    box["y"] = box["y"].long()
+    box["model"] = build(spec.name)
+    box["opt"] = torch.optim.Adam(box["model"].parameters(), lr=LEARNING_RATE)
 
     def run(limit=None):
-        import torch
-
         model, opt, xs, ys, b = box["model"], box["opt"], box["x"], box["y"], spec.batch
         perm = torch.randperm(len(xs))
         steps = limit or len(xs) // b
@@ -94,5 +93,78 @@ def contenders(spec: Spec, x: np.ndarray, y: np.ndarray) -> list[Contender]:
                 loss.item()
         return steps
 
+    # On a loaded machine torch's OpenMP barriers stall when a thread is descheduled;
+    # keep whichever of 1 thread and one per core is faster here.
+    timings = {}
+    for threads in sorted({1, os.cpu_count() or 1}):
+        torch.set_num_threads(threads)
+        start = time.perf_counter()
+        run(limit=5)
+        timings[threads] = time.perf_counter() - start
+    best = min(timings, key=timings.get)
+    torch.set_num_threads(best)
+    return run, f"{best} thread(s)"
+
+
+def serve(name: str, data: str) -> None:
+    """The child: trains ``name`` on ``data`` (an .npz of x, y); one epoch per ``run`` line."""
+    from benchmarks.common import SPECS
+
+    arrays = np.load(data)
+    run, note = trainer(SPECS[name], arrays["x"], arrays["y"])
+    print(f"ready {note}", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "run":
+            break
+        start = time.perf_counter()
+        steps = run()
+        print(f"{steps} {time.perf_counter() - start}", flush=True)
+
+
+def contenders(spec: Spec, x: np.ndarray, y: np.ndarray) -> list[Contender]:
+    box = {}
+
+    def failed(what: str) -> RuntimeError:
+        return RuntimeError(f"the PyTorch child {what}: {box['log'].read_text()[-500:]}")
+
+    def ask(line: str) -> str:
+        proc = box["proc"]
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+        reply = proc.stdout.readline().strip()
+        if not reply:
+            raise failed("stopped")
+        return reply
+
+    def setup():
+        if importlib.util.find_spec("torch") is None:  # not imported here: see the docstring
+            raise ImportError("No module named 'torch': pip install -e '.[bench]'")
+
+        folder = tempfile.mkdtemp(prefix="jaxnets-torch-")
+        data, box["log"] = Path(folder) / "data.npz", Path(folder) / "stderr.txt"
+        np.savez(data, x=x, y=y)
+        cmd = [sys.executable, "-m", "benchmarks.bench_torch", "--serve", spec.name, str(data)]
+        root = Path(__file__).resolve().parents[1]
+        with open(box["log"], "w") as log:  # a file: a full stderr pipe would block the child
+            box["proc"] = subprocess.Popen(
+                cmd, cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                text=True,
+            )  # fmt: skip
+        ready = box["proc"].stdout.readline().split(maxsplit=1)
+        if not ready or ready[0] != "ready":
+            raise failed("failed")
+        contender.note = ready[1].strip()
+        ask("run")  # warm-up epoch, as the in-process contenders have
+
+    def run():
+        steps, seconds = ask("run").split()
+        return int(steps), float(seconds)
+
     contender = Contender("torch", setup, run)
     return [contender]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="PyTorch child of benchmarks.run_all")
+    parser.add_argument("--serve", nargs=2, metavar=("MODEL", "DATA"), required=True)
+    serve(*parser.parse_args().serve)

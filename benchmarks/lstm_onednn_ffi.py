@@ -1,19 +1,10 @@
-"""oneDNN's LSTM (the kernel PyTorch's CPU LSTM runs) inside a jitted JAX program.
+"""jaxnets' LSTM op on XLA:CPU against oneDNN's (`jaxnets.layers.lstm_onednn`) and PyTorch's.
 
-Builds ``lstm_onednn_ffi.cc`` (oneDNN's LSTM forward-training and backward
-primitives as XLA FFI handlers), wraps them in a ``custom_vjp`` with the
-signature of `jaxnets.layers.lstm_fused.lstm_sequence`, checks the values and
-gradients against it, and times both for the benchmark LSTM (128 units, 64
-steps of 32 features, batch 64), with PyTorch's own LSTM in a separate process
-when it is installed.
-
-It answers whether jaxnets could close the LSTM gap to PyTorch (issue 7) by
-calling oneDNN through ``jax.ffi``. The oneDNN that installs light from PyPI is
-the CPU-only build with GNU OpenMP (``onednn-cpu-gomp``, oneDNN 3.2, 39 MB);
-newer oneDNN wheels (2024.0 on) are SYCL builds that pull ~1.8 GB of SYCL and
-OpenCL runtimes. Needs a C++17 compiler and::
-
-    pip install onednn-cpu-gomp==2023.2.0 onednn-devel-cpu-gomp==2023.2.0
+Checks that the oneDNN op gives the values and gradients of the XLA loop
+(`jaxnets.layers.lstm_fused.lstm_sequence`) and times both, forward alone and
+forward with backward, for the benchmark LSTM (128 units, 64 steps of 32
+features, batch 64), with PyTorch's own LSTM in a separate process when it is
+installed. Needs a C++17 compiler and ``pip install -e '.[onednn]'``.
 
 Usage::
 
@@ -26,143 +17,19 @@ Each row prints the median and the best of its rounds, in ms.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import hashlib
-import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnets.layers import lstm_onednn
 from jaxnets.layers.lstm_fused import lstm_sequence
 
 T, B, F, U = 64, 64, 32, 128
-SOURCE = Path(__file__).with_name("lstm_onednn_ffi.cc")
-
-
-def onednn_prefix() -> Path:
-    """Where oneDNN's ``include/`` and ``lib/`` are: ``$ONEDNN_ROOT``, else this Python's prefix.
-
-    Example:
-      >>> onednn_prefix().is_dir()
-      True
-    """
-    return Path(os.environ.get("ONEDNN_ROOT", sys.prefix))
-
-
-def build(out_dir: str | os.PathLike | None = None) -> Path:
-    """Compile the FFI handlers into a shared library (once per source) and return its path.
-
-    Args:
-      out_dir: folder for the library; a per-user temporary folder by default.
-
-    Raises RuntimeError naming what is missing: a C++ compiler or oneDNN's headers.
-
-    Example:
-      >>> build().suffix  # doctest: +SKIP
-      '.so'
-    """
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-    if cxx is None:
-        raise RuntimeError("building the oneDNN LSTM needs a C++ compiler (g++); none on PATH")
-    prefix = onednn_prefix()
-    if not (prefix / "include" / "oneapi" / "dnnl" / "dnnl.hpp").is_file():
-        raise RuntimeError(
-            f"no oneDNN headers under {prefix}/include: pip install "
-            "onednn-cpu-gomp==2023.2.0 onednn-devel-cpu-gomp==2023.2.0 (or set ONEDNN_ROOT)"
-        )
-    digest = hashlib.sha256(SOURCE.read_bytes() + str(prefix).encode()).hexdigest()[:12]
-    out = Path(out_dir or Path(tempfile.gettempdir()) / f"jaxnets-ffi-{os.getuid()}")
-    lib = out / f"lstm_onednn_{digest}.so"
-    if lib.is_file():
-        return lib
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = lib.with_suffix(f".{os.getpid()}.tmp")
-    cmd = [cxx, "-O2", "-shared", "-fPIC", "-std=c++17", "-w"]
-    cmd += [f"-I{jax.ffi.include_dir()}", f"-I{prefix / 'include'}", str(SOURCE)]
-    cmd += [f"-L{prefix / 'lib'}", "-ldnnl", f"-Wl,-rpath,{prefix / 'lib'}", "-o", str(tmp)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
-    tmp.replace(lib)  # atomic: a concurrent build never loads a half-written file
-    return lib
-
-
-_LIB: ctypes.CDLL | None = None
-
-
-def load() -> ctypes.CDLL:
-    """Build (if needed), load and register the handlers with XLA; returns the library.
-
-    Example:
-      >>> load().jaxnets_lstm_workspace_bytes(2, 1, 3, 4) > 0  # doctest: +SKIP
-      True
-    """
-    global _LIB
-    if _LIB is None:
-        lib = ctypes.CDLL(str(build()))
-        lib.jaxnets_lstm_workspace_bytes.restype = ctypes.c_int64
-        lib.jaxnets_lstm_workspace_bytes.argtypes = [ctypes.c_int64] * 4
-        for name in ("JaxnetsLstmForward", "JaxnetsLstmBackward"):
-            fn = jax.ffi.pycapsule(getattr(lib, name))
-            jax.ffi.register_ffi_target(name, fn, platform="cpu")
-        _LIB = lib
-    return _LIB
-
-
-def _forward(xs, h0, c0, kernel, rk, bias):
-    t, b, f = xs.shape
-    u = h0.shape[1]
-    size = load().jaxnets_lstm_workspace_bytes(t, b, f, u)
-    if size < 0:
-        raise RuntimeError(f"oneDNN has no LSTM for T={t}, B={b}, F={f}, U={u}")
-    outs = (
-        jax.ShapeDtypeStruct((t, b, u), jnp.float32),
-        jax.ShapeDtypeStruct((b, u), jnp.float32),
-        jax.ShapeDtypeStruct((size,), jnp.uint8),
-    )
-    call = jax.ffi.ffi_call("JaxnetsLstmForward", outs, vmap_method="sequential")
-    return call(xs, h0, c0, kernel, rk, bias)
-
-
-@jax.custom_vjp
-def lstm_onednn(xs, h0, c0, kernel, rk, bias):
-    """`lstm_sequence` (float32, no mask) run by oneDNN: ``(hs (T, B, U), c_T (B, U))``.
-
-    Args:
-      xs: inputs, time-major (T, B, F).
-      h0: initial hidden state (B, U).
-      c0: initial cell state (B, U).
-      kernel: input weights (F, 4U), gates i, f, c, o.
-      rk: recurrent weights (U, 4U).
-      bias: (4U,).
-
-    Example:
-      >>> hs, c = lstm_onednn(xs, h0, c0, kernel, rk, bias)  # doctest: +SKIP
-    """
-    hs, c_last, _ = _forward(xs, h0, c0, kernel, rk, bias)
-    return hs, c_last
-
-
-def _fwd(xs, h0, c0, kernel, rk, bias):
-    hs, c_last, ws = _forward(xs, h0, c0, kernel, rk, bias)
-    return (hs, c_last), (xs, h0, c0, kernel, rk, bias, hs, c_last, ws)
-
-
-def _bwd(res, cotangents):
-    outs = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in res[:6])
-    call = jax.ffi.ffi_call("JaxnetsLstmBackward", outs, vmap_method="sequential")
-    return tuple(call(*res, *cotangents))
-
-
-lstm_onednn.defvjp(_fwd, _bwd)
 
 
 def inputs(t=T, b=B, f=F, u=U, seed=0):
@@ -189,7 +56,7 @@ def loss_and_grads(fn):
     """Jitted ``value_and_grad`` of a fixed weighted sum of ``fn``'s outputs, for all six inputs.
 
     Args:
-      fn: `lstm_sequence` or `lstm_onednn`.
+      fn: `lstm_sequence` of `jaxnets.layers.lstm_fused` or of `jaxnets.layers.lstm_onednn`.
 
     Example:
       >>> value, grads = loss_and_grads(lstm_sequence)(*inputs(2, 1, 3, 4))
@@ -264,10 +131,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--calls", type=int, default=10, help="calls per round")
     args = ap.parse_args(argv)
+    if (reason := lstm_onednn.unavailable_reason()) is not None:
+        raise SystemExit(f"the oneDNN LSTM cannot run here: {reason}")
     x = inputs()
-    grads = {"jaxnets": loss_and_grads(lstm_sequence), "oneDNN": loss_and_grads(lstm_onednn)}
-    fwds = {"jaxnets": jax.jit(lstm_sequence), "oneDNN": jax.jit(lstm_onednn)}
-    (va, ga), (vb, gb) = grads["jaxnets"](*x), grads["oneDNN"](*x)
+    xla, onednn = lstm_sequence, lstm_onednn.lstm_sequence
+    grads = {"XLA loop": loss_and_grads(xla), "oneDNN": loss_and_grads(onednn)}
+    fwds = {"XLA loop": jax.jit(xla), "oneDNN": jax.jit(onednn)}
+    (va, ga), (vb, gb) = grads["XLA loop"](*x), grads["oneDNN"](*x)
     worst = max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a))) for a, b in zip(ga, gb))
     print(
         f"loss {float(va):.6f} (jaxnets) {float(vb):.6f} (oneDNN); "

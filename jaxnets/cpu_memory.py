@@ -17,7 +17,10 @@ per-step training step, and a fused epoch run in short chunks):
   of its own);
 * glibc keeps blocks below `MMAP_BYTES` in its heap and does not hand freed
   memory below 1 GiB back to the system (``mallopt``, process-wide, once), so
-  the next call reuses the same pages.
+  the next call reuses the same pages. `MMAP_BYTES` is above glibc's largest
+  automatic threshold (32 MiB) because a single value may be larger: the
+  oneDNN LSTM's workspace (`jaxnets.layers.lstm_onednn`) is ~40 MB for the
+  benchmark LSTM, and faulting it in took ~16 ms a call.
 
 The costs: the process keeps up to that much freed memory mapped, as a
 caching allocator does; and XLA cannot serialize an executable whose
@@ -47,7 +50,7 @@ from jaxnets.jaxprs import nested_jaxprs
 
 ENV_VAR = "JAXNETS_CPU_MEMORY"
 HEAP_BYTES = 16 * 2**20  # XLA heaps: well below the mmap threshold, headers included
-MMAP_BYTES = 32 * 2**20  # glibc's largest mmap threshold on 64-bit Linux
+MMAP_BYTES = 256 * 2**20  # glibc (2.36) takes a threshold over its automatic 32 MiB cap
 TRIM_BYTES = 2**30
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # from glibc's <malloc.h>
 _STATE = {"malloc": None}

@@ -13,7 +13,9 @@ Parameters are the same either way. ``unroll`` is `lax.scan`'s unroll factor
 (True unrolls fully).
 
 `LSTM` with the default activations runs on CPU as one whole-sequence op with
-a hand-written backward pass (`jaxnets.layers.lstm_fused`, ``fused=None``).
+a hand-written backward pass (`jaxnets.layers.lstm_fused`, ``fused=None``);
+without a mask, in float32, with the ``onednn`` extra and a C++ compiler, that
+op is oneDNN's LSTM primitive instead (`jaxnets.layers.lstm_onednn`).
 
 Masking (``mask`` (B, T), True = valid step): a masked step leaves the carry
 unchanged, so with right-padded sequences the final state and the last output
@@ -63,7 +65,7 @@ from jax import lax
 
 from jaxnets import regularizers
 from jaxnets.errors import ConfigError, ShapeError
-from jaxnets.layers import activations, initializers
+from jaxnets.layers import activations, initializers, lstm_onednn
 from jaxnets.layers.base import Layer, float_inputs, regularizer_field
 from jaxnets.layers.lstm_fused import lstm_sequence
 from jaxnets.layers.replicas import REPLICATED_RNG, replica_axis
@@ -255,7 +257,10 @@ class _RNN(Layer):
             return new, out
 
         if fused:
-            hs, c_last = lstm_sequence(xs, *carry, kernel, rk, in_bias, ms, self.unroll)
+            if lstm_onednn.usable(xs, *carry, kernel, rk, in_bias, ms):  # CPU, float32, no mask
+                hs, c_last = lstm_onednn.lstm_sequence(xs, *carry, kernel, rk, in_bias)
+            else:
+                hs, c_last = lstm_sequence(xs, *carry, kernel, rk, in_bias, ms, self.unroll)
             carry = (hs[-1], c_last)
             # hs holds the carried h, which a masked step repeats: Keras' output
             # unless zero_output_for_mask, as in the scan.

@@ -1,13 +1,18 @@
 // oneDNN's LSTM primitive (forward training and backward) as XLA FFI handlers, for
-// benchmarks/lstm_onednn_ffi.py: the kernel PyTorch's CPU LSTM runs, called from a
-// jitted JAX program. Keras gate order (i, f, c, o) is oneDNN's, so a (F, 4U) kernel
+// jaxnets/layers/lstm_onednn.py: the kernel PyTorch's CPU LSTM runs, called from a
+// jitted JAX program. Keras' gate order (i, f, c, o) is oneDNN's, so a (F, 4U) kernel
 // is oneDNN's ldigo layout as it stands.
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <deque>
+#include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -74,8 +79,54 @@ std::shared_ptr<Programs> Get(int64_t t, int64_t b, int64_t f, int64_t u) {
   return p;
 }
 
+// Runs every oneDNN call on one thread of its own. oneDNN parallelizes with OpenMP,
+// and GNU OpenMP gives each calling thread its own team; XLA calls a handler from
+// whichever of its threads runs the program, and once the teams outnumber the
+// cores, OpenMP stops spinning between its parallel regions and sleeps instead.
+// oneDNN's LSTM runs hundreds of small regions, so that made it 2-3x slower
+// (benchmark LSTM, forward 5.7-9.5 ms against 2.5; 2 cores).
+class Runner {
+ public:
+  static Runner& Get() {
+    static Runner* runner = new Runner();  // never destroyed: its thread outlives exit
+    return *runner;
+  }
+
+  void Run(std::function<void()> fn) {
+    std::packaged_task<void()> task(std::move(fn));
+    std::future<void> done = task.get_future();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back(std::move(task));
+    }
+    cv_.notify_one();
+    done.get();  // rethrows the task's exception
+  }
+
+ private:
+  Runner() : thread_([this] { Loop(); }) {}
+
+  void Loop() {
+    for (;;) {
+      std::packaged_task<void()> task;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return !queue_.empty(); });
+        task = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      task();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::packaged_task<void()>> queue_;
+  std::thread thread_;
+};
+
 memory Scratchpad(const memory::desc& d) {
-  thread_local std::vector<char> buf;  // one growing buffer per calling thread
+  static std::vector<char> buf;  // used by the runner's thread only
   if (buf.size() < d.get_size()) buf.resize(d.get_size());
   return memory(d, Engine(), buf.data());
 }
@@ -100,23 +151,25 @@ ffi::Error Forward(F32 xs, F32 h0, F32 c0, F32 wl, F32 wi, F32 bias, OutF32 hs, 
     auto d = xs.dimensions();
     int64_t t = d[0], b = d[1], f = d[2], u = h0.dimensions()[1];
     auto p = Get(t, b, f, u);
-    dnnl::stream s(Engine());
-    std::vector<float> h_last(b * u);  // h_T is also dst_layer's last step
-    p->fwd.execute(
-        s, {{DNNL_ARG_SRC_LAYER, Wrap(p->src_layer, xs.typed_data())},
-            {DNNL_ARG_SRC_ITER, Wrap(p->state, h0.typed_data())},
-            {DNNL_ARG_SRC_ITER_C, Wrap(p->state, c0.typed_data())},
-            {DNNL_ARG_WEIGHTS_LAYER,
-             Reorder(s, Wrap(p->weights_layer, wl.typed_data()), p->fwd_pd.weights_layer_desc())},
-            {DNNL_ARG_WEIGHTS_ITER,
-             Reorder(s, Wrap(p->weights_iter, wi.typed_data()), p->fwd_pd.weights_iter_desc())},
-            {DNNL_ARG_BIAS, Wrap(p->bias, bias.typed_data())},
-            {DNNL_ARG_DST_LAYER, Wrap(p->dst_layer, hs->typed_data())},
-            {DNNL_ARG_DST_ITER, Wrap(p->state, h_last.data())},
-            {DNNL_ARG_DST_ITER_C, Wrap(p->state, c_last->typed_data())},
-            {DNNL_ARG_WORKSPACE, Wrap(p->fwd_pd.workspace_desc(), ws->untyped_data())},
-            {DNNL_ARG_SCRATCHPAD, Scratchpad(p->fwd_pd.scratchpad_desc())}});
-    s.wait();
+    Runner::Get().Run([&] {
+      dnnl::stream s(Engine());
+      std::vector<float> h_last(b * u);  // h_T is also dst_layer's last step
+      p->fwd.execute(
+          s, {{DNNL_ARG_SRC_LAYER, Wrap(p->src_layer, xs.typed_data())},
+              {DNNL_ARG_SRC_ITER, Wrap(p->state, h0.typed_data())},
+              {DNNL_ARG_SRC_ITER_C, Wrap(p->state, c0.typed_data())},
+              {DNNL_ARG_WEIGHTS_LAYER,
+               Reorder(s, Wrap(p->weights_layer, wl.typed_data()), p->fwd_pd.weights_layer_desc())},
+              {DNNL_ARG_WEIGHTS_ITER,
+               Reorder(s, Wrap(p->weights_iter, wi.typed_data()), p->fwd_pd.weights_iter_desc())},
+              {DNNL_ARG_BIAS, Wrap(p->bias, bias.typed_data())},
+              {DNNL_ARG_DST_LAYER, Wrap(p->dst_layer, hs->typed_data())},
+              {DNNL_ARG_DST_ITER, Wrap(p->state, h_last.data())},
+              {DNNL_ARG_DST_ITER_C, Wrap(p->state, c_last->typed_data())},
+              {DNNL_ARG_WORKSPACE, Wrap(p->fwd_pd.workspace_desc(), ws->untyped_data())},
+              {DNNL_ARG_SCRATCHPAD, Scratchpad(p->fwd_pd.scratchpad_desc())}});
+      s.wait();
+    });
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("oneDNN LSTM forward: ") + e.what());
   }
@@ -130,43 +183,45 @@ ffi::Error Backward(F32 xs, F32 h0, F32 c0, F32 wl, F32 wi, F32 bias, F32 hs, F3
     auto d = xs.dimensions();
     int64_t t = d[0], b = d[1], f = d[2], u = h0.dimensions()[1];
     auto p = Get(t, b, f, u);
-    auto& eng = Engine();
-    dnnl::stream s(eng);
-    memory dwl_own(p->bwd_pd.diff_weights_layer_desc(), eng);
-    memory dwi_own(p->bwd_pd.diff_weights_iter_desc(), eng);
-    // oneDNN adds into the weight gradients.
-    std::memset(dwl_own.get_data_handle(), 0, dwl_own.get_desc().get_size());
-    std::memset(dwi_own.get_data_handle(), 0, dwi_own.get_desc().get_size());
-    std::memset(dbias->typed_data(), 0, dbias->size_bytes());
-    const float* h_last = hs.typed_data() + (t - 1) * b * u;
-    p->bwd.execute(
-        s, {{DNNL_ARG_SRC_LAYER, Wrap(p->src_layer, xs.typed_data())},
-            {DNNL_ARG_SRC_ITER, Wrap(p->state, h0.typed_data())},
-            {DNNL_ARG_SRC_ITER_C, Wrap(p->state, c0.typed_data())},
-            {DNNL_ARG_WEIGHTS_LAYER,
-             Reorder(s, Wrap(p->weights_layer, wl.typed_data()), p->bwd_pd.weights_layer_desc())},
-            {DNNL_ARG_WEIGHTS_ITER,
-             Reorder(s, Wrap(p->weights_iter, wi.typed_data()), p->bwd_pd.weights_iter_desc())},
-            {DNNL_ARG_BIAS, Wrap(p->bias, bias.typed_data())},
-            {DNNL_ARG_DST_LAYER, Wrap(p->dst_layer, hs.typed_data())},
-            {DNNL_ARG_DST_ITER, Wrap(p->state, h_last)},
-            {DNNL_ARG_DST_ITER_C, Wrap(p->state, c_last.typed_data())},
-            {DNNL_ARG_WORKSPACE, Wrap(p->fwd_pd.workspace_desc(), ws.untyped_data())},
-            {DNNL_ARG_DIFF_DST_LAYER, Wrap(p->dst_layer, dhs.typed_data())},
-            {DNNL_ARG_DIFF_DST_ITER, Wrap(p->state, p->zeros.data())},
-            {DNNL_ARG_DIFF_DST_ITER_C, Wrap(p->state, dc_last.typed_data())},
-            {DNNL_ARG_DIFF_SRC_LAYER, Wrap(p->src_layer, dxs->typed_data())},
-            {DNNL_ARG_DIFF_SRC_ITER, Wrap(p->state, dh0->typed_data())},
-            {DNNL_ARG_DIFF_SRC_ITER_C, Wrap(p->state, dc0->typed_data())},
-            {DNNL_ARG_DIFF_WEIGHTS_LAYER, dwl_own},
-            {DNNL_ARG_DIFF_WEIGHTS_ITER, dwi_own},
-            {DNNL_ARG_DIFF_BIAS, Wrap(p->bias, dbias->typed_data())},
-            {DNNL_ARG_SCRATCHPAD, Scratchpad(p->bwd_pd.scratchpad_desc())}});
-    memory dwl_out = Wrap(p->weights_layer, dwl->typed_data());
-    memory dwi_out = Wrap(p->weights_iter, dwi->typed_data());
-    dnnl::reorder(dwl_own, dwl_out).execute(s, dwl_own, dwl_out);
-    dnnl::reorder(dwi_own, dwi_out).execute(s, dwi_own, dwi_out);
-    s.wait();
+    Runner::Get().Run([&] {
+      auto& eng = Engine();
+      dnnl::stream s(eng);
+      memory dwl_own(p->bwd_pd.diff_weights_layer_desc(), eng);
+      memory dwi_own(p->bwd_pd.diff_weights_iter_desc(), eng);
+      // oneDNN adds into the weight gradients.
+      std::memset(dwl_own.get_data_handle(), 0, dwl_own.get_desc().get_size());
+      std::memset(dwi_own.get_data_handle(), 0, dwi_own.get_desc().get_size());
+      std::memset(dbias->typed_data(), 0, dbias->size_bytes());
+      const float* h_last = hs.typed_data() + (t - 1) * b * u;
+      p->bwd.execute(
+          s, {{DNNL_ARG_SRC_LAYER, Wrap(p->src_layer, xs.typed_data())},
+              {DNNL_ARG_SRC_ITER, Wrap(p->state, h0.typed_data())},
+              {DNNL_ARG_SRC_ITER_C, Wrap(p->state, c0.typed_data())},
+              {DNNL_ARG_WEIGHTS_LAYER,
+               Reorder(s, Wrap(p->weights_layer, wl.typed_data()), p->bwd_pd.weights_layer_desc())},
+              {DNNL_ARG_WEIGHTS_ITER,
+               Reorder(s, Wrap(p->weights_iter, wi.typed_data()), p->bwd_pd.weights_iter_desc())},
+              {DNNL_ARG_BIAS, Wrap(p->bias, bias.typed_data())},
+              {DNNL_ARG_DST_LAYER, Wrap(p->dst_layer, hs.typed_data())},
+              {DNNL_ARG_DST_ITER, Wrap(p->state, h_last)},
+              {DNNL_ARG_DST_ITER_C, Wrap(p->state, c_last.typed_data())},
+              {DNNL_ARG_WORKSPACE, Wrap(p->fwd_pd.workspace_desc(), ws.untyped_data())},
+              {DNNL_ARG_DIFF_DST_LAYER, Wrap(p->dst_layer, dhs.typed_data())},
+              {DNNL_ARG_DIFF_DST_ITER, Wrap(p->state, p->zeros.data())},
+              {DNNL_ARG_DIFF_DST_ITER_C, Wrap(p->state, dc_last.typed_data())},
+              {DNNL_ARG_DIFF_SRC_LAYER, Wrap(p->src_layer, dxs->typed_data())},
+              {DNNL_ARG_DIFF_SRC_ITER, Wrap(p->state, dh0->typed_data())},
+              {DNNL_ARG_DIFF_SRC_ITER_C, Wrap(p->state, dc0->typed_data())},
+              {DNNL_ARG_DIFF_WEIGHTS_LAYER, dwl_own},
+              {DNNL_ARG_DIFF_WEIGHTS_ITER, dwi_own},
+              {DNNL_ARG_DIFF_BIAS, Wrap(p->bias, dbias->typed_data())},
+              {DNNL_ARG_SCRATCHPAD, Scratchpad(p->bwd_pd.scratchpad_desc())}});
+      memory dwl_out = Wrap(p->weights_layer, dwl->typed_data());
+      memory dwi_out = Wrap(p->weights_iter, dwi->typed_data());
+      dnnl::reorder(dwl_own, dwl_out).execute(s, dwl_own, dwl_out);
+      dnnl::reorder(dwi_own, dwi_out).execute(s, dwi_own, dwi_out);
+      s.wait();
+    });
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("oneDNN LSTM backward: ") + e.what());
   }
