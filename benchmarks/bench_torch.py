@@ -121,7 +121,7 @@ def serve(name: str, data: str) -> None:
         print(f"{steps} {time.perf_counter() - start}", flush=True)
 
 
-def contenders(spec: Spec, x: np.ndarray, y: np.ndarray) -> list[Contender]:
+def _child(name: str, spec: Spec, x: np.ndarray, y: np.ndarray, env: dict) -> Contender:
     box = {}
 
     def failed(what: str) -> RuntimeError:
@@ -148,7 +148,7 @@ def contenders(spec: Spec, x: np.ndarray, y: np.ndarray) -> list[Contender]:
         with open(box["log"], "w") as log:  # a file: a full stderr pipe would block the child
             box["proc"] = subprocess.Popen(
                 cmd, cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                text=True,
+                text=True, env={**os.environ, **env},
             )  # fmt: skip
         ready = box["proc"].stdout.readline().split(maxsplit=1)
         if not ready or ready[0] != "ready":
@@ -160,8 +160,18 @@ def contenders(spec: Spec, x: np.ndarray, y: np.ndarray) -> list[Contender]:
         steps, seconds = ask("run").split()
         return int(steps), float(seconds)
 
-    contender = Contender("torch", setup, run)
-    return [contender]
+    contender = Contender(name, setup, run)
+    return contender
+
+
+# glibc's thresholds as `jaxnets.cpu_memory` sets them for jaxnets' own steps: freed
+# blocks stay mapped for the next step instead of being faulted in afresh.
+TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "268435456", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
+
+
+def contenders(spec: Spec, x: np.ndarray, y: np.ndarray) -> list[Contender]:
+    """PyTorch with glibc's defaults (``torch``) and with jaxnets' allocator settings (``torch-malloc``)."""
+    return [_child("torch", spec, x, y, {}), _child("torch-malloc", spec, x, y, TUNED_MALLOC)]
 
 
 if __name__ == "__main__":

@@ -7,8 +7,11 @@ Contenders per model, interleaved round by round so background load hits all
 of them alike (best steps/s over the rounds; medians in the JSON): ``hand`` (hand-written Flax +
 Optax jit loop, host batches: the floor), ``hand-dev`` (the same with the data
 on the device), ``hand-scan`` (that step in one ``lax.scan`` per epoch), ``jaxnets`` (per-step ``fit``), ``jaxnets-fused``
-(``fit(fuse="epoch")``), ``torch`` (PyTorch eager) and ``keras-spe1`` /
+(``fit(fuse="epoch")``), ``torch`` (PyTorch eager, in a process of its own, with
+glibc's allocator defaults) and ``torch-malloc`` (the same with the allocator
+settings jaxnets uses, `benchmarks.bench_torch`), and ``keras-spe1`` /
 ``keras-spe32`` (Keras 3, JAX backend) when installed (``pip install -e '.[bench]'``).
+``best/torch`` is the faster jaxnets mode against the faster PyTorch.
 Results go to ``benchmarks/results/`` (``results.json``, ``results.png``).
 """
 
@@ -38,6 +41,7 @@ ORDER = [
     "jaxnets",
     "jaxnets-fused",
     "torch",
+    "torch-malloc",
     "keras-spe1",
     "keras-spe32",
 ]
@@ -91,17 +95,19 @@ def _ratio(rate: dict, a: str, b: str) -> str:
 def table(results: dict) -> str:
     peak = results["matmul_peak_gflops"]
     head = f"| model | {' | '.join(ORDER)} | jaxnets/hand | fused/hand | fused/hand-scan | "
-    head += "best GFLOP/s (% peak) |"
-    lines = [head, "|" + "---|" * (len(ORDER) + 5)]
+    head += "best/torch | best GFLOP/s (% peak) |"
+    lines = [head, "|" + "---|" * (len(ORDER) + 6)]
     for name, r in results["models"].items():
         rate = r["steps_per_s"]
         cells = [f"{rate[c]:.1f}" if rate.get(c) else "-" for c in ORDER]
         best = max(rate.get("jaxnets") or 0, rate.get("jaxnets-fused") or 0)
+        torch = max(rate.get("torch") or 0, rate.get("torch-malloc") or 0)
+        vs_torch = f"{best / torch:.2f}x" if best and torch else "-"
         gflops = best * r["flops_per_step"] / 1e9
         lines.append(
             f"| {name} | {' | '.join(cells)} | {_ratio(rate, 'jaxnets', 'hand')} | "
             f"{_ratio(rate, 'jaxnets-fused', 'hand')} | {_ratio(rate, 'jaxnets-fused', 'hand-scan')} | "
-            f"{gflops:.1f} ({100 * gflops / peak:.0f}%) |"
+            f"{vs_torch} | {gflops:.1f} ({100 * gflops / peak:.0f}%) |"
         )
     lines.append(f"\nsteps/s, best of interleaved rounds; float32 matmul peak {peak:.0f} GFLOP/s")
     pop = results.get("population")

@@ -17,10 +17,11 @@ per-step training step, and a fused epoch run in short chunks):
   of its own);
 * glibc keeps blocks below `MMAP_BYTES` in its heap and does not hand freed
   memory below 1 GiB back to the system (``mallopt``, process-wide, once), so
-  the next call reuses the same pages. `MMAP_BYTES` is above glibc's largest
-  automatic threshold (32 MiB) because a single value may be larger: the
-  oneDNN LSTM's workspace (`jaxnets.layers.lstm_onednn`) is ~40 MB for the
-  benchmark LSTM, and faulting it in took ~16 ms a call.
+  the next call reuses the same pages. A program whose largest value needs a
+  bigger heap raises that threshold to fit it (glibc 2.36 takes values above
+  its automatic 32 MiB cap): the oneDNN LSTM's workspace
+  (`jaxnets.layers.lstm_onednn`) is ~40 MB for the benchmark LSTM, and
+  faulting it in took ~16 ms a call.
 
 The costs: the process keeps up to that much freed memory mapped, as a
 caching allocator does; and XLA cannot serialize an executable whose
@@ -50,10 +51,11 @@ from jaxnets.jaxprs import nested_jaxprs
 
 ENV_VAR = "JAXNETS_CPU_MEMORY"
 HEAP_BYTES = 16 * 2**20  # XLA heaps: well below the mmap threshold, headers included
-MMAP_BYTES = 256 * 2**20  # glibc (2.36) takes a threshold over its automatic 32 MiB cap
+MMAP_BYTES = 32 * 2**20  # glibc's automatic mmap threshold cap on 64-bit Linux
+_HEAP_MARGIN = 2**20  # glibc's and XLA's headers and alignment on top of a heap
 TRIM_BYTES = 2**30
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # from glibc's <malloc.h>
-_STATE = {"malloc": None}
+_STATE = {"malloc": None, "mmap_bytes": 0}
 
 
 def enabled() -> bool:
@@ -80,18 +82,25 @@ def largest_value_bytes(closed_jaxpr) -> int:
     return best
 
 
-def ensure_malloc_reuse() -> bool:
-    """Sets glibc's mmap and trim thresholds once per process; True if they are set."""
-    if _STATE["malloc"] is None:
-        _STATE["malloc"] = enabled() and sys.platform.startswith("linux") and _mallopt()
+def ensure_malloc_reuse(heap_bytes: int = 0) -> bool:
+    """Sets glibc's mmap and trim thresholds (process-wide); True if they are set.
+
+    The mmap threshold is `MMAP_BYTES`, or above ``heap_bytes`` when that is
+    larger, and only ever rises: raising it more than the programs need would
+    also keep other code's large blocks mapped.
+    """
+    want = max(MMAP_BYTES, heap_bytes + _HEAP_MARGIN if heap_bytes > MMAP_BYTES else 0)
+    if _STATE["malloc"] is None or (_STATE["malloc"] and want > _STATE["mmap_bytes"]):
+        ok = enabled() and sys.platform.startswith("linux") and _mallopt(want)
+        _STATE["malloc"], _STATE["mmap_bytes"] = ok, want if ok else 0
     return _STATE["malloc"]
 
 
-def _mallopt() -> bool:
+def _mallopt(mmap_bytes: int) -> bool:
     try:
         libc = ctypes.CDLL("libc.so.6")
         return bool(
-            libc.mallopt(_M_MMAP_THRESHOLD, MMAP_BYTES)
+            libc.mallopt(_M_MMAP_THRESHOLD, mmap_bytes)
             and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_BYTES)
         )
     except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to tune
@@ -102,6 +111,6 @@ def compiler_options(closed_jaxpr, backend: str | None = None) -> dict:
     """The compile options for a program on ``backend`` (default: JAX's); {} off the CPU."""
     if not enabled() or (backend or jax.default_backend()) != "cpu":
         return {}
-    ensure_malloc_reuse()
     heap = max(HEAP_BYTES, largest_value_bytes(closed_jaxpr))
+    ensure_malloc_reuse(heap)
     return {"xla_multiheap_size_constraint_per_heap": int(heap)}

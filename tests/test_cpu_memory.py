@@ -90,8 +90,7 @@ def test_a_guarded_step_stops_faulting_its_temporaries_in_on_every_call():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    # One block over glibc's automatic mmap threshold (at most 32 MiB): mapped afresh each call.
-    assert got["temp"] > 32 * 2**20
+    assert got["temp"] > cpu_memory.MMAP_BYTES  # one block that glibc maps afresh each call
     assert got["plain"] > 0.5 * got["temp"] / 4096  # so the plain program faults it all in
     assert got["malloc"] and got["same"]
     # Measured 2-42% of the plain program's faults; without the settings, 100%.
@@ -111,3 +110,15 @@ def test_a_program_with_several_heaps_compiles_quietly_with_the_persistent_cache
         np.testing.assert_array_equal(np.asarray(step(x)), np.asarray(big_temporaries(x)))
     finally:
         compile_lib.enable_cache(before) if before else compile_lib.disable_cache()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_the_mmap_threshold_rises_to_fit_a_larger_heap_and_never_falls():
+    assert cpu_memory.ensure_malloc_reuse()
+    assert cpu_memory._STATE["mmap_bytes"] >= cpu_memory.MMAP_BYTES
+    heap = 40 * 2**20  # the oneDNN LSTM's workspace is about this large
+    assert cpu_memory.ensure_malloc_reuse(heap)
+    raised = cpu_memory._STATE["mmap_bytes"]
+    assert raised > heap
+    assert cpu_memory.ensure_malloc_reuse(cpu_memory.HEAP_BYTES)
+    assert cpu_memory._STATE["mmap_bytes"] == raised

@@ -40,6 +40,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import jax
@@ -48,6 +49,7 @@ import jax.numpy as jnp
 ENV_VAR = "JAXNETS_ONEDNN"
 SOURCE = Path(__file__).with_name("lstm_onednn.cc")
 _FORWARD, _BACKWARD = "JaxnetsLstmForward", "JaxnetsLstmBackward"
+_LOCK = threading.Lock()  # one build and one registration, whichever thread traces first
 
 
 def enabled() -> bool:
@@ -124,11 +126,16 @@ def build(out_dir: str | os.PathLike | None = None) -> Path:
     return lib
 
 
-@functools.cache
 def _library() -> ctypes.CDLL | str:
     """The loaded and registered library, or why there is none (built at most once a process)."""
     if not enabled():
         return f"{ENV_VAR} is off"
+    with _LOCK:
+        return _load()
+
+
+@functools.cache
+def _load() -> ctypes.CDLL | str:
     try:
         lib = ctypes.CDLL(str(build()))
     except (RuntimeError, OSError) as e:
