@@ -140,7 +140,7 @@ def main(argv=None) -> dict:
     (va, ga), (vb, gb) = grads["XLA loop"](*x), grads["oneDNN"](*x)
     worst = max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a))) for a, b in zip(ga, gb))
     print(
-        f"loss {float(va):.6f} (jaxnets) {float(vb):.6f} (oneDNN); "
+        f"loss {float(va):.6f} (XLA loop) {float(vb):.6f} (oneDNN); "
         f"largest gradient difference {worst:.1e} of the gradient's largest entry"
     )
     times: dict[str, list[float]] = {}

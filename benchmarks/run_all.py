@@ -8,8 +8,8 @@ of them alike (best steps/s over the rounds; medians in the JSON): ``hand`` (han
 Optax jit loop, host batches: the floor), ``hand-dev`` (the same with the data
 on the device), ``hand-scan`` (that step in one ``lax.scan`` per epoch), ``jaxnets`` (per-step ``fit``), ``jaxnets-fused``
 (``fit(fuse="epoch")``), ``torch`` (PyTorch eager, in a process of its own, with
-glibc's allocator defaults) and ``torch-malloc`` (the same with the allocator
-settings jaxnets uses, `benchmarks.bench_torch`), and ``keras-spe1`` /
+glibc's allocator defaults) and ``torch-malloc`` (the same with glibc tuned to
+keep freed blocks up to 256 MiB mapped, `benchmarks.bench_torch.TUNED_MALLOC`), and ``keras-spe1`` /
 ``keras-spe32`` (Keras 3, JAX backend) when installed (``pip install -e '.[bench]'``).
 ``best/torch`` is the faster jaxnets mode against the faster PyTorch.
 Results go to ``benchmarks/results/`` (``results.json``, ``results.png``).
